@@ -1,0 +1,92 @@
+"""Command line: ``modelrouter serve`` and ``modelrouter check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ._version import __version__
+from .config.load import ConfigError, load_config, load_default_config
+from .config.model import Config
+
+__all__ = ["main"]
+
+
+def _load(path: str | None) -> Config:
+    return load_default_config() if path is None else load_config(path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(f"modelrouter: invalid configuration\n{exc}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from .app import create_app
+
+    host = args.host or config.server.host
+    port = args.port if args.port is not None else config.server.port
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    source = args.config or "embedded default config"
+    logging.getLogger("modelrouter").info("modelrouter %s on http://%s:%d (%s)", __version__, host, port, source)
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{args.file}: {problem}", file=sys.stderr)
+        print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    instances = sum(len(s.instances) for s in config.services.values())
+    print(f"{args.file}: ok ({len(config.services)} service(s), {instances} instance(s), "
+          f"{len(config.aliases)} alias(es))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelrouter", description="An OpenAI-compatible AI model gateway.")
+    parser.add_argument("--version", action="version", version=f"modelrouter {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", metavar="FILE", help="YAML config (default: the embedded default config)")
+    serve.add_argument("--host", help="address to listen on (overrides server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.set_defaults(func=_serve)
+
+    check = sub.add_parser("check-config", help="validate a config file; lists every problem by its path")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

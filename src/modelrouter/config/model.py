@@ -1,0 +1,132 @@
+"""Typed configuration values. Validation happens once, at load; the request path only reads these.
+
+Unknown keys are errors everywhere (``extra="forbid"``): a typo must not silently change routing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "SERVICE_NAMES",
+    "Config",
+    "InstanceConfig",
+    "ModelOverride",
+    "ServerConfig",
+    "ServiceConfig",
+    "Timeouts",
+]
+
+ServiceName = Literal["chat", "embedding", "rerank", "tts", "stt", "image_generation", "image_edit"]
+SERVICE_NAMES: tuple[str, ...] = ServiceName.__args__  # type: ignore[attr-defined]
+BalancerName = Literal["random", "round_robin", "least_connections", "ip_hash", "consistent_hash", "latency"]
+AdapterName = Literal["openai", "ollama"]
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Strict):
+    """Seconds. ``None`` means "no limit" for that phase."""
+
+    connect: PositiveSeconds | None = None
+    first_byte: PositiveSeconds | None = None  # request sent -> response headers (or first token)
+    idle: PositiveSeconds | None = None  # longest gap between two body chunks
+    total: PositiveSeconds | None = None
+
+    def merged_over(self, base: Timeouts) -> Timeouts:
+        """This object's set fields win over ``base``."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
+# Defaults by kind of work: embeddings and rerank are short; generation may think for minutes.
+DEFAULT_TIMEOUTS: dict[str, Timeouts] = {
+    "chat": Timeouts(connect=5, first_byte=300, idle=120, total=1800),
+    "embedding": Timeouts(connect=5, first_byte=60, idle=60, total=120),
+    "rerank": Timeouts(connect=5, first_byte=60, idle=60, total=120),
+    "tts": Timeouts(connect=5, first_byte=120, idle=60, total=600),
+    "stt": Timeouts(connect=5, first_byte=600, idle=120, total=1800),
+    "image_generation": Timeouts(connect=5, first_byte=600, idle=120, total=1800),
+    "image_edit": Timeouts(connect=5, first_byte=600, idle=120, total=1800),
+}
+
+
+def _check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not a URL (expected scheme://host[:port][/prefix])")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError("not a URL (bad port)") from None
+    if parts.query or parts.fragment:
+        raise ValueError("not a URL prefix (no query or fragment allowed)")
+    return value.rstrip("/")
+
+
+class InstanceConfig(_Strict):
+    name: str = Field(min_length=1)
+    models: tuple[str, ...] = ()  # further names this instance serves
+    base_url: str
+    path: str | None = None
+    adapter: AdapterName = "openai"
+    weight: float = Field(default=1, gt=0)
+    upstream_model: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: Timeouts | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return (self.name, *(m for m in self.models if m != self.name))
+
+
+HashOn = Annotated[str, Field(pattern=r"^(client_ip|user|header:[A-Za-z0-9-]+)$")]
+
+
+class ModelOverride(_Strict):
+    load_balance: BalancerName | None = None
+    hash_on: HashOn | None = None
+
+
+class ServiceConfig(_Strict):
+    load_balance: BalancerName = "round_robin"
+    # What ip_hash / consistent_hash hash: the client IP, the request's `user` field, or a header.
+    hash_on: HashOn = "client_ip"
+    timeouts: Timeouts | None = None
+    models: dict[str, ModelOverride] = Field(default_factory=dict)
+    instances: list[InstanceConfig] = Field(default_factory=list)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Largest JSON request body accepted (bytes). Chat requests with inline images can be large.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    # Largest multipart upload (audio, image edits) accepted, and how much of it is kept in memory
+    # before spooling to disk.
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    spool_memory_bytes: int = Field(default=1024 * 1024, ge=0)
+
+
+class Config(_Strict):
+    server: ServerConfig = ServerConfig()
+    aliases: dict[str, str] = Field(default_factory=dict)
+    services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)

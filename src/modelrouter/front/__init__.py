@@ -1,0 +1,1 @@
+"""The HTTP side of the data plane: raw ASGI front door and multipart handling."""

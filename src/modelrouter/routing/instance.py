@@ -1,0 +1,80 @@
+"""Runtime state of one backend instance: what the balancers read and the request path updates."""
+
+from __future__ import annotations
+
+import time
+
+from typing import TYPE_CHECKING
+
+from ..config.model import InstanceConfig, Timeouts
+
+if TYPE_CHECKING:
+    from ..adapters.base import Adapter
+
+__all__ = ["Instance"]
+
+# Peak-EWMA decay constant (seconds): how fast a latency spike is forgotten.
+_EWMA_TAU = 10.0
+
+
+class Instance:
+    """One configured backend. ``inflight`` is incremented by ``acquire`` and decremented by ``release`` on
+    every exit path of a request (the request path guarantees the pairing)."""
+
+    __slots__ = (
+        "adapter",
+        "base_url",
+        "config",
+        "ewma",
+        "headers",
+        "id",
+        "inflight",
+        "key",
+        "timeouts",
+        "upstream_model",
+        "urls",
+        "weight",
+        "_ewma_at",
+    )
+
+    def __init__(
+        self, config: InstanceConfig, service: str, urls: dict[str, str], timeouts: Timeouts, adapter: Adapter
+    ) -> None:
+        self.config = config
+        self.id = f"{service}/{config.name}@{config.base_url}"
+        self.base_url = config.base_url
+        # endpoint name -> full upstream URL, computed once per config
+        self.urls = urls
+        self.weight = config.weight
+        self.upstream_model = config.upstream_model or config.name
+        self.headers = dict(config.headers)
+        self.timeouts = timeouts
+        self.adapter = adapter
+        # Identity across config reloads: the same key means the same backend, so its state may be kept.
+        self.key = (service, config.model_dump_json())
+        self.inflight = 0
+        self.ewma = 0.0
+        self._ewma_at = time.monotonic()
+
+    def acquire(self) -> None:
+        self.inflight += 1
+
+    def release(self) -> None:
+        self.inflight -= 1
+
+    def observe_latency(self, seconds: float) -> None:
+        """Peak EWMA: jump up to a slower observation at once, decay towards faster ones over time."""
+        now = time.monotonic()
+        if seconds > self.ewma:
+            self.ewma = seconds
+        else:
+            elapsed = now - self._ewma_at
+            w = 2.718281828459045 ** (-elapsed / _EWMA_TAU)
+            self.ewma = self.ewma * w + seconds * (1.0 - w)
+        self._ewma_at = now
+
+    def __repr__(self) -> str:
+        return (
+            f"<Instance {self.id} weight={self.weight:g} inflight={self.inflight} "
+            f"ewma={self.ewma * 1000:.1f}ms>"
+        )

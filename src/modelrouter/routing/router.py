@@ -1,0 +1,150 @@
+"""The routing table: (service, model name) -> pool of instances -> one instance per request.
+
+A table is built once per config and never mutated afterwards; a reload builds a new table and swaps it in one
+assignment, so a request sees one consistent table from start to end. Instances whose configuration did not
+change are carried over (with their counters) from the previous table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from ..adapters import ADAPTERS
+from ..config.model import DEFAULT_TIMEOUTS, Config, InstanceConfig, ServiceConfig, Timeouts
+from ..endpoints import ENDPOINTS_BY_SERVICE
+from ..errors import ModelNotFound, NoUsableInstance
+from .balancers import BALANCERS, Balancer
+from .instance import Instance
+
+__all__ = ["Pool", "RoutingTable"]
+
+
+class Pool:
+    """The instances serving one model name in one service, and the balancer choosing among them."""
+
+    __slots__ = ("balancer", "hash_on", "instances", "model", "service")
+
+    def __init__(self, service: str, model: str, instances: Sequence[Instance], balancer: str, hash_on: str) -> None:
+        self.service = service
+        self.model = model
+        self.instances = tuple(instances)
+        self.balancer: Balancer = BALANCERS[balancer](self.instances)
+        self.hash_on = hash_on
+
+    def usable(self) -> Sequence[Instance]:
+        # Health checks and circuit breakers narrow this down; without them every instance is usable.
+        return self.instances
+
+    def select(self, key: str | None = None) -> Instance:
+        usable = self.usable()
+        if not usable:
+            raise NoUsableInstance(f"no usable instance for model '{self.model}'")
+        return self.balancer.select(usable, key)
+
+    def __repr__(self) -> str:
+        return f"<Pool {self.service}:{self.model} {type(self.balancer).__name__} {list(self.instances)}>"
+
+
+def _join_url(base_url: str, path: str) -> str:
+    # Users often write the base URL the way OpenAI clients want it (".../v1"); don't make that ".../v1/v1/...".
+    if base_url.endswith("/v1") and path.startswith("/v1/"):
+        path = path[3:]
+    return base_url + path
+
+
+def _instance_urls(service: str, inst: InstanceConfig) -> dict[str, str]:
+    adapter = ADAPTERS[inst.adapter]
+    urls: dict[str, str] = {}
+    for i, endpoint in enumerate(ENDPOINTS_BY_SERVICE.get(service, ())):
+        if inst.path and i == 0:
+            # An instance `path` is taken literally, for the service's main endpoint (the first listed for it).
+            urls[endpoint.name] = inst.base_url + inst.path
+        elif (path := adapter.path(endpoint)) is not None:
+            urls[endpoint.name] = _join_url(inst.base_url, path)
+    return urls
+
+
+class RoutingTable:
+    """Immutable once built. ``resolve`` and ``Pool.select`` are the per-request calls."""
+
+    def __init__(self, config: Config, previous: RoutingTable | None = None) -> None:
+        self.config = config
+        self.created = int(time.time())
+        self.aliases: Mapping[str, str] = dict(config.aliases)
+        old: dict[tuple[str, str], Instance] = {}
+        if previous is not None:
+            old = {inst.key: inst for inst in previous.all_instances()}
+        self.pools: dict[tuple[str, str], Pool] = {}
+        self._service_of_model: dict[str, list[str]] = {}
+        self._instances: list[Instance] = []
+        for service_name, service in config.services.items():
+            self._build_service(service_name, service, old)
+        self.models_body = self._models_listing()
+
+    def _build_service(self, service_name: str, service: ServiceConfig, old: dict[tuple[str, str], Instance]) -> None:
+        base_timeouts = DEFAULT_TIMEOUTS[service_name]
+        if service.timeouts is not None:
+            base_timeouts = service.timeouts.merged_over(base_timeouts)
+        members: dict[str, list[Instance]] = {}
+        for inst_cfg in service.instances:
+            timeouts: Timeouts = inst_cfg.timeouts.merged_over(base_timeouts) if inst_cfg.timeouts else base_timeouts
+            instance = Instance(
+                inst_cfg, service_name, _instance_urls(service_name, inst_cfg), timeouts, ADAPTERS[inst_cfg.adapter]
+            )
+            kept = old.get(instance.key)
+            if kept is not None and kept.timeouts == timeouts:
+                instance = kept
+            self._instances.append(instance)
+            for name in inst_cfg.served_names:
+                members.setdefault(name, []).append(instance)
+        for model, instances in members.items():
+            override = service.models.get(model)
+            balancer = (override.load_balance if override else None) or service.load_balance
+            hash_on = (override.hash_on if override else None) or service.hash_on
+            self.pools[(service_name, model)] = Pool(service_name, model, instances, balancer, hash_on)
+            self._service_of_model.setdefault(model, []).append(service_name)
+
+    def _models_listing(self) -> bytes:
+        seen: dict[str, dict[str, Any]] = {}
+        for service, model in self.pools:
+            seen.setdefault(model, {"id": model, "object": "model", "created": self.created,
+                                    "owned_by": "modelrouter"})
+        for alias in self.aliases:
+            seen.setdefault(alias, {"id": alias, "object": "model", "created": self.created,
+                                    "owned_by": "modelrouter"})
+        self._model_objects = seen
+        return orjson.dumps({"object": "list", "data": list(seen.values())})
+
+    def model_object(self, model_id: str) -> bytes:
+        obj = self._model_objects.get(model_id)
+        if obj is None:
+            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+        return orjson.dumps(obj)
+
+    def all_instances(self) -> list[Instance]:
+        return self._instances
+
+    def resolve(self, service: str, model: str) -> Pool:
+        name = self.aliases.get(model, model)
+        pool = self.pools.get((service, name))
+        if pool is not None:
+            return pool
+        elsewhere = self._service_of_model.get(name)
+        if elsewhere:
+            raise ModelNotFound(
+                f"The model '{model}' is not available for this endpoint (it serves: {', '.join(elsewhere)})",
+                param="model",
+            )
+        raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+
+    def only_model(self, service: str) -> str | None:
+        """The service's model name if it has exactly one (for endpoints where `model` is optional)."""
+        names = [m for (s, m) in self.pools if s == service]
+        return names[0] if len(names) == 1 else None
+
+    def has_usable_instance(self) -> bool:
+        return any(pool.usable() for pool in self.pools.values())
