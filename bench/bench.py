@@ -1,0 +1,623 @@
+"""modelrouter throughput/latency benchmark: wrk -> (fake upstream | gateway -> fake upstream).
+
+Every scenario is run twice - straight at the fake upstream ("direct") and through the gateway - so the
+table shows what the gateway itself costs. See bench/README.md. Entry point: ``bench/run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+HOST = "127.0.0.1"  # loopback only, always
+CHAT_PATH = "/v1/chat/completions"
+MODEL = "bench-model"
+
+# Targets the gateway is held to (see README). Keys are used in latest.json.
+TARGET_RPS_C32 = 7_000.0
+TARGET_P50_OVERHEAD_MS = 0.4
+TARGET_IDLE_RSS_MB = 60.0
+
+EXIT_OK, EXIT_FAILED, EXIT_ENV, EXIT_MISSED = 0, 1, 2, 3
+
+
+class BenchError(Exception):
+    """A problem that stops the benchmark; reported without a traceback."""
+
+    exit_code = EXIT_FAILED
+
+
+class EnvironmentProblem(BenchError):
+    """The machine lacks something the benchmark needs (not the gateway's fault)."""
+
+    exit_code = EXIT_ENV
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    stream: bool
+    connections: int
+    threads: int
+
+    @property
+    def script(self) -> Path:
+        return BENCH_DIR / ("chat_stream.lua" if self.stream else "chat.lua")
+
+
+SCENARIOS = (
+    Scenario("non-stream c1", stream=False, connections=1, threads=1),
+    Scenario("non-stream c32", stream=False, connections=32, threads=2),
+    Scenario("stream c1", stream=True, connections=1, threads=1),
+    Scenario("stream c32", stream=True, connections=32, threads=2),
+)
+
+
+@dataclass
+class WrkRun:
+    scenario: str
+    target: str  # "direct" | "gateway"
+    connections: int
+    threads: int
+    duration_s: float
+    requests: int = 0
+    rps: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    non_2xx_3xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # anything that makes this run untrustworthy
+    raw: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+class Children:
+    """Owns every child process; ``close()`` kills their whole process groups (each runs in its own session,
+    so a gateway that forks workers is cleaned up too, and our Ctrl-C does not race its own handler)."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:  # a file, not a pipe: an unread pipe would block a chatty child
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self._procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self._procs:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # SIGKILL the group regardless: the leader may be gone while its workers linger.
+            _signal_group(proc, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
+        self._procs.clear()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # start_new_session=True makes pid == pgid
+
+
+def free_port() -> int:
+    # Tiny race between close and the child's bind; acceptable on loopback and caught by the readiness check.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no output captured)"
+    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+
+
+def wait_ready(
+    proc: subprocess.Popen[bytes], port: int, path: str, timeout: float, what: str, log: Path
+) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BenchError(
+                f"{what} exited with code {proc.returncode} during startup. Its output:\n{tail(log)}"
+            )
+        try:
+            status, _, _ = http_request(port, "GET", path, timeout=1.0)
+        except OSError as exc:
+            last = str(exc)
+        else:
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        time.sleep(0.1)
+    raise BenchError(
+        f"{what} did not answer 200 on GET {path} within {timeout:g} s (last: {last}). "
+        f"Its output:\n{tail(log)}"
+    )
+
+
+def http_request(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 5.0
+) -> tuple[int, str, bytes]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+    finally:
+        conn.close()
+
+
+def rss_mb(pid: int) -> tuple[float, float, int]:
+    """(VmRSS, VmHWM) in MB summed over ``pid`` and its descendants, and the process count."""
+    pids = [pid, *_descendants(pid)]
+    rss = hwm = 0.0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) / 1024
+                elif line.startswith("VmHWM:"):
+                    hwm += int(line.split()[1]) / 1024
+    return rss, hwm, len(pids)
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            # The command name may contain spaces/parens; fields after the last ')' are fixed.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- environment
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "wrk is not installed. Install it (Debian/Ubuntu: sudo apt-get install -y wrk) and re-run."
+        )
+    print("wrk not found; installing the Debian package (apt-get install -y wrk) ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "wrk"]
+    if subprocess.run(install, env=env, check=False, timeout=600).returncode != 0:
+        # Fresh containers often have no package lists yet.
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=False, timeout=600)
+        subprocess.run(install, env=env, check=False, timeout=600)
+    path = shutil.which("wrk")
+    if not path:
+        raise EnvironmentProblem(
+            "could not install wrk with apt-get; install it manually (package 'wrk') and re-run."
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Pinning:
+    gateway: list[str]  # argv prefix
+    load: list[str]  # argv prefix for wrk and the fake upstream
+    note: str
+
+
+def plan_pinning(enabled: bool) -> Pinning:
+    """Gateway on one core, wrk + fake upstream on another, so the load generator does not steal the
+    gateway's CPU (the gateway is single-process; on 2 cores this is the fairest split)."""
+    if not enabled:
+        return Pinning([], [], "off (--no-pin)")
+    taskset = shutil.which("taskset")
+    cores = sorted(os.sched_getaffinity(0))
+    if not taskset:
+        return Pinning([], [], "off (taskset not found)")
+    if len(cores) < 2:
+        return Pinning([], [], f"off (only {len(cores)} usable core)")
+    gw, load = str(cores[0]), str(cores[1])
+    return Pinning(
+        [taskset, "-c", gw], [taskset, "-c", load], f"gateway on core {gw}, wrk + upstream on core {load}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- wrk
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unparsable wrk duration {text!r}")
+    return float(match[1]) * _UNIT_MS[match[2]]
+
+
+def parse_wrk(out: str, run: WrkRun) -> None:
+    run.raw = out
+    if m := re.search(r"^\s*(\d+) requests in", out, re.M):
+        run.requests = int(m[1])
+    if m := re.search(r"^Requests/sec:\s*([\d.]+)", out, re.M):
+        run.rps = float(m[1])
+    else:
+        run.errors.append("no Requests/sec in wrk output")
+    for pct, attr in (("50", "p50_ms"), ("99", "p99_ms")):
+        if m := re.search(rf"^\s*{pct}(?:\.000)?%\s+(\S+)", out, re.M):
+            setattr(run, attr, _ms(m[1]))
+        else:
+            run.errors.append(f"no p{pct} in wrk output")
+    if m := re.search(r"Non-2xx or 3xx responses:\s*(\d+)", out):
+        run.non_2xx_3xx = int(m[1])
+        run.errors.append(f"{run.non_2xx_3xx} non-2xx/3xx responses")
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        run.socket_errors = dict(
+            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
+        )
+        bad = {k: v for k, v in run.socket_errors.items() if v}
+        if bad:
+            run.errors.append("socket errors " + ", ".join(f"{k}={v}" for k, v in bad.items()))
+    if run.requests == 0 and not run.errors:
+        run.errors.append("no requests completed")
+
+
+def run_wrk(wrk: str, pin: list[str], port: int, sc: Scenario, target: str, duration: float) -> WrkRun:
+    run = WrkRun(sc.name, target, sc.connections, sc.threads, duration)
+    argv = [
+        *pin, wrk, f"-t{sc.threads}", f"-c{sc.connections}", f"-d{duration:g}s", "--latency",
+        "--timeout", "5s",  # a stalled response counts as a timeout error instead of hiding in the tail
+        "-s", str(sc.script), f"http://{HOST}:{port}{CHAT_PATH}",
+    ]  # fmt: skip
+    try:
+        # wrk stops itself after -d; the subprocess timeout is only a backstop so no load can run unbounded.
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
+    except subprocess.TimeoutExpired:
+        run.errors.append("wrk did not finish in time (killed)")
+        return run
+    parse_wrk(proc.stdout, run)
+    if proc.returncode != 0:
+        run.errors.insert(0, f"wrk exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:300]}")
+    return run
+
+
+def sanity_check(port: int, what: str) -> list[str]:
+    """One request of each kind, checked for content: a fast wrong answer must not pass as a fast one."""
+    problems = []
+    base = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+    try:
+        status, ctype, body = http_request(port, "POST", CHAT_PATH, json.dumps(base).encode())
+        if status != 200:
+            problems.append(f"{what}: non-streaming chat answered HTTP {status}: {body[:300]!r}")
+        elif json.loads(body).get("object") != "chat.completion":
+            problems.append(f"{what}: non-streaming chat body is not a chat.completion: {body[:300]!r}")
+        status, ctype, body = http_request(
+            port, "POST", CHAT_PATH, json.dumps({**base, "stream": True}).encode()
+        )
+        events = [line for line in body.split(b"\n") if line.startswith(b"data:")]
+        if status != 200:
+            problems.append(f"{what}: streaming chat answered HTTP {status}: {body[:300]!r}")
+        elif "text/event-stream" not in ctype:
+            problems.append(f"{what}: streaming chat Content-Type is {ctype!r}, not text/event-stream")
+        elif not events or events[-1].strip() != b"data: [DONE]" or b"chat.completion.chunk" not in body:
+            problems.append(
+                f"{what}: streaming body is not chat.completion.chunk events + [DONE]: {body[:300]!r}"
+            )
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        problems.append(f"{what}: sanity request failed: {exc!r}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def build_rows(runs: list[WrkRun]) -> list[dict[str, Any]]:
+    by_key = {(r.scenario, r.target): r for r in runs}
+    rows = []
+    for sc in SCENARIOS:
+        d, g = by_key.get((sc.name, "direct")), by_key.get((sc.name, "gateway"))
+        if d is None and g is None:
+            continue
+        row: dict[str, Any] = {"scenario": sc.name, "connections": sc.connections}
+        for prefix, run in (("direct", d), ("gateway", g)):
+            row[f"{prefix}_rps"] = run.rps if run else None
+            row[f"{prefix}_p50_ms"] = run.p50_ms if run else None
+            row[f"{prefix}_p99_ms"] = run.p99_ms if run else None
+        row["ratio"] = g.rps / d.rps if d and g and d.rps else None
+        overhead = None
+        if d and g and d.p50_ms is not None and g.p50_ms is not None:
+            overhead = g.p50_ms - d.p50_ms
+        row["p50_overhead_ms"] = overhead
+        row["errors"] = bool((d and d.errors) or (g and g.errors))
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
+    header = (
+        f"{'scenario':<16}{'direct rps':>12}{'gateway rps':>13}{'ratio':>7}"
+        f"{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}{'p50 overhead ms':>17}"
+    )
+    print(header, file=out)
+    print("-" * len(header), file=out)
+    for r in rows:
+        direct = f"{_fmt(r['direct_p50_ms'], '.3f')} / {_fmt(r['direct_p99_ms'], '.3f')}"
+        gateway = f"{_fmt(r['gateway_p50_ms'], '.3f')} / {_fmt(r['gateway_p99_ms'], '.3f')}"
+        print(
+            f"{r['scenario']:<16}{_fmt(r['direct_rps'], ',.0f'):>12}{_fmt(r['gateway_rps'], ',.0f'):>13}"
+            f"{_fmt(r['ratio'], '.2f'):>7}{direct:>20}{gateway:>21}{_fmt(r['p50_overhead_ms'], '+.3f'):>17}"
+            + ("   <-- ERRORS" if r["errors"] else ""),
+            file=out,
+        )
+
+
+def _verdict(name: str, value: float | None, limit: float, at_least: bool, tainted: bool) -> dict[str, Any]:
+    if value is None:
+        status = "SKIP"
+    elif tainted:
+        status = "MISS"  # numbers from a run with errors prove nothing
+    else:
+        status = "PASS" if (value >= limit if at_least else value <= limit) else "MISS"
+    return {"target": name, "value": value, "limit": limit, "at_least": at_least, "status": status,
+            "run_had_errors": tainted}  # fmt: skip
+
+
+def check_targets(rows: list[dict[str, Any]], rss: dict[str, Any] | None) -> list[dict[str, Any]]:
+    by_name = {r["scenario"]: r for r in rows}
+    c32 = by_name.get("non-stream c32", {})
+    c1 = by_name.get("non-stream c1", {})
+    idle = rss["idle_mb"] if rss else None
+    rps, overhead = c32.get("gateway_rps"), c1.get("p50_overhead_ms")
+    return [
+        _verdict("gateway rps, non-stream c32", rps, TARGET_RPS_C32, True, c32.get("errors", False)),
+        _verdict(
+            "p50 overhead ms, non-stream c1", overhead, TARGET_P50_OVERHEAD_MS, False, c1.get("errors", False)
+        ),
+        _verdict("gateway idle RSS MB", idle, TARGET_IDLE_RSS_MB, False, False),
+    ]
+
+
+def print_targets(targets: list[dict[str, Any]]) -> None:
+    for t in targets:
+        cmp = ">=" if t["at_least"] else "<="
+        value = _fmt(t["value"], ",.3f" if "ms" in t["target"] else ",.1f")
+        note = "  (run had errors)" if t["run_had_errors"] else ""
+        print(f"{t['status']:<5} {t['target']}: {value} (target {cmp} {t['limit']:,g}){note}")
+
+
+def shout(lines: list[str]) -> None:
+    if not lines:
+        return
+    bar = "!" * 78
+    print(f"\n{bar}\n!! THE FOLLOWING PROBLEMS MAKE THESE NUMBERS UNTRUSTWORTHY:", file=sys.stderr)
+    for line in lines:
+        print(f"!!  - {line}", file=sys.stderr)
+    print(bar, file=sys.stderr)
+
+
+def git_commit() -> str | None:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def write_config(upstream_port: int, gateway_port: int) -> Path:
+    path = RESULTS_DIR / "bench-config.yaml"
+    path.write_text(
+        "# Generated by bench/bench.py for one benchmark run.\n"
+        f"server: {{host: {HOST}, port: {gateway_port}}}\n"
+        "services:\n"
+        "  chat:\n"
+        "    load_balance: round_robin\n"
+        "    instances:\n"
+        f"      - name: {MODEL}\n"
+        f"        base_url: http://{HOST}:{upstream_port}\n"
+    )
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/run", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--quick", action="store_true", help="3-second runs (overrides --duration)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin processes to CPU cores with taskset"
+    )
+    parser.add_argument(
+        "--direct-only", action="store_true", help="measure only the fake upstream (no gateway)"
+    )
+    parser.add_argument("--startup-timeout", type=float, default=20.0, help="seconds to wait for /health")
+    parser.add_argument("--strict", action="store_true", help=f"exit {EXIT_MISSED} if a target is missed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 3.0
+    if not 0 < args.duration <= 600:
+        parser.error("--duration must be in (0, 600] seconds")
+    return args
+
+
+def run_bench(args: argparse.Namespace, children: Children) -> int:
+    wrk = ensure_wrk()
+    pin = plan_pinning(not args.no_pin)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    warmup = min(1.0, args.duration)
+    problems: list[str] = []
+    print(f"modelrouter bench: {args.duration:g} s per run, pinning {pin.note}")
+
+    up_port = free_port()
+    up_log = RESULTS_DIR / "upstream.log"
+    upstream = children.start(
+        [
+            *pin.load,
+            sys.executable,
+            str(BENCH_DIR / "fake_upstream.py"),
+            "--host",
+            HOST,
+            "--port",
+            str(up_port),
+        ],
+        up_log,
+    )
+    wait_ready(upstream, up_port, "/v1/models", 10.0, "fake upstream", up_log)
+    targets: dict[str, int] = {"direct": up_port}
+
+    gateway_pid: int | None = None
+    rss: dict[str, Any] | None = None
+    if not args.direct_only:
+        if importlib.util.find_spec("modelrouter") is None:
+            raise BenchError(
+                f"modelrouter is not importable by {sys.executable}; run: pip install -e . (in .venv)"
+            )
+        gw_port = free_port()
+        gw_log = RESULTS_DIR / "gateway.log"
+        config = write_config(up_port, gw_port)
+        gw_argv = [sys.executable, "-m", "modelrouter", "serve", "--config", str(config),
+                   "--host", HOST, "--port", str(gw_port)]  # fmt: skip
+        gateway = children.start([*pin.gateway, *gw_argv], gw_log)
+        wait_ready(gateway, gw_port, "/health", args.startup_timeout, "gateway", gw_log)
+        gateway_pid = gateway.pid  # taskset execs the command, so this is the gateway's own pid
+        time.sleep(0.5)  # let startup allocations settle before calling it "idle"
+        idle_rss, _, nprocs = rss_mb(gateway_pid)
+        rss = {"idle_mb": round(idle_rss, 1), "processes": nprocs}
+        print(
+            f"gateway up on port {gw_port} (pid {gateway_pid}, {nprocs} process(es)), "
+            f"idle RSS {idle_rss:.1f} MB"
+        )
+        targets["gateway"] = gw_port
+
+    for what, port in targets.items():
+        problems += sanity_check(port, what)
+    if problems:
+        shout(problems)
+
+    runs: list[WrkRun] = []
+    for sc in SCENARIOS:
+        for what, port in targets.items():
+            # A short unrecorded warm-up: connection pools, caches and lazy imports are not what we measure.
+            run_wrk(wrk, pin.load, port, sc, what, warmup)
+            run = run_wrk(wrk, pin.load, port, sc, what, args.duration)
+            runs.append(run)
+            flag = "   <-- " + "; ".join(run.errors) if run.errors else ""
+            print(
+                f"  {sc.name:<15} {what:<8} {run.rps:>10,.0f} req/s  p50 {_fmt(run.p50_ms, '.3f')} ms{flag}"
+            )
+            problems += [f"{sc.name} / {what}: {e}" for e in run.errors]
+
+    if gateway_pid is not None and rss is not None:
+        after, peak, nprocs = rss_mb(gateway_pid)
+        rss.update(after_load_mb=round(after, 1), peak_mb=round(peak, 1), processes=nprocs)
+
+    rows = build_rows(runs)
+    verdicts = check_targets(rows, rss)
+    print()
+    print_table(rows)
+    if rss:
+        print(f"\ngateway RSS: idle {rss['idle_mb']:.1f} MB, after load {rss['after_load_mb']:.1f} MB, "
+              f"peak {rss['peak_mb']:.1f} MB ({rss['processes']} process(es))")  # fmt: skip
+    print()
+    print_targets(verdicts)
+
+    result = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "duration_s": args.duration,
+        "pinning": pin.note,
+        "cpus": len(os.sched_getaffinity(0)),
+        "python": sys.version.split()[0],
+        "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0],
+        "clean": not problems,
+        "problems": problems,
+        "rows": rows,
+        "gateway_rss": rss,
+        "targets": verdicts,
+        "runs": [asdict(r) for r in runs],
+    }
+    out = RESULTS_DIR / "latest.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nresults written to {out.relative_to(ROOT)}")
+
+    if problems:
+        shout(problems)
+        return EXIT_FAILED
+    if args.strict and any(v["status"] == "MISS" for v in verdicts):
+        return EXIT_MISSED
+    return EXIT_OK
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind through the finally below so children are killed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGHUP, _on_sigterm)
+    children = Children()
+    try:
+        return run_bench(args, children)
+    except BenchError as exc:
+        print(f"\nbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\nbench: interrupted, stopping child processes", file=sys.stderr)
+        return 130
+    finally:
+        # Ignore further Ctrl-C while cleaning up, so a second keypress cannot orphan the children.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        children.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Real servers on loopback for tests: the gateway (uvicorn, as in production) and upstream apps (aiohttp.web),
+each run on one background event loop so that tests may use the synchronous openai SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any, TypeVar
+
+import uvicorn
+from aiohttp import web
+
+from modelrouter import Gateway, create_app, parse_config
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread; ``run`` executes a coroutine there and waits for its result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="test-servers", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+
+class UpstreamServer:
+    def __init__(self, bg: BackgroundLoop, app: web.Application) -> None:
+        self.bg = bg
+        self.app = app
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+
+    async def _start(self) -> None:
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def start(self) -> UpstreamServer:
+        self.bg.run(self._start())
+        return self
+
+    def stop(self) -> None:
+        self.bg.run(self._runner.cleanup())
+
+
+class GatewayServer:
+    """The gateway under uvicorn with httptools/uvloop-free defaults chosen by uvicorn, on a free port."""
+
+    def __init__(self, bg: BackgroundLoop, config: dict[str, Any] | Gateway) -> None:
+        self.bg = bg
+        self.gateway = config if isinstance(config, Gateway) else create_app(parse_config(config))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.gateway, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
+                access_log=False,
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def _start(self) -> None:
+        self._server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        for _ in range(500):
+            if self._server.started:
+                return
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        raise RuntimeError("gateway did not start")
+
+    def start(self) -> GatewayServer:
+        self.bg.run(self._start())
+        return self
+
+    async def _stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 10)
+
+    def stop(self) -> None:
+        self.bg.run(self._stop())
+
+    def reload(self, config: dict[str, Any]) -> None:
+        self.gateway.reload(parse_config(config))
+
+
+@contextlib.contextmanager
+def serving(server: UpstreamServer | GatewayServer) -> Iterator[Any]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
