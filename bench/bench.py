@@ -85,6 +85,8 @@ class WrkRun:
     non_2xx_3xx: int = 0
     socket_errors: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # anything that makes this run untrustworthy
+    # CPU use of our processes during the run, % of one core: ~100 means that process was the bottleneck.
+    cpu_pct: dict[str, float] = field(default_factory=dict)
     raw: str = ""
 
 
@@ -141,16 +143,12 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
 
-def wait_ready(
-    proc: subprocess.Popen[bytes], port: int, path: str, timeout: float, what: str, log: Path
-) -> None:
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(
-                f"{what} exited with code {proc.returncode} during startup. Its output:\n{tail(log)}"
-            )
+            raise BenchError(f"{what} exited with code {proc.returncode} during startup. Its output:\n{tail(log)}")
         try:
             status, _, _ = http_request(port, "GET", path, timeout=1.0)
         except OSError as exc:
@@ -161,8 +159,7 @@ def wait_ready(
             last = f"HTTP {status}"
         time.sleep(0.1)
     raise BenchError(
-        f"{what} did not answer 200 on GET {path} within {timeout:g} s (last: {last}). "
-        f"Its output:\n{tail(log)}"
+        f"{what} did not answer 200 on GET {path} within {timeout:g} s (last: {last}). Its output:\n{tail(log)}"
     )
 
 
@@ -191,6 +188,16 @@ def rss_mb(pid: int) -> tuple[float, float, int]:
                 elif line.startswith("VmHWM:"):
                     hwm += int(line.split()[1]) / 1024
     return rss, hwm, len(pids)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its descendants."""
+    ticks = 0
+    for p in [pid, *_descendants(pid)]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -229,9 +236,7 @@ def ensure_wrk() -> str:
         subprocess.run(install, env=env, check=False, timeout=600)
     path = shutil.which("wrk")
     if not path:
-        raise EnvironmentProblem(
-            "could not install wrk with apt-get; install it manually (package 'wrk') and re-run."
-        )
+        raise EnvironmentProblem("could not install wrk with apt-get; install it manually (package 'wrk') and re-run.")
     return path
 
 
@@ -254,9 +259,7 @@ def plan_pinning(enabled: bool) -> Pinning:
     if len(cores) < 2:
         return Pinning([], [], f"off (only {len(cores)} usable core)")
     gw, load = str(cores[0]), str(cores[1])
-    return Pinning(
-        [taskset, "-c", gw], [taskset, "-c", load], f"gateway on core {gw}, wrk + upstream on core {load}"
-    )
+    return Pinning([taskset, "-c", gw], [taskset, "-c", load], f"gateway on core {gw}, wrk + upstream on core {load}")
 
 
 # ---------------------------------------------------------------------------------------------- wrk
@@ -288,9 +291,7 @@ def parse_wrk(out: str, run: WrkRun) -> None:
         run.non_2xx_3xx = int(m[1])
         run.errors.append(f"{run.non_2xx_3xx} non-2xx/3xx responses")
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
-        run.socket_errors = dict(
-            zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
-        )
+        run.socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True))
         bad = {k: v for k, v in run.socket_errors.items() if v}
         if bad:
             run.errors.append("socket errors " + ", ".join(f"{k}={v}" for k, v in bad.items()))
@@ -298,19 +299,26 @@ def parse_wrk(out: str, run: WrkRun) -> None:
         run.errors.append("no requests completed")
 
 
-def run_wrk(wrk: str, pin: list[str], port: int, sc: Scenario, target: str, duration: float) -> WrkRun:
+def run_wrk(
+    wrk: str, pin: list[str], port: int, sc: Scenario, target: str, duration: float, watch: dict[str, int]
+) -> WrkRun:
+    """One bounded wrk run; ``watch`` names the pids whose CPU use to record."""
     run = WrkRun(sc.name, target, sc.connections, sc.threads, duration)
     argv = [
         *pin, wrk, f"-t{sc.threads}", f"-c{sc.connections}", f"-d{duration:g}s", "--latency",
         "--timeout", "5s",  # a stalled response counts as a timeout error instead of hiding in the tail
         "-s", str(sc.script), f"http://{HOST}:{port}{CHAT_PATH}",
     ]  # fmt: skip
+    cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    started = time.monotonic()
     try:
         # wrk stops itself after -d; the subprocess timeout is only a backstop so no load can run unbounded.
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
     except subprocess.TimeoutExpired:
         run.errors.append("wrk did not finish in time (killed)")
         return run
+    elapsed = time.monotonic() - started
+    run.cpu_pct = {name: round(100 * (cpu_seconds(pid) - cpu_before[name]) / elapsed, 1) for name, pid in watch.items()}
     parse_wrk(proc.stdout, run)
     if proc.returncode != 0:
         run.errors.insert(0, f"wrk exited {proc.returncode}: {(proc.stderr or proc.stdout).strip()[:300]}")
@@ -327,18 +335,14 @@ def sanity_check(port: int, what: str) -> list[str]:
             problems.append(f"{what}: non-streaming chat answered HTTP {status}: {body[:300]!r}")
         elif json.loads(body).get("object") != "chat.completion":
             problems.append(f"{what}: non-streaming chat body is not a chat.completion: {body[:300]!r}")
-        status, ctype, body = http_request(
-            port, "POST", CHAT_PATH, json.dumps({**base, "stream": True}).encode()
-        )
+        status, ctype, body = http_request(port, "POST", CHAT_PATH, json.dumps({**base, "stream": True}).encode())
         events = [line for line in body.split(b"\n") if line.startswith(b"data:")]
         if status != 200:
             problems.append(f"{what}: streaming chat answered HTTP {status}: {body[:300]!r}")
         elif "text/event-stream" not in ctype:
             problems.append(f"{what}: streaming chat Content-Type is {ctype!r}, not text/event-stream")
         elif not events or events[-1].strip() != b"data: [DONE]" or b"chat.completion.chunk" not in body:
-            problems.append(
-                f"{what}: streaming body is not chat.completion.chunk events + [DONE]: {body[:300]!r}"
-            )
+            problems.append(f"{what}: streaming body is not chat.completion.chunk events + [DONE]: {body[:300]!r}")
     except (OSError, ValueError, http.client.HTTPException) as exc:
         problems.append(f"{what}: sanity request failed: {exc!r}")
     return problems
@@ -398,8 +402,14 @@ def _verdict(name: str, value: float | None, limit: float, at_least: bool, taint
         status = "MISS"  # numbers from a run with errors prove nothing
     else:
         status = "PASS" if (value >= limit if at_least else value <= limit) else "MISS"
-    return {"target": name, "value": value, "limit": limit, "at_least": at_least, "status": status,
-            "run_had_errors": tainted}  # fmt: skip
+    return {
+        "target": name,
+        "value": value,
+        "limit": limit,
+        "at_least": at_least,
+        "status": status,
+        "run_had_errors": tainted,
+    }
 
 
 def check_targets(rows: list[dict[str, Any]], rss: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -410,9 +420,7 @@ def check_targets(rows: list[dict[str, Any]], rss: dict[str, Any] | None) -> lis
     rps, overhead = c32.get("gateway_rps"), c1.get("p50_overhead_ms")
     return [
         _verdict("gateway rps, non-stream c32", rps, TARGET_RPS_C32, True, c32.get("errors", False)),
-        _verdict(
-            "p50 overhead ms, non-stream c1", overhead, TARGET_P50_OVERHEAD_MS, False, c1.get("errors", False)
-        ),
+        _verdict("p50 overhead ms, non-stream c1", overhead, TARGET_P50_OVERHEAD_MS, False, c1.get("errors", False)),
         _verdict("gateway idle RSS MB", idle, TARGET_IDLE_RSS_MB, False, False),
     ]
 
@@ -467,17 +475,11 @@ def write_config(upstream_port: int, gateway_port: int) -> Path:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bench/run", description=__doc__.split("\n\n")[0] if __doc__ else None
-    )
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
     parser.add_argument("--quick", action="store_true", help="3-second runs (overrides --duration)")
-    parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin processes to CPU cores with taskset"
-    )
-    parser.add_argument(
-        "--direct-only", action="store_true", help="measure only the fake upstream (no gateway)"
-    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPU cores with taskset")
+    parser.add_argument("--direct-only", action="store_true", help="measure only the fake upstream (no gateway)")
     parser.add_argument("--startup-timeout", type=float, default=20.0, help="seconds to wait for /health")
     parser.add_argument("--strict", action="store_true", help=f"exit {EXIT_MISSED} if a target is missed")
     args = parser.parse_args(argv)
@@ -512,30 +514,37 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     )
     wait_ready(upstream, up_port, "/v1/models", 10.0, "fake upstream", up_log)
     targets: dict[str, int] = {"direct": up_port}
+    watch = {"upstream": upstream.pid}
 
     gateway_pid: int | None = None
     rss: dict[str, Any] | None = None
     if not args.direct_only:
         if importlib.util.find_spec("modelrouter") is None:
-            raise BenchError(
-                f"modelrouter is not importable by {sys.executable}; run: pip install -e . (in .venv)"
-            )
+            raise BenchError(f"modelrouter is not importable by {sys.executable}; run: pip install -e . (in .venv)")
         gw_port = free_port()
         gw_log = RESULTS_DIR / "gateway.log"
         config = write_config(up_port, gw_port)
-        gw_argv = [sys.executable, "-m", "modelrouter", "serve", "--config", str(config),
-                   "--host", HOST, "--port", str(gw_port)]  # fmt: skip
+        gw_argv = [
+            sys.executable,
+            "-m",
+            "modelrouter",
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            HOST,
+            "--port",
+            str(gw_port),
+        ]
         gateway = children.start([*pin.gateway, *gw_argv], gw_log)
         wait_ready(gateway, gw_port, "/health", args.startup_timeout, "gateway", gw_log)
         gateway_pid = gateway.pid  # taskset execs the command, so this is the gateway's own pid
         time.sleep(0.5)  # let startup allocations settle before calling it "idle"
         idle_rss, _, nprocs = rss_mb(gateway_pid)
         rss = {"idle_mb": round(idle_rss, 1), "processes": nprocs}
-        print(
-            f"gateway up on port {gw_port} (pid {gateway_pid}, {nprocs} process(es)), "
-            f"idle RSS {idle_rss:.1f} MB"
-        )
+        print(f"gateway up on port {gw_port} (pid {gateway_pid}, {nprocs} process(es)), idle RSS {idle_rss:.1f} MB")
         targets["gateway"] = gw_port
+        watch["gateway"] = gateway_pid
 
     for what, port in targets.items():
         problems += sanity_check(port, what)
@@ -546,12 +555,14 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     for sc in SCENARIOS:
         for what, port in targets.items():
             # A short unrecorded warm-up: connection pools, caches and lazy imports are not what we measure.
-            run_wrk(wrk, pin.load, port, sc, what, warmup)
-            run = run_wrk(wrk, pin.load, port, sc, what, args.duration)
+            run_wrk(wrk, pin.load, port, sc, what, warmup, {})
+            run = run_wrk(wrk, pin.load, port, sc, what, args.duration, watch)
             runs.append(run)
+            cpu = " ".join(f"{name} {pct:.0f}%" for name, pct in run.cpu_pct.items())
             flag = "   <-- " + "; ".join(run.errors) if run.errors else ""
             print(
-                f"  {sc.name:<15} {what:<8} {run.rps:>10,.0f} req/s  p50 {_fmt(run.p50_ms, '.3f')} ms{flag}"
+                f"  {sc.name:<15} {what:<8} {run.rps:>10,.0f} req/s  p50 {_fmt(run.p50_ms, '.3f'):>7} ms"
+                f"  p99 {_fmt(run.p99_ms, '.3f'):>7} ms  cpu: {cpu}{flag}"
             )
             problems += [f"{sc.name} / {what}: {e}" for e in run.errors]
 
@@ -564,8 +575,10 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     print()
     print_table(rows)
     if rss:
-        print(f"\ngateway RSS: idle {rss['idle_mb']:.1f} MB, after load {rss['after_load_mb']:.1f} MB, "
-              f"peak {rss['peak_mb']:.1f} MB ({rss['processes']} process(es))")  # fmt: skip
+        print(
+            f"\ngateway RSS: idle {rss['idle_mb']:.1f} MB, after load {rss['after_load_mb']:.1f} MB, "
+            f"peak {rss['peak_mb']:.1f} MB ({rss['processes']} process(es))"
+        )
     print()
     print_targets(verdicts)
 
@@ -596,26 +609,33 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     return EXIT_OK
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwind through the finally below so children are killed
+class Interrupted(Exception):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    raise Interrupted(signum)  # unwind through main's finally, which kills the children
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    signal.signal(signal.SIGHUP, _on_sigterm)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     children = Children()
     try:
         return run_bench(args, children)
     except BenchError as exc:
         print(f"\nbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("\nbench: interrupted, stopping child processes", file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        print(f"\nbench: interrupted ({exc}), stopping child processes", file=sys.stderr)
+        return 128 + exc.signum
     finally:
-        # Ignore further Ctrl-C while cleaning up, so a second keypress cannot orphan the children.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ignore further signals while cleaning up, so a second Ctrl-C cannot orphan the children.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         children.close()
 
 

@@ -59,8 +59,9 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"{args.file}: {len(exc.problems)} problem(s)", file=sys.stderr)
         return 1
     instances = sum(len(s.instances) for s in config.services.values())
-    print(f"{args.file}: ok ({len(config.services)} service(s), {instances} instance(s), "
-          f"{len(config.aliases)} alias(es))")
+    print(
+        f"{args.file}: ok ({len(config.services)} service(s), {instances} instance(s), {len(config.aliases)} alias(es))"
+    )
     return 0
 
 

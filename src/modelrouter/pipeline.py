@@ -164,11 +164,10 @@ class Pipeline:
             if endpoint.output == "binary":
                 streaming = True
                 return StreamResponse(resp, instance, None, resp.header_items())
-            if wants_stream and instance.adapter.is_stream(resp.content_type):
+            if wants_stream and isinstance(payload, dict) and instance.adapter.is_stream(resp.content_type):
                 streaming = True
-                return StreamResponse(
-                    resp, instance, instance.adapter.stream_translator(endpoint, payload), _SSE_HEADERS
-                )
+                translator = instance.adapter.stream_translator(endpoint, payload)
+                return StreamResponse(resp, instance, translator, _SSE_HEADERS)
             raw = await resp.read()
         finally:
             if not streaming:

@@ -31,9 +31,7 @@ class ConfigError(Exception):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def expand_env(
-    value: Any, env: Mapping[str, str], problems: list[str], path: str = ""
-) -> Any:
+def expand_env(value: Any, env: Mapping[str, str], problems: list[str], path: str = "") -> Any:
     """Replace ``${NAME}`` and ``${NAME:-default}`` in every string value. A missing variable with no default
     is a problem, not an empty string: an empty API key would fail much later and less clearly."""
     if isinstance(value, str):
@@ -151,5 +149,4 @@ def default_config_text() -> str:
 
 
 def load_default_config(*, env: Mapping[str, str] | None = None) -> Config:
-    return parse_config(_parse_yaml(default_config_text(), "<embedded default>"), env=env,
-                        source="<embedded default>")
+    return parse_config(_parse_yaml(default_config_text(), "<embedded default>"), env=env, source="<embedded default>")

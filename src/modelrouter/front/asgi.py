@@ -122,9 +122,7 @@ class FrontDoor:
             return
 
         if content_type is not None and b"json" not in content_type.lower():
-            raise UnsupportedMediaType(
-                f"Content-Type must be application/json, not {content_type.decode('latin-1')}"
-            )
+            raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type.decode('latin-1')}")
         if content_length is not None and content_length.isdigit() and int(content_length) > self.max_body_bytes:
             raise BodyTooLarge(f"request body larger than the {self.max_body_bytes} byte limit")
         body = await _read_body(receive, self.max_body_bytes)
@@ -162,16 +160,16 @@ def _check_json(endpoint: Endpoint, payload: dict[str, Any]) -> None:
             raise InvalidRequest(f"you must provide a {name} parameter", param=name, code="missing_required_parameter")
         expected = _JSON_TYPES.get(kind)
         if expected is not None and not isinstance(value, expected):
-            raise InvalidRequest(f"'{name}' must be a{'n' if kind[0] in 'ao' else ''} {kind}", param=name,
-                                 code="invalid_type")
+            raise InvalidRequest(
+                f"'{name}' must be a{'n' if kind[0] in 'ao' else ''} {kind}", param=name, code="invalid_type"
+            )
     if endpoint.model_optional and "model" in payload and not isinstance(payload["model"], str):
         raise InvalidRequest("'model' must be a string", param="model", code="invalid_type")
     stream = payload.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")
     if endpoint.name == "chat" and not payload["messages"]:
-        raise InvalidRequest("'messages' must contain at least one message", param="messages",
-                             code="invalid_value")
+        raise InvalidRequest("'messages' must contain at least one message", param="messages", code="invalid_value")
 
 
 def _check_form(endpoint: Endpoint, form: Form) -> None:
@@ -258,4 +256,3 @@ async def _send_error(send: Send, exc: GatewayError) -> None:
     except RuntimeError:
         # The response had already started (cannot happen for the paths above, but never mask the cause).
         log.warning("could not send error after response start: %r", exc)
-

@@ -157,7 +157,8 @@ async def read_multipart(
             headers[b"content-type"].decode("latin-1") if b"content-type" in headers else None,
         )
         if part.filename is not None:
-            part.file = tempfile.SpooledTemporaryFile(max_size=spool_bytes, prefix="modelrouter-upload-")
+            # Closed by Form.close() when the request ends.
+            part.file = tempfile.SpooledTemporaryFile(max_size=spool_bytes, prefix="modelrouter-upload-")  # noqa: SIM115
         parts.append(part)
         current[:] = [part]
 

@@ -183,10 +183,7 @@ class IpHash(Balancer):
         if len(usable) == 1 or key is None:
             return usable[0]
         h = _hash64(key)
-        if len(usable) == len(self.pool):
-            cum = self._cum
-        else:
-            cum = WeightedRandom._cumulative(usable)
+        cum = self._cum if len(usable) == len(self.pool) else WeightedRandom._cumulative(usable)
         point = (h % 1_000_003) / 1_000_003 * cum[-1]
         return usable[bisect.bisect_right(cum, point)]
 

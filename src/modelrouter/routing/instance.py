@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-
 from typing import TYPE_CHECKING
 
 from ..config.model import InstanceConfig, Timeouts
@@ -22,6 +21,7 @@ class Instance:
     every exit path of a request (the request path guarantees the pairing)."""
 
     __slots__ = (
+        "_ewma_at",
         "adapter",
         "base_url",
         "config",
@@ -34,7 +34,6 @@ class Instance:
         "upstream_model",
         "urls",
         "weight",
-        "_ewma_at",
     )
 
     def __init__(
@@ -74,7 +73,4 @@ class Instance:
         self._ewma_at = now
 
     def __repr__(self) -> str:
-        return (
-            f"<Instance {self.id} weight={self.weight:g} inflight={self.inflight} "
-            f"ewma={self.ewma * 1000:.1f}ms>"
-        )
+        return f"<Instance {self.id} weight={self.weight:g} inflight={self.inflight} ewma={self.ewma * 1000:.1f}ms>"

@@ -110,12 +110,10 @@ class RoutingTable:
 
     def _models_listing(self) -> bytes:
         seen: dict[str, dict[str, Any]] = {}
-        for service, model in self.pools:
-            seen.setdefault(model, {"id": model, "object": "model", "created": self.created,
-                                    "owned_by": "modelrouter"})
+        for _service, model in self.pools:
+            seen.setdefault(model, {"id": model, "object": "model", "created": self.created, "owned_by": "modelrouter"})
         for alias in self.aliases:
-            seen.setdefault(alias, {"id": alias, "object": "model", "created": self.created,
-                                    "owned_by": "modelrouter"})
+            seen.setdefault(alias, {"id": alias, "object": "model", "created": self.created, "owned_by": "modelrouter"})
         self._model_objects = seen
         return orjson.dumps({"object": "list", "data": list(seen.values())})
 

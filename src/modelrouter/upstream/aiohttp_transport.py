@@ -63,11 +63,7 @@ class AiohttpResponse:
         self.content_type: str | None = resp.headers.get("Content-Type")
 
     def header_items(self) -> list[tuple[bytes, bytes]]:
-        return [
-            (k.lower(), v)
-            for k, v in self._resp.raw_headers
-            if k.decode("latin-1").lower() not in _DROP
-        ]
+        return [(k.lower(), v) for k, v in self._resp.raw_headers if k.decode("latin-1").lower() not in _DROP]
 
     async def read(self) -> bytes:
         try:
