@@ -443,17 +443,18 @@ def shout(lines: list[str]) -> None:
     print(bar, file=sys.stderr)
 
 
-def git_commit() -> str | None:
+def git_state() -> dict[str, Any]:
+    """Commit and whether the tree had uncommitted changes: numbers from a dirty tree are not reproducible."""
+    state: dict[str, Any] = {"commit": None, "dirty": None}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        proc = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if proc.returncode == 0:
-            return proc.stdout.strip()
-    return None
+        git = ["git", "-C", str(ROOT)]
+        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        if head.returncode == 0:
+            state["commit"] = head.stdout.strip()
+        status = subprocess.run([*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True, timeout=5)
+        if status.returncode == 0:
+            state["dirty"] = bool(status.stdout.strip())
+    return state
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -490,73 +491,40 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_bench(args: argparse.Namespace, children: Children) -> int:
-    wrk = ensure_wrk()
-    pin = plan_pinning(not args.no_pin)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    warmup = min(1.0, args.duration)
-    problems: list[str] = []
-    print(f"modelrouter bench: {args.duration:g} s per run, pinning {pin.note}")
+def start_upstream(children: Children, pin: Pinning) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = RESULTS_DIR / "upstream.log"
+    argv = [*pin.load, sys.executable, str(BENCH_DIR / "fake_upstream.py"), "--host", HOST, "--port", str(port)]
+    proc = children.start(argv, log)
+    wait_ready(proc, port, "/v1/models", 10.0, "fake upstream", log)
+    return proc, port
 
-    up_port = free_port()
-    up_log = RESULTS_DIR / "upstream.log"
-    upstream = children.start(
-        [
-            *pin.load,
-            sys.executable,
-            str(BENCH_DIR / "fake_upstream.py"),
-            "--host",
-            HOST,
-            "--port",
-            str(up_port),
-        ],
-        up_log,
-    )
-    wait_ready(upstream, up_port, "/v1/models", 10.0, "fake upstream", up_log)
-    targets: dict[str, int] = {"direct": up_port}
-    watch = {"upstream": upstream.pid}
 
-    gateway_pid: int | None = None
-    rss: dict[str, Any] | None = None
-    if not args.direct_only:
-        if importlib.util.find_spec("modelrouter") is None:
-            raise BenchError(f"modelrouter is not importable by {sys.executable}; run: pip install -e . (in .venv)")
-        gw_port = free_port()
-        gw_log = RESULTS_DIR / "gateway.log"
-        config = write_config(up_port, gw_port)
-        gw_argv = [
-            sys.executable,
-            "-m",
-            "modelrouter",
-            "serve",
-            "--config",
-            str(config),
-            "--host",
-            HOST,
-            "--port",
-            str(gw_port),
-        ]
-        gateway = children.start([*pin.gateway, *gw_argv], gw_log)
-        wait_ready(gateway, gw_port, "/health", args.startup_timeout, "gateway", gw_log)
-        gateway_pid = gateway.pid  # taskset execs the command, so this is the gateway's own pid
-        time.sleep(0.5)  # let startup allocations settle before calling it "idle"
-        idle_rss, _, nprocs = rss_mb(gateway_pid)
-        rss = {"idle_mb": round(idle_rss, 1), "processes": nprocs}
-        print(f"gateway up on port {gw_port} (pid {gateway_pid}, {nprocs} process(es)), idle RSS {idle_rss:.1f} MB")
-        targets["gateway"] = gw_port
-        watch["gateway"] = gateway_pid
+def start_gateway(
+    children: Children, pin: Pinning, upstream_port: int, timeout: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    if importlib.util.find_spec("modelrouter") is None:
+        raise BenchError(f"modelrouter is not importable by {sys.executable}; run: .venv/bin/pip install -e .")
+    port = free_port()
+    log = RESULTS_DIR / "gateway.log"
+    config = write_config(upstream_port, port)
+    serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(port)]
+    proc = children.start([*pin.gateway, sys.executable, "-m", "modelrouter", *serve], log)
+    wait_ready(proc, port, "/health", timeout, "gateway", log)
+    return proc, port
 
-    for what, port in targets.items():
-        problems += sanity_check(port, what)
-    if problems:
-        shout(problems)
 
+def measure(
+    wrk: str, pin: Pinning, ports: dict[str, int], watch: dict[str, int], duration: float
+) -> tuple[list[WrkRun], list[str]]:
+    """Every scenario against every target, interleaved so slow drift (thermal, noise) hits both alike."""
     runs: list[WrkRun] = []
+    problems: list[str] = []
     for sc in SCENARIOS:
-        for what, port in targets.items():
+        for what, port in ports.items():
             # A short unrecorded warm-up: connection pools, caches and lazy imports are not what we measure.
-            run_wrk(wrk, pin.load, port, sc, what, warmup, {})
-            run = run_wrk(wrk, pin.load, port, sc, what, args.duration, watch)
+            run_wrk(wrk, pin.load, port, sc, what, min(1.0, duration), {})
+            run = run_wrk(wrk, pin.load, port, sc, what, duration, watch)
             runs.append(run)
             cpu = " ".join(f"{name} {pct:.0f}%" for name, pct in run.cpu_pct.items())
             flag = "   <-- " + "; ".join(run.errors) if run.errors else ""
@@ -565,9 +533,34 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
                 f"  p99 {_fmt(run.p99_ms, '.3f'):>7} ms  cpu: {cpu}{flag}"
             )
             problems += [f"{sc.name} / {what}: {e}" for e in run.errors]
+    return runs, problems
 
-    if gateway_pid is not None and rss is not None:
-        after, peak, nprocs = rss_mb(gateway_pid)
+
+def run_bench(args: argparse.Namespace, children: Children) -> int:
+    wrk = ensure_wrk()
+    pin = plan_pinning(not args.no_pin)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    print(f"modelrouter bench: {args.duration:g} s per run, pinning {pin.note}")
+
+    upstream, upstream_port = start_upstream(children, pin)
+    ports = {"direct": upstream_port}
+    watch = {"upstream": upstream.pid}
+    rss: dict[str, Any] | None = None
+    if not args.direct_only:
+        gateway, gateway_port = start_gateway(children, pin, upstream_port, args.startup_timeout)
+        ports["gateway"] = gateway_port
+        watch["gateway"] = gateway.pid  # taskset execs the command, so this is the gateway's own pid
+        time.sleep(0.5)  # let startup allocations settle before calling it "idle"
+        idle, _, nprocs = rss_mb(gateway.pid)
+        rss = {"idle_mb": round(idle, 1), "processes": nprocs}
+        print(f"gateway up on port {gateway_port} (pid {gateway.pid}, {nprocs} process(es)), idle RSS {idle:.1f} MB")
+
+    problems = [p for what, port in ports.items() for p in sanity_check(port, what)]
+    shout(problems)
+    runs, run_problems = measure(wrk, pin, ports, watch, args.duration)
+    problems += run_problems
+    if rss is not None:
+        after, peak, nprocs = rss_mb(watch["gateway"])
         rss.update(after_load_mb=round(after, 1), peak_mb=round(peak, 1), processes=nprocs)
 
     rows = build_rows(runs)
@@ -584,7 +577,7 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
 
     result = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
+        "git": git_state(),
         "duration_s": args.duration,
         "pinning": pin.note,
         "cpus": len(os.sched_getaffinity(0)),

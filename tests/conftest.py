@@ -65,8 +65,9 @@ def start_gateway(bg: BackgroundLoop) -> Iterator[Callable[[dict[str, Any]], Gat
 
 
 @pytest.fixture
-def one_of_each(start_upstream: Callable[..., tuple[FakeOpenAI, str]],
-                start_gateway: Callable[[dict[str, Any]], GatewayServer]) -> tuple[FakeOpenAI, GatewayServer]:
+def one_of_each(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[[dict[str, Any]], GatewayServer]
+) -> tuple[FakeOpenAI, GatewayServer]:
     """One fake OpenAI upstream serving every service under model names m-<service>, behind a gateway."""
     fake, url = start_upstream("a")
     services = {

@@ -53,10 +53,19 @@ class FakeOpenAI:
         self.break_stream_after: int | None = None  # drop the connection after this many events
         self.disconnects = 0  # streams whose client (the gateway) went away
 
-    def fail(self, path: str, status: int, body: Any, content_type: str = "application/json",
-             headers: dict[str, str] | None = None) -> None:
-        raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if not isinstance(body, str)
-                                                    else body.encode())
+    def fail(
+        self,
+        path: str,
+        status: int,
+        body: Any,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        raw = (
+            body
+            if isinstance(body, bytes)
+            else (json.dumps(body).encode() if not isinstance(body, str) else body.encode())
+        )
         self.faults[path] = Fault(status, raw, content_type, headers or {})
 
     def app(self) -> web.Application:
@@ -90,8 +99,9 @@ class FakeOpenAI:
         fault = self.faults.get(path)
         if fault is None:
             return None
-        return web.Response(status=fault.status, body=fault.body, content_type=fault.content_type.split(";")[0],
-                            headers=fault.headers)
+        return web.Response(
+            status=fault.status, body=fault.body, content_type=fault.content_type.split(";")[0], headers=fault.headers
+        )
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": self.name, "object": "model"}]})
@@ -132,8 +142,7 @@ class FakeOpenAI:
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices
-                else [],
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}] if choices else [],
             }
             if usage is not None:
                 chunk["usage"] = usage
@@ -144,8 +153,17 @@ class FakeOpenAI:
         events.append(event({}, "stop"))
         opts = payload.get("stream_options") or {}
         if opts.get("include_usage"):
-            events.append(event({}, usage={"prompt_tokens": 5, "completion_tokens": self.stream_events,
-                                           "total_tokens": 5 + self.stream_events}, choices=False))
+            events.append(
+                event(
+                    {},
+                    usage={
+                        "prompt_tokens": 5,
+                        "completion_tokens": self.stream_events,
+                        "total_tokens": 5 + self.stream_events,
+                    },
+                    choices=False,
+                )
+            )
         events.append(b"data: [DONE]\n\n")
         try:
             for i, ev in enumerate(events):
@@ -172,8 +190,9 @@ class FakeOpenAI:
                 "object": "text_completion",
                 "created": int(time.time()),
                 "model": rec.json["model"],
-                "choices": [{"text": f" completion from {self.name}", "index": 0, "logprobs": None,
-                             "finish_reason": "stop"}],
+                "choices": [
+                    {"text": f" completion from {self.name}", "index": 0, "logprobs": None, "finish_reason": "stop"}
+                ],
                 "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
             }
         )
@@ -189,8 +208,10 @@ class FakeOpenAI:
         return web.json_response(
             {
                 "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": vector_for(str(t), dims)}
-                         for i, t in enumerate(inputs)],
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": vector_for(str(t), dims)}
+                    for i, t in enumerate(inputs)
+                ],
                 "model": payload["model"],
                 "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
             }
@@ -208,14 +229,18 @@ class FakeOpenAI:
             return web.json_response([{"index": i, "score": s} for i, s in enumerate(scores)])
         if self.rerank_style == "cohere":
             return web.json_response(
-                {"id": "cohere-1", "results": [{"index": i, "relevance_score": s} for i, s in enumerate(scores)],
-                 "meta": {"billed_units": {"search_units": 1, "input_tokens": 7}}}
+                {
+                    "id": "cohere-1",
+                    "results": [{"index": i, "relevance_score": s} for i, s in enumerate(scores)],
+                    "meta": {"billed_units": {"search_units": 1, "input_tokens": 7}},
+                }
             )
         return web.json_response(
             {
                 "model": payload["model"],
-                "results": [{"index": i, "relevance_score": s, "document": {"text": docs[i]}}
-                            for i, s in enumerate(scores)],
+                "results": [
+                    {"index": i, "relevance_score": s, "document": {"text": docs[i]}} for i, s in enumerate(scores)
+                ],
                 "usage": {"total_tokens": 11},
             }
         )
@@ -225,8 +250,9 @@ class FakeOpenAI:
         if (resp := self._fault(request.path)) is not None:
             return resp
         fmt = rec.json.get("response_format", "mp3")
-        ctype = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg", "pcm": "audio/pcm"}.get(fmt,
-                                                                                                     "audio/mpeg")
+        ctype = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg", "pcm": "audio/pcm"}.get(
+            fmt, "audio/mpeg"
+        )
         resp = web.StreamResponse(headers={"Content-Type": ctype})
         await resp.prepare(request)
         for chunk in speech_bytes(rec.json["input"]):
@@ -262,12 +288,22 @@ class FakeOpenAI:
         if fmt == "text":
             return web.Response(text=text + "\n", content_type="text/plain")
         if fmt == "srt":
-            return web.Response(text=f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n", content_type="application/x-subrip")
+            return web.Response(
+                text=f"1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n", content_type="application/x-subrip"
+            )
         if fmt == "vtt":
             return web.Response(text=f"WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n", content_type="text/vtt")
         if fmt == "verbose_json":
-            return web.json_response({"task": "transcribe", "language": "english", "duration": 1.0, "text": text,
-                                      "segments": [], "words": []})
+            return web.json_response(
+                {
+                    "task": "transcribe",
+                    "language": "english",
+                    "duration": 1.0,
+                    "text": text,
+                    "segments": [],
+                    "words": [],
+                }
+            )
         return web.json_response({"text": text})
 
     async def _image(self, request: web.Request) -> web.Response:
@@ -275,15 +311,20 @@ class FakeOpenAI:
         if (resp := self._fault(request.path)) is not None:
             return resp
         n = rec.json.get("n") or 1
-        return web.json_response({"created": int(time.time()),
-                                  "data": [{"b64_json": "aW1hZ2U=", "revised_prompt": rec.json["prompt"]}] * n})
+        return web.json_response(
+            {"created": int(time.time()), "data": [{"b64_json": "aW1hZ2U=", "revised_prompt": rec.json["prompt"]}] * n}
+        )
 
     async def _image_edit(self, request: web.Request) -> web.Response:
         rec = await self._read_form(request)
         if (resp := self._fault(request.path)) is not None:
             return resp
-        return web.json_response({"created": int(time.time()),
-                                  "data": [{"b64_json": "ZWRpdGVk", "revised_prompt": rec.fields.get("prompt")}]})
+        return web.json_response(
+            {
+                "created": int(time.time()),
+                "data": [{"b64_json": "ZWRpdGVk", "revised_prompt": rec.fields.get("prompt")}],
+            }
+        )
 
 
 def speech_bytes(text: str) -> list[bytes]:
@@ -312,8 +353,15 @@ class FakeOllama:
         if model == "missing":
             return web.json_response({"error": f"model '{model}' not found"}, status=404)
         words = ["Hel", "lo", "!"]
-        final = {"model": model, "created_at": "2026-01-01T00:00:00Z", "message": {"role": "assistant",
-                 "content": ""}, "done": True, "done_reason": "stop", "prompt_eval_count": 12, "eval_count": 3}
+        final = {
+            "model": model,
+            "created_at": "2026-01-01T00:00:00Z",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 12,
+            "eval_count": 3,
+        }
         if self.tool_call:
             final["message"]["tool_calls"] = [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
         if not payload.get("stream", True):
@@ -322,8 +370,12 @@ class FakeOllama:
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await resp.prepare(request)
         for w in words:
-            line = {"model": model, "created_at": "2026-01-01T00:00:00Z",
-                    "message": {"role": "assistant", "content": w}, "done": False}
+            line = {
+                "model": model,
+                "created_at": "2026-01-01T00:00:00Z",
+                "message": {"role": "assistant", "content": w},
+                "done": False,
+            }
             await resp.write(json.dumps(line).encode() + b"\n")
         await resp.write(json.dumps(final).encode() + b"\n")
         await resp.write_eof()
@@ -334,5 +386,10 @@ class FakeOllama:
         payload = json.loads(body)
         self.requests.append(Recorded(request.path, dict(request.headers), body, payload))
         inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
-        return web.json_response({"model": payload["model"], "embeddings": [vector_for(t) for t in inputs],
-                                  "prompt_eval_count": 4 * len(inputs)})
+        return web.json_response(
+            {
+                "model": payload["model"],
+                "embeddings": [vector_for(t) for t in inputs],
+                "prompt_eval_count": 4 * len(inputs),
+            }
+        )

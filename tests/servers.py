@@ -71,7 +71,11 @@ class GatewayServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(
             uvicorn.Config(
-                self.gateway, host="127.0.0.1", port=self.port, lifespan="on", log_level="warning",
+                self.gateway,
+                host="127.0.0.1",
+                port=self.port,
+                lifespan="on",
+                log_level="warning",
                 access_log=False,
             )
         )

@@ -9,6 +9,7 @@ def test_chat_roundtrip_with_sdk(one_of_each) -> None:
     out = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert out.choices[0].message.content == "hello from a"
     assert fake.last.json["model"] == "up-chat"
-    chunks = list(client.chat.completions.create(model="m-chat", messages=[{"role": "user", "content": "hi"}],
-                                                 stream=True))
+    chunks = list(
+        client.chat.completions.create(model="m-chat", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok0 tok1 tok2 "

@@ -129,14 +129,12 @@ class Pipeline:
                 param="model",
             )
 
-        headers = dict(instance.headers)
         post: EmbeddingsB64 | RerankShape | None = None
         wants_stream = False
         body: Any
         if isinstance(payload, Form):
             content_type, length, body = payload.encode({"model": instance.upstream_model})
-            headers["Content-Type"] = content_type
-            headers["Content-Length"] = str(length)
+            headers = {**instance.headers, "Content-Type": content_type, "Content-Length": str(length)}
         else:
             if endpoint.name == "embeddings":
                 post = EmbeddingsB64.prepare(payload)
@@ -144,7 +142,7 @@ class Pipeline:
                 post = RerankShape.prepare(payload, model)
             wants_stream = endpoint.output == "sse" and payload.get("stream") is True
             body = instance.adapter.request_body(endpoint, payload, instance.upstream_model)
-            headers["Content-Type"] = "application/json"
+            headers = instance.json_headers
         request = UpstreamRequest("POST", url, headers, body, instance.timeouts)
 
         instance.acquire()
@@ -152,6 +150,10 @@ class Pipeline:
             started = time.perf_counter()
             resp = await self.transport.send(request)
             instance.observe_latency(time.perf_counter() - started)
+        except GatewayError as exc:
+            instance.release()
+            exc.message = f"{exc.message} (model '{model}')"
+            raise
         except BaseException:
             instance.release()
             raise
@@ -160,14 +162,14 @@ class Pipeline:
         try:
             if resp.status >= 400:
                 raw = await resp.read()
-                raise UpstreamStatusError(resp.status, raw, resp.content_type, _passed_error_headers(resp))
+                raise UpstreamStatusError(resp.status, raw, resp.content_type, _passed_headers(resp))
             if endpoint.output == "binary":
                 streaming = True
                 return StreamResponse(resp, instance, None, resp.header_items())
             if wants_stream and isinstance(payload, dict) and instance.adapter.is_stream(resp.content_type):
                 streaming = True
                 translator = instance.adapter.stream_translator(endpoint, payload)
-                return StreamResponse(resp, instance, translator, _SSE_HEADERS)
+                return StreamResponse(resp, instance, translator, [*_SSE_HEADERS, *_passed_headers(resp)])
             raw = await resp.read()
         finally:
             if not streaming:
@@ -195,12 +197,13 @@ _SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 
-# Upstream headers that matter to a client even on an error: when to retry, and rate-limit state.
-_ERROR_HEADER_PREFIXES = (b"retry-after", b"x-ratelimit-", b"x-request-id")
+# Upstream headers that matter to a client even when the body is the gateway's own (errors, SSE): when to retry,
+# rate-limit state, and the request id to quote in a bug report.
+_PASSED_HEADER_PREFIXES = (b"retry-after", b"x-ratelimit-", b"x-request-id")
 
 
-def _passed_error_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in resp.header_items() if k.startswith(_ERROR_HEADER_PREFIXES)]
+def _passed_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in resp.header_items() if k.startswith(_PASSED_HEADER_PREFIXES)]
 
 
 def _hash_key(hash_on: str, payload: dict[str, Any] | Form, client: ClientInfo) -> str | None:

@@ -82,11 +82,13 @@ def _convert_message(msg: Any) -> dict[str, Any]:
     return out
 
 
-def _tool_calls_out(calls: Any) -> list[dict[str, Any]] | None:
+def _tool_calls_out(calls: Any, start: int = 0) -> list[dict[str, Any]] | None:
+    """Ollama tool calls -> OpenAI's. ``start`` numbers them on from earlier stream lines: OpenAI clients merge
+    streamed tool-call deltas that share an index."""
     if not calls:
         return None
     out = []
-    for i, call in enumerate(calls):
+    for i, call in enumerate(calls, start):
         fn = call.get("function", {})
         out.append(
             {
@@ -197,7 +199,7 @@ class _NDJSONToChatSSE(StreamTranslator):
         self._include_usage = include_usage
         self._started = False
         self._done = False
-        self._saw_tool_calls = False
+        self._tool_calls = 0
 
     def _event(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -226,17 +228,17 @@ class _NDJSONToChatSSE(StreamTranslator):
             delta["content"] = message["content"]
         if message.get("thinking"):
             delta["reasoning_content"] = message["thinking"]
-        calls = _tool_calls_out(message.get("tool_calls"))
+        calls = _tool_calls_out(message.get("tool_calls"), self._tool_calls)
         if calls:
             delta["tool_calls"] = calls
-            self._saw_tool_calls = True
+            self._tool_calls += len(calls)
         if delta:
             if "role" in delta:
                 delta.setdefault("content", "")
             out += self._event([{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
         if data.get("done"):
             self._done = True
-            finish = "tool_calls" if self._saw_tool_calls else _FINISH.get(data.get("done_reason") or "stop", "stop")
+            finish = "tool_calls" if self._tool_calls else _FINISH.get(data.get("done_reason") or "stop", "stop")
             out += self._event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])
             if self._include_usage:
                 out += self._event([], _usage(data))

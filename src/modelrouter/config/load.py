@@ -85,22 +85,35 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
     return problems
 
 
-def _semantic_problems(config: Config) -> list[str]:
-    """Cross-field checks pydantic cannot express per field."""
+def _dicts(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _semantic_problems(data: dict[str, Any]) -> list[str]:
+    """Cross-field checks pydantic cannot express per field. They read the raw document defensively, so that
+    they run - and their problems are listed - even when some fields are invalid."""
     problems: list[str] = []
     served_anywhere: set[str] = set()
-    for service_name, service in config.services.items():
-        served = {n for inst in service.instances for n in inst.served_names}
+    for service_name, service in _dicts(data.get("services")).items():
+        service = _dicts(service)
+        raw_instances = service.get("instances")
+        instances = [_dicts(i) for i in raw_instances] if isinstance(raw_instances, list) else []
+        served: set[str] = set()
+        for inst in instances:
+            if isinstance(inst.get("name"), str):
+                served.add(inst["name"])
+            if isinstance(inst.get("models"), list):
+                served |= {m for m in inst["models"] if isinstance(m, str)}
         served_anywhere |= served
-        for model in service.models:
+        for model in _dicts(service.get("models")):
             if model not in served:
                 problems.append(f"services.{service_name}.models.{model}: no instance serves this model")
-        for i, inst in enumerate(service.instances):
-            if inst.adapter == "ollama" and service_name not in ("chat", "embedding"):
+        for i, inst in enumerate(instances):
+            if inst.get("adapter") == "ollama" and service_name not in ("chat", "embedding"):
                 problems.append(
                     f"services.{service_name}.instances[{i}].adapter: ollama serves only chat and embedding"
                 )
-    for alias, target in config.aliases.items():
+    for alias, target in _dicts(data.get("aliases")).items():
         if target not in served_anywhere:
             problems.append(f"aliases.{alias}: unknown model '{target}'")
         if alias in served_anywhere:
@@ -116,12 +129,15 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
         raise ConfigError(source, ["<root>: must be a mapping"])
     problems: list[str] = []
     data = expand_env(data, os.environ if env is None else env, problems)
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, problems + _pydantic_problems(exc)) from None
-    problems += _semantic_problems(config)
-    if problems:
+        # A value whose environment variable is missing would also be reported as invalid: say it once.
+        env_paths = {p.split(": ", 1)[0] for p in problems}
+        problems += [p for p in _pydantic_problems(exc) if p.split(": ", 1)[0] not in env_paths]
+    problems += _semantic_problems(data)
+    if problems or config is None:
         raise ConfigError(source, problems)
     return config
 

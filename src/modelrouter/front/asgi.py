@@ -138,14 +138,22 @@ class FrontDoor:
     async def _answer(
         self, endpoint: Endpoint, payload: dict[str, Any] | Form, info: ClientInfo, receive: Receive, send: Send
     ) -> None:
-        result = await _until_disconnect(receive, self.pipeline.forward(endpoint, payload, info))
-        if isinstance(result, Response):
-            await _send(send, result.status, result.headers, result.body)
-            return
+        watch = _DisconnectWatch(receive)
         try:
-            await _until_disconnect(receive, _stream(send, result))
+            result = await self.pipeline.forward(endpoint, payload, info)
+            if isinstance(result, Response):
+                await _send(send, result.status, result.headers, result.body)
+                return
+            try:
+                await _stream(send, result)
+            finally:
+                result.aclose()
+        except asyncio.CancelledError:
+            if watch.client_gone():
+                raise ClientGone() from None
+            raise
         finally:
-            result.aclose()
+            watch.stop()
 
 
 def _require_get(method: str, path: str) -> None:
@@ -202,31 +210,47 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def _until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
-    """Run ``work`` in this task while watching for the client going away; if it does, cancel ``work`` at once
-    (so the upstream request is dropped and its connection and counters released) and raise ``ClientGone``."""
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
+# A watcher task costs about as much as all the rest of our per-request work, and most requests are answered in
+# a few milliseconds; so watching for a disconnect starts only once a request has been running this long.
+_WATCH_AFTER = 0.02
 
-    async def watch() -> None:
-        nonlocal gone
+
+class _DisconnectWatch:
+    """Cancels the request's task when the client disconnects (so the upstream request is dropped and its
+    connection and counters released at once); ``gone`` tells the cancellation apart from a shutdown."""
+
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "gone")
+
+    def __init__(self, receive: Receive) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._receive = receive
+        self._watcher: asyncio.Task[None] | None = None
+        self.gone = False
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(_WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        self._timer = None
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
         while True:
-            message = await receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
-                gone = True
-                task.cancel()
+                self.gone = True
+                self._task.cancel()
                 return
 
-    watcher = asyncio.get_running_loop().create_task(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if gone and task.uncancel() == 0:
-            raise ClientGone() from None
-        raise
-    finally:
-        watcher.cancel()
+    def client_gone(self) -> bool:
+        """After a CancelledError: True if it was ours (the client left), and the cancellation is then undone."""
+        return self.gone and self._task.uncancel() == 0
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
 
 
 async def _stream(send: Send, stream: StreamResponse) -> None:

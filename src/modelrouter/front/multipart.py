@@ -76,6 +76,11 @@ class Form:
             else:
                 segments.append(bytes(part.data))
             segments.append(b"\r\n")
+        for name, value in replace.items():
+            # A field the client left out (e.g. `model`, optional for image edits) is added.
+            if self.text(name) is None:
+                head = f'--{boundary}\r\nContent-Disposition: form-data; name="{_quote(name)}"\r\n\r\n'
+                segments += [head.encode(), value.encode(), b"\r\n"]
         segments.append(f"--{boundary}--\r\n".encode())
         length = sum(s.size if isinstance(s, Part) else len(s) for s in segments)
 

@@ -147,11 +147,16 @@ class ConsistentHash(Balancer):
     def __init__(self, pool: Sequence[Instance]) -> None:
         super().__init__(pool)
         points: list[tuple[int, int]] = []
+        seen: dict[str, int] = {}
         for idx, inst in enumerate(self.pool):
-            # The point names come from the instance's identity, not its position, so that a config change
-            # elsewhere in the pool does not move its keys.
+            # Point names come from the instance's identity, not its position, so that a change elsewhere in the
+            # pool does not move its keys. Two instances of one backend that differ only in headers (say, two
+            # API keys) are told apart by their identity, and identical twins by an occurrence count.
+            ident = f"{inst.base_url}|{inst.config.path}|{inst.upstream_model}|{sorted(inst.headers.items())}"
+            seen[ident] = seen.get(ident, 0) + 1
+            ident = f"{ident}|{seen[ident]}"
             for v in range(max(1, round(self.VNODES * inst.weight))):
-                points.append((_hash64(f"{inst.base_url}|{inst.upstream_model}|{v}"), idx))
+                points.append((_hash64(f"{ident}|{v}"), idx))
         points.sort()
         self._hashes = [h for h, _ in points]
         self._owners = [i for _, i in points]

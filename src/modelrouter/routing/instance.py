@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ class Instance:
         "headers",
         "id",
         "inflight",
+        "json_headers",
         "key",
         "timeouts",
         "upstream_model",
@@ -47,6 +49,8 @@ class Instance:
         self.weight = config.weight
         self.upstream_model = config.upstream_model or config.name
         self.headers = dict(config.headers)
+        # Built once: the upstream client copies headers, so one dict can serve every JSON request.
+        self.json_headers = {**config.headers, "Content-Type": "application/json"}
         self.timeouts = timeouts
         self.adapter = adapter
         # Identity across config reloads: the same key means the same backend, so its state may be kept.
@@ -68,7 +72,7 @@ class Instance:
             self.ewma = seconds
         else:
             elapsed = now - self._ewma_at
-            w = 2.718281828459045 ** (-elapsed / _EWMA_TAU)
+            w = math.exp(-elapsed / _EWMA_TAU)
             self.ewma = self.ewma * w + seconds * (1.0 - w)
         self._ewma_at = now
 

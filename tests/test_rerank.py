@@ -1,0 +1,220 @@
+"""Rerank through the gateway: the Cohere/Jina request shape in, one normalised answer out, whatever the upstream's
+dialect (TEI bare list, Jina, Cohere). There is no openai SDK method for rerank, so these use a raw HTTP client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import pytest
+
+from .fakes import FakeOpenAI
+from .servers import GatewayServer
+
+QUERY = "capital of France"
+DOCS = [
+    "Berlin is the capital of Germany",  # 2 / 7
+    "Paris is the capital of France",  # 3 / 7
+    "Bananas are yellow",  # 0
+    "France",  # 1 / 2
+]
+# Best first, as the fake scores them (query words shared / (1 + words in the document)).
+ORDER = [3, 1, 0, 2]
+
+
+def expected_score(query: str, doc: str) -> float:
+    """The fake upstream's scoring function (see FakeOpenAI._rerank)."""
+    words = set(query.lower().split())
+    return len(words & set(doc.lower().split())) / (1 + len(doc.split()))
+
+
+def rerank(url: str, body: dict[str, Any], path: str = "/v1/rerank") -> httpx2.Response:
+    return httpx2.post(url + path, json=body, timeout=10)
+
+
+def check_answer(answer: dict[str, Any], *, model: str, order: list[int], with_documents: bool) -> None:
+    assert set(answer) == {"id", "model", "results", "usage"}
+    assert isinstance(answer["id"], str)
+    assert answer["id"]
+    assert answer["model"] == model
+    assert isinstance(answer["usage"], dict)
+    results = answer["results"]
+    assert [r["index"] for r in results] == order
+    scores = [r["relevance_score"] for r in results]
+    assert scores == sorted(scores, reverse=True)
+    for r in results:
+        assert r["relevance_score"] == pytest.approx(expected_score(QUERY, DOCS[r["index"]]))
+        if with_documents:
+            assert set(r) == {"index", "relevance_score", "document"}
+            assert r["document"] == {"text": DOCS[r["index"]]}
+        else:
+            assert set(r) == {"index", "relevance_score"}
+
+
+DOC_SHAPES = [
+    pytest.param(DOCS, id="strings"),
+    pytest.param([{"text": d} for d in DOCS], id="text-objects"),
+    pytest.param([{"text": d} if i % 2 else d for i, d in enumerate(DOCS)], id="mixed"),
+]
+
+
+@pytest.mark.parametrize("documents", DOC_SHAPES)
+def test_cohere_jina_request_is_normalised(one_of_each: tuple[FakeOpenAI, GatewayServer], documents: list[Any]) -> None:
+    fake, gw = one_of_each
+    resp = rerank(
+        gw.url, {"model": "m-rerank", "query": QUERY, "documents": documents, "top_n": 2, "return_documents": True}
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    check_answer(resp.json(), model="m-rerank", order=ORDER[:2], with_documents=True)
+
+    sent = fake.last.json
+    assert fake.last.path == "/v1/rerank"
+    assert sent["model"] == "up-rerank"
+    assert sent["query"] == QUERY
+    assert sent["documents"] == DOCS  # plain strings, whatever shape the client used
+
+
+@pytest.mark.parametrize("flag", [False, None], ids=["false", "absent"])
+def test_documents_only_when_asked(one_of_each: tuple[FakeOpenAI, GatewayServer], flag: bool | None) -> None:
+    _fake, gw = one_of_each
+    body: dict[str, Any] = {"model": "m-rerank", "query": QUERY, "documents": DOCS}
+    if flag is not None:
+        body["return_documents"] = flag
+    resp = rerank(gw.url, body)
+    assert resp.status_code == 200, resp.text
+    # No top_n: every document, best first. The (Jina-style) upstream sends documents back; they are dropped.
+    check_answer(resp.json(), model="m-rerank", order=ORDER, with_documents=False)
+
+
+def test_top_n_larger_than_documents_returns_all(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
+    _fake, gw = one_of_each
+    resp = rerank(gw.url, {"model": "m-rerank", "query": QUERY, "documents": DOCS, "top_n": 50})
+    assert resp.status_code == 200, resp.text
+    check_answer(resp.json(), model="m-rerank", order=ORDER, with_documents=False)
+
+
+def test_answer_names_the_model_the_client_asked_for(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[[dict[str, Any]], GatewayServer]
+) -> None:
+    fake, url = start_upstream("r")
+    gw = start_gateway(
+        {
+            "aliases": {"my-reranker": "bge"},
+            "services": {
+                "rerank": {
+                    "instances": [
+                        {"name": "bge", "base_url": url, "upstream_model": "BAAI/bge-reranker"},
+                    ]
+                }
+            },
+        }
+    )
+    for asked in ("my-reranker", "bge"):
+        resp = rerank(gw.url, {"model": asked, "query": QUERY, "documents": DOCS, "top_n": 1})
+        assert resp.status_code == 200, resp.text
+        check_answer(resp.json(), model=asked, order=ORDER[:1], with_documents=False)
+        assert fake.last.json["model"] == "BAAI/bge-reranker"
+
+
+@pytest.mark.parametrize(
+    ("style", "usage", "upstream_id"),
+    [("tei", None, None), ("jina", {"total_tokens": 11}, None), ("cohere", {"total_tokens": 7}, "cohere-1")],
+)
+def test_upstream_dialects_are_normalised(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    start_gateway: Callable[[dict[str, Any]], GatewayServer],
+    style: str,
+    usage: dict[str, int] | None,
+    upstream_id: str | None,
+) -> None:
+    fake, url = start_upstream("r", rerank_style=style)
+    gw = start_gateway(
+        {"services": {"rerank": {"instances": [{"name": "rr", "base_url": url, "upstream_model": f"up-{style}"}]}}}
+    )
+    for return_documents in (True, False):
+        resp = rerank(
+            gw.url,
+            {
+                "model": "rr",
+                "query": QUERY,
+                "documents": [{"text": d} for d in DOCS],
+                "top_n": 3,
+                "return_documents": return_documents,
+            },
+        )
+        assert resp.status_code == 200, resp.text
+        answer = resp.json()
+        check_answer(answer, model="rr", order=ORDER[:3], with_documents=return_documents)
+        if usage is not None:
+            assert answer["usage"] == usage
+        else:  # TEI reports no usage; the field is still there, OpenAI-shaped
+            assert isinstance(answer["usage"].get("total_tokens"), int)
+        if upstream_id is not None:
+            assert answer["id"] == upstream_id
+        assert fake.last.json["documents"] == DOCS
+        assert fake.last.json["model"] == f"up-{style}"
+
+
+def test_generated_ids_are_unique(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
+    _fake, gw = one_of_each
+    ids = {rerank(gw.url, {"model": "m-rerank", "query": QUERY, "documents": DOCS}).json()["id"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+PATHS = ["/v1/rerank", "/v2/rerank", "/rerank"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_rerank_paths(one_of_each: tuple[FakeOpenAI, GatewayServer], path: str) -> None:
+    fake, gw = one_of_each
+    resp = rerank(
+        gw.url, {"model": "m-rerank", "query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": True}, path
+    )
+    assert resp.status_code == 200, resp.text
+    check_answer(resp.json(), model="m-rerank", order=ORDER[:2], with_documents=True)
+    assert fake.last.path == "/v1/rerank"
+
+
+def test_rerank_paths_only_post(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
+    _fake, gw = one_of_each
+    for path in PATHS:
+        resp = httpx2.get(gw.url + path, timeout=10)
+        assert resp.status_code == 405
+        assert resp.headers["allow"] == "POST"
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        ({"model": "m-rerank", "documents": DOCS}, "query", "missing_required_parameter"),
+        ({"model": "m-rerank", "query": None, "documents": DOCS}, "query", "missing_required_parameter"),
+        ({"model": "m-rerank", "query": QUERY}, "documents", "missing_required_parameter"),
+        ({"model": "m-rerank", "query": QUERY, "documents": "Paris"}, "documents", "invalid_type"),
+        ({"model": "m-rerank", "query": ["capital"], "documents": DOCS}, "query", "invalid_type"),
+        ({"query": QUERY, "documents": DOCS}, "model", "missing_required_parameter"),
+    ],
+    ids=["no-query", "null-query", "no-documents", "documents-not-array", "query-not-string", "no-model"],
+)
+def test_invalid_requests_are_400_with_param(
+    one_of_each: tuple[FakeOpenAI, GatewayServer], body: dict[str, Any], param: str, code: str
+) -> None:
+    fake, gw = one_of_each
+    for path in PATHS:
+        resp = rerank(gw.url, body, path)
+        assert resp.status_code == 400, path
+        err = resp.json()["error"]
+        assert err["param"] == param
+        assert err["code"] == code
+        assert err["type"] == "invalid_request_error"
+    assert fake.requests == []
+
+
+def test_unknown_rerank_model_is_404(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
+    fake, gw = one_of_each
+    resp = rerank(gw.url, {"model": "m-chat", "query": QUERY, "documents": DOCS})
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "model_not_found"
+    assert fake.requests == []
