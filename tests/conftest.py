@@ -19,49 +19,51 @@ def bg() -> Iterator[BackgroundLoop]:
 
 
 @pytest.fixture
-def start_upstream(bg: BackgroundLoop) -> Iterator[Callable[..., tuple[FakeOpenAI, str]]]:
+def servers(bg: BackgroundLoop) -> Iterator[list[UpstreamServer | GatewayServer]]:
+    """Servers a test started; all are stopped after it."""
+    started: list[UpstreamServer | GatewayServer] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def start_upstream(
+    bg: BackgroundLoop, servers: list[UpstreamServer | GatewayServer]
+) -> Callable[..., tuple[FakeOpenAI, str]]:
     """start_upstream(name="a", rerank_style="jina") -> (fake, base_url); stopped after the test."""
-    started: list[UpstreamServer] = []
 
     def start(name: str = "a", **kwargs: Any) -> tuple[FakeOpenAI, str]:
         fake = FakeOpenAI(name, **kwargs)
-        server = UpstreamServer(bg, fake.app()).start()
-        started.append(server)
+        servers.append(server := UpstreamServer(bg, fake.app()).start())
         return fake, server.url
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture
-def start_ollama(bg: BackgroundLoop) -> Iterator[Callable[[], tuple[FakeOllama, str]]]:
-    started: list[UpstreamServer] = []
-
+def start_ollama(
+    bg: BackgroundLoop, servers: list[UpstreamServer | GatewayServer]
+) -> Callable[[], tuple[FakeOllama, str]]:
     def start() -> tuple[FakeOllama, str]:
         fake = FakeOllama()
-        server = UpstreamServer(bg, fake.app()).start()
-        started.append(server)
+        servers.append(server := UpstreamServer(bg, fake.app()).start())
         return fake, server.url
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture
-def start_gateway(bg: BackgroundLoop) -> Iterator[Callable[[dict[str, Any]], GatewayServer]]:
+def start_gateway(
+    bg: BackgroundLoop, servers: list[UpstreamServer | GatewayServer]
+) -> Callable[[dict[str, Any]], GatewayServer]:
     """start_gateway(config_dict) -> GatewayServer (``.url``, ``.gateway``); stopped after the test."""
-    started: list[GatewayServer] = []
 
     def start(config: dict[str, Any]) -> GatewayServer:
-        server = GatewayServer(bg, config).start()
-        started.append(server)
+        servers.append(server := GatewayServer(bg, config).start())
         return server
 
-    yield start
-    for server in started:
-        server.stop()
+    return start
 
 
 @pytest.fixture
