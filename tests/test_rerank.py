@@ -218,3 +218,41 @@ def test_unknown_rerank_model_is_404(one_of_each: tuple[FakeOpenAI, GatewayServe
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == "model_not_found"
     assert fake.requests == []
+
+
+def tei_app(received: list[dict[str, Any]]) -> Any:
+    """A TEI-like native /rerank: takes `texts` (not `documents`), no model, answers a bare [{index, score}]."""
+    from aiohttp import web
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.json()
+        received.append(body)
+        unknown = set(body) - {"query", "texts", "truncate", "raw_scores", "return_text"}
+        if unknown or not isinstance(body.get("texts"), list):
+            return web.json_response(
+                {"error": f"unknown fields {sorted(unknown)}", "error_type": "Validation"}, status=422
+            )
+        scores = [expected_score(body["query"], t) for t in body["texts"]]
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return web.json_response([{"index": i, "score": scores[i]} for i in ranked])
+
+    app = web.Application()
+    app.router.add_post("/rerank", handle)
+    return app
+
+
+def test_tei_adapter_speaks_tei_native_rerank(
+    bg: Any, servers: list[Any], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    from .servers import UpstreamServer
+
+    received: list[dict[str, Any]] = []
+    servers.append(tei := UpstreamServer(bg, tei_app(received)).start())
+    gw = start_gateway(
+        {"services": {"rerank": {"instances": [{"name": "bge", "base_url": tei.url, "adapter": "tei"}]}}}
+    )
+    docs = [{"text": d} for d in DOCS]
+    resp = rerank(gw.url, {"model": "bge", "query": QUERY, "documents": docs, "top_n": 2, "return_documents": True})
+    assert resp.status_code == 200, resp.text
+    check_answer(resp.json(), model="bge", order=ORDER[:2], with_documents=True)
+    assert received == [{"query": QUERY, "texts": DOCS, "return_text": False, "raw_scores": False}]

@@ -3,7 +3,16 @@
 from .base import Adapter, SSEPassThrough, StreamTranslator
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
+from .tei import TEIAdapter
 
-__all__ = ["ADAPTERS", "Adapter", "OllamaAdapter", "OpenAIAdapter", "SSEPassThrough", "StreamTranslator"]
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "OllamaAdapter",
+    "OpenAIAdapter",
+    "SSEPassThrough",
+    "StreamTranslator",
+    "TEIAdapter",
+]
 
-ADAPTERS: dict[str, Adapter] = {"openai": OpenAIAdapter(), "ollama": OllamaAdapter()}
+ADAPTERS: dict[str, Adapter] = {"openai": OpenAIAdapter(), "ollama": OllamaAdapter(), "tei": TEIAdapter()}

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .model import Config
+from .model import ADAPTER_SERVICES, Config
 
 __all__ = ["ConfigError", "default_config_text", "expand_env", "load_config", "parse_config"]
 
@@ -109,9 +109,11 @@ def _semantic_problems(data: dict[str, Any]) -> list[str]:
             if model not in served:
                 problems.append(f"services.{service_name}.models.{model}: no instance serves this model")
         for i, inst in enumerate(instances):
-            if inst.get("adapter") == "ollama" and service_name not in ("chat", "embedding"):
+            serves = ADAPTER_SERVICES.get(inst.get("adapter"))  # type: ignore[arg-type]
+            if serves is not None and service_name not in serves:
                 problems.append(
-                    f"services.{service_name}.instances[{i}].adapter: ollama serves only chat and embedding"
+                    f"services.{service_name}.instances[{i}].adapter: {inst['adapter']} serves only "
+                    f"{' and '.join(serves)}"
                 )
     for alias, target in _dicts(data.get("aliases")).items():
         if target not in served_anywhere:

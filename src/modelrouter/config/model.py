@@ -23,7 +23,9 @@ __all__ = [
 ServiceName = Literal["chat", "embedding", "rerank", "tts", "stt", "image_generation", "image_edit"]
 SERVICE_NAMES: tuple[str, ...] = ServiceName.__args__  # type: ignore[attr-defined]
 BalancerName = Literal["random", "round_robin", "least_connections", "ip_hash", "consistent_hash", "latency"]
-AdapterName = Literal["openai", "ollama"]
+AdapterName = Literal["openai", "ollama", "tei"]
+# Services each non-OpenAI dialect can serve (the OpenAI adapter serves all).
+ADAPTER_SERVICES: dict[str, tuple[str, ...]] = {"ollama": ("chat", "embedding"), "tei": ("rerank", "embedding")}
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
