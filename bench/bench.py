@@ -1,7 +1,9 @@
-"""modelrouter throughput/latency benchmark: wrk -> (fake upstream | gateway -> fake upstream).
+"""modelrouter throughput/latency benchmark: wrk -> (fake upstream | bare proxy | gateway -> fake upstream).
 
-Every scenario is run twice - straight at the fake upstream ("direct") and through the gateway - so the
-table shows what the gateway itself costs. See bench/README.md. Entry point: ``bench/run``.
+Every scenario is run three times, interleaved - straight at the fake upstream ("direct"), through a
+minimal uvicorn + aiohttp proxy ("bare", bench/bare_proxy.py: the ceiling for this stack on this machine)
+and through the gateway - so the table shows what the gateway itself costs, both against no proxy at all
+and against the cheapest proxy built from the same parts. See bench/README.md. Entry point: ``bench/run``.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ SCENARIOS = (
 @dataclass
 class WrkRun:
     scenario: str
-    target: str  # "direct" | "gateway"
+    target: str  # "direct" | "bare" | "gateway"
     connections: int
     threads: int
     duration_s: float
@@ -100,10 +102,18 @@ class Children:
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def start(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:  # a file, not a pipe: an unread pipe would block a chatty child
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=cwd,
             )
         self._procs.append(proc)
         return proc
@@ -242,14 +252,15 @@ def ensure_wrk() -> str:
 
 @dataclass(frozen=True)
 class Pinning:
-    gateway: list[str]  # argv prefix
+    gateway: list[str]  # argv prefix for the gateway and the bare proxy (measured one at a time)
     load: list[str]  # argv prefix for wrk and the fake upstream
     note: str
 
 
 def plan_pinning(enabled: bool) -> Pinning:
-    """Gateway on one core, wrk + fake upstream on another, so the load generator does not steal the
-    gateway's CPU (the gateway is single-process; on 2 cores this is the fairest split)."""
+    """Gateway (and bare proxy) on one core, wrk + fake upstream on another, so the load generator does not
+    steal the proxy's CPU (both proxies are single-process; on 2 cores this is the fairest split). The bare
+    proxy shares the gateway's core so the two are compared on equal terms; only one is under load at a time."""
     if not enabled:
         return Pinning([], [], "off (--no-pin)")
     taskset = shutil.which("taskset")
@@ -259,7 +270,8 @@ def plan_pinning(enabled: bool) -> Pinning:
     if len(cores) < 2:
         return Pinning([], [], f"off (only {len(cores)} usable core)")
     gw, load = str(cores[0]), str(cores[1])
-    return Pinning([taskset, "-c", gw], [taskset, "-c", load], f"gateway on core {gw}, wrk + upstream on core {load}")
+    note = f"gateway + bare proxy on core {gw}, wrk + upstream on core {load}"
+    return Pinning([taskset, "-c", gw], [taskset, "-c", load], note)
 
 
 # ---------------------------------------------------------------------------------------------- wrk
@@ -359,28 +371,35 @@ def build_rows(runs: list[WrkRun]) -> list[dict[str, Any]]:
     by_key = {(r.scenario, r.target): r for r in runs}
     rows = []
     for sc in SCENARIOS:
-        d, g = by_key.get((sc.name, "direct")), by_key.get((sc.name, "gateway"))
-        if d is None and g is None:
+        d, b, g = (by_key.get((sc.name, target)) for target in ("direct", "bare", "gateway"))
+        if d is None and b is None and g is None:
             continue
         row: dict[str, Any] = {"scenario": sc.name, "connections": sc.connections}
-        for prefix, run in (("direct", d), ("gateway", g)):
+        for prefix, run in (("direct", d), ("bare", b), ("gateway", g)):
             row[f"{prefix}_rps"] = run.rps if run else None
             row[f"{prefix}_p50_ms"] = run.p50_ms if run else None
             row[f"{prefix}_p99_ms"] = run.p99_ms if run else None
         row["ratio"] = g.rps / d.rps if d and g and d.rps else None
-        overhead = None
-        if d and g and d.p50_ms is not None and g.p50_ms is not None:
-            overhead = g.p50_ms - d.p50_ms
-        row["p50_overhead_ms"] = overhead
+        row["gw_bare_ratio"] = g.rps / b.rps if b and g and b.rps else None
+        row["p50_overhead_ms"] = _p50_diff(g, d)
+        row["p50_over_bare_ms"] = _p50_diff(g, b)
+        # "errors" covers the runs the targets are computed from; the bare proxy's are reported separately.
         row["errors"] = bool((d and d.errors) or (g and g.errors))
+        row["bare_errors"] = bool(b and b.errors)
         rows.append(row)
     return rows
 
 
+def _p50_diff(a: WrkRun | None, b: WrkRun | None) -> float | None:
+    if a is None or b is None or a.p50_ms is None or b.p50_ms is None:
+        return None
+    return a.p50_ms - b.p50_ms
+
+
 def print_table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     header = (
-        f"{'scenario':<16}{'direct rps':>12}{'gateway rps':>13}{'ratio':>7}"
-        f"{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}{'p50 overhead ms':>17}"
+        f"{'scenario':<16}{'direct rps':>12}{'bare rps':>10}{'gateway rps':>13}{'ratio':>7}{'gw/bare':>9}"
+        f"{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}{'p50 overhead ms':>17}{'p50 over bare':>15}"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
@@ -388,11 +407,21 @@ def print_table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
         direct = f"{_fmt(r['direct_p50_ms'], '.3f')} / {_fmt(r['direct_p99_ms'], '.3f')}"
         gateway = f"{_fmt(r['gateway_p50_ms'], '.3f')} / {_fmt(r['gateway_p99_ms'], '.3f')}"
         print(
-            f"{r['scenario']:<16}{_fmt(r['direct_rps'], ',.0f'):>12}{_fmt(r['gateway_rps'], ',.0f'):>13}"
-            f"{_fmt(r['ratio'], '.2f'):>7}{direct:>20}{gateway:>21}{_fmt(r['p50_overhead_ms'], '+.3f'):>17}"
-            + ("   <-- ERRORS" if r["errors"] else ""),
+            f"{r['scenario']:<16}{_fmt(r['direct_rps'], ',.0f'):>12}{_fmt(r['bare_rps'], ',.0f'):>10}"
+            f"{_fmt(r['gateway_rps'], ',.0f'):>13}{_fmt(r['ratio'], '.2f'):>7}{_fmt(r['gw_bare_ratio'], '.2f'):>9}"
+            f"{direct:>20}{gateway:>21}{_fmt(r['p50_overhead_ms'], '+.3f'):>17}"
+            f"{_fmt(r['p50_over_bare_ms'], '+.3f'):>15}" + ("   <-- ERRORS" if r["errors"] or r["bare_errors"] else ""),
             file=out,
         )
+
+
+def info_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Informational comparisons (not targets): the gateway against the bare proxy measured in this run."""
+    c32 = next((r for r in rows if r["scenario"] == "non-stream c32"), None)
+    if c32 is None or c32["gw_bare_ratio"] is None:
+        return []
+    note = "  (run had errors)" if c32["errors"] or c32["bare_errors"] else ""
+    return [f"gateway at {100 * c32['gw_bare_ratio']:.0f} % of the bare proxy at 32 connections non-streaming{note}"]
 
 
 def _verdict(name: str, value: float | None, limit: float, at_least: bool, tainted: bool) -> dict[str, Any]:
@@ -500,6 +529,27 @@ def start_upstream(children: Children, pin: Pinning) -> tuple[subprocess.Popen[b
     return proc, port
 
 
+def start_bare(
+    children: Children, pin: Pinning, upstream_port: int, timeout: float
+) -> tuple[subprocess.Popen[bytes], int]:
+    """bench/bare_proxy.py under uvicorn, pinned like the gateway; ready once it proxies GET /v1/models."""
+    missing = [m for m in ("uvicorn", "uvloop", "httptools", "aiohttp") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BenchError(f"the bare proxy needs {', '.join(missing)}, not importable by {sys.executable}")
+    port = free_port()
+    log = RESULTS_DIR / "bare.log"
+    pythonpath = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath, "BARE_PROXY_UPSTREAM": f"http://{HOST}:{upstream_port}"}
+    uvicorn = [
+        "-m", "uvicorn", "bare_proxy:app", "--host", HOST, "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log",
+        "--no-proxy-headers", "--no-server-header", "--log-level", "warning",
+    ]  # fmt: skip
+    proc = children.start([*pin.gateway, sys.executable, *uvicorn], log, env=env, cwd=BENCH_DIR)
+    wait_ready(proc, port, "/v1/models", timeout, "bare proxy", log)
+    return proc, port
+
+
 def start_gateway(
     children: Children, pin: Pinning, upstream_port: int, timeout: float
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -517,7 +567,7 @@ def start_gateway(
 def measure(
     wrk: str, pin: Pinning, ports: dict[str, int], watch: dict[str, int], duration: float
 ) -> tuple[list[WrkRun], list[str]]:
-    """Every scenario against every target, interleaved so slow drift (thermal, noise) hits both alike."""
+    """Every scenario against every target, interleaved so slow drift (thermal, noise) hits all alike."""
     runs: list[WrkRun] = []
     problems: list[str] = []
     for sc in SCENARIOS:
@@ -547,6 +597,10 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     watch = {"upstream": upstream.pid}
     rss: dict[str, Any] | None = None
     if not args.direct_only:
+        bare, bare_port = start_bare(children, pin, upstream_port, args.startup_timeout)
+        ports["bare"] = bare_port
+        watch["bare"] = bare.pid  # taskset execs, so this is uvicorn's own pid
+        print(f"bare proxy up on port {bare_port} (pid {bare.pid})")
         gateway, gateway_port = start_gateway(children, pin, upstream_port, args.startup_timeout)
         ports["gateway"] = gateway_port
         watch["gateway"] = gateway.pid  # taskset execs the command, so this is the gateway's own pid
@@ -574,6 +628,9 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
         )
     print()
     print_targets(verdicts)
+    info = info_lines(rows)
+    for line in info:
+        print(f"INFO  {line}")
 
     result = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -588,6 +645,7 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
         "rows": rows,
         "gateway_rss": rss,
         "targets": verdicts,
+        "info": info,
         "runs": [asdict(r) for r in runs],
     }
     out = RESULTS_DIR / "latest.json"

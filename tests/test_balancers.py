@@ -527,8 +527,8 @@ def test_inflight_counters_never_drift(start_upstream: StartUpstream, start_gate
             outcomes[f"status {exc.status_code}"] += 1
         except openai.RateLimitError:
             outcomes["status 429"] += 1
-    # Round robin over good, failing, refused: each pool meets every kind of outcome.
-    assert outcomes == {"ok": 3, "status 500": 2, "status 503": 3, "status 429": 1}
+    # Round robin over good, failing and refused instances: every failure is failed over to the good one.
+    assert outcomes == {"ok": 9}
     assert good.requests
     assert bad.requests
     table = gw.gateway.table

@@ -7,19 +7,27 @@ request, so a config swap mid-request cannot mix two configs.
 
 from __future__ import annotations
 
+import email.utils
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .adapters.base import StreamTranslator
+from .config.model import RetryConfig
 from .endpoints import Endpoint
 from .errors import (
     GatewayError,
     InvalidRequest,
+    NoUsableInstance,
+    UpstreamConnectError,
     UpstreamInvalid,
     UpstreamStatusError,
+    UpstreamTimeout,
 )
+from .fallback import StaleCaches
 from .front.multipart import Form
 from .postprocess import EmbeddingsB64, RerankShape
 from .routing.instance import Instance
@@ -54,7 +62,7 @@ class StreamResponse:
     """A streamed answer. ``aclose`` must be called on every path (the front door does it in ``finally``); it
     releases the upstream connection and the instance's in-flight count exactly once."""
 
-    __slots__ = ("_closed", "_instance", "_resp", "_translator", "headers", "sse", "status")
+    __slots__ = ("_closed", "_first", "_instance", "_out", "_resp", "_translator", "headers", "sse", "status")
 
     def __init__(
         self,
@@ -67,28 +75,48 @@ class StreamResponse:
         self._instance = instance
         self._translator = translator
         self._closed = False
+        self._first = b""
+        self._out = self._produce()
         self.status = resp.status
         self.headers = headers
         # SSE streams end with an error event when the upstream fails; binary streams just break off.
         self.sse = translator is not None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        translator = self._translator
-        if translator is None:
-            async for chunk in self._resp.iter_chunks():
-                yield chunk
+    async def prime(self) -> None:
+        """Read until the first bytes for the client exist (or the body ended). Until then nothing has reached
+        the client, so a backend that stalls or breaks before its first token can still be failed over."""
+        async for out in self._out:
+            self._first = out
             return
-        try:
-            async for chunk in self._resp.iter_chunks():
-                out = translator.feed(chunk)
-                if out:
-                    yield out
-            out = translator.end()
-        except (ValueError, KeyError, TypeError) as exc:
-            # The upstream sent something its dialect does not allow (bad JSON line, early end).
-            raise UpstreamInvalid(f"upstream sent an invalid stream: {exc}") from None
-        if out:
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._first:
+            yield self._first
+            self._first = b""
+        async for out in self._out:
             yield out
+
+    async def _produce(self) -> AsyncIterator[bytes]:
+        translator = self._translator
+        try:
+            if translator is None:
+                async for chunk in self._resp.iter_chunks():
+                    yield chunk
+                return
+            try:
+                async for chunk in self._resp.iter_chunks():
+                    out = translator.feed(chunk)
+                    if out:
+                        yield out
+                out = translator.end()
+            except (ValueError, KeyError, TypeError) as exc:
+                # The upstream sent something its dialect does not allow (bad JSON line, early end).
+                raise UpstreamInvalid(f"the backend sent an invalid stream: {exc}") from None
+            if out:
+                yield out
+        except GatewayError:
+            self._instance.breaker.record(False, probe=False)
+            raise
 
     def aclose(self) -> None:
         if not self._closed:
@@ -101,6 +129,7 @@ class Pipeline:
     def __init__(self, table: RoutingTable, transport: Transport) -> None:
         self.table = table
         self.transport = transport
+        self.stale = StaleCaches()
 
     def swap(self, table: RoutingTable) -> None:
         """Install a new routing table; requests already running keep the one they started with."""
@@ -109,6 +138,7 @@ class Pipeline:
     async def forward(
         self, endpoint: Endpoint, payload: dict[str, Any] | Form, client: ClientInfo
     ) -> Response | StreamResponse:
+        """Try the model's instances, then its fallback models, until one answers; see docs/resilience.md."""
         table = self.table
         model = payload.get("model") if isinstance(payload, dict) else payload.text("model")
         if model is None:
@@ -117,60 +147,115 @@ class Pipeline:
             if model is None:
                 raise InvalidRequest("you must provide a model parameter", param="model")
         pool = table.resolve(endpoint.service, model)
-        key = None
-        if pool.balancer.needs_key:
-            key = _hash_key(pool.hash_on, payload, client)
-        instance = pool.select(key)
+
+        stale = self.stale.get(pool) if isinstance(payload, dict) and payload.get("stream") is not True else None
+        stale_key = stale.key(endpoint, payload) if stale is not None and isinstance(payload, dict) else None
+        call = _Call(endpoint, payload, model, client)
+        retry = pool.retry
+        deadline = None if retry.deadline is None else time.monotonic() + retry.deadline
+        tried: list[Instance] = []
+        failure: GatewayError | None = None
+        for current in (pool, *table.fallback_pools(pool)) if pool.fallbacks else (pool,):
+            key = _hash_key(current.hash_on, payload, client) if current.balancer.needs_key else None
+            for _ in range(current.retry.attempts):
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                instance = current.select(key, tried)
+                if instance is None:
+                    break
+                tried.append(instance)
+                try:
+                    result = await self._attempt(call, instance, current.retry, deadline)
+                except GatewayError as exc:
+                    if not _retryable(exc, current.retry):
+                        raise
+                    failure = exc
+                    continue
+                if stale is not None and stale_key is not None and type(result) is Response and result.status < 300:
+                    stale.put(stale_key, result)
+                return result
+        # Every instance (and fallback model) failed, or none was usable.
+        if stale is not None and stale_key is not None and (cached := stale.lookup(stale_key)) is not None:
+            return cached
+        default = pool.settings.default_response
+        if default is not None and not call.wants_stream:
+            return Response(default.status, _default_headers(default.headers), orjson.dumps(default.body))
+        if failure is not None:
+            raise failure
+        raise NoUsableInstance(f"no usable instance for model '{model}' (all unhealthy or circuit open)")
+
+    async def _attempt(
+        self, call: _Call, instance: Instance, retry: RetryConfig, deadline: float | None
+    ) -> Response | StreamResponse:
+        """One try on one instance. Raises GatewayError; the caller decides whether another try is worth it."""
+        endpoint, payload = call.endpoint, call.payload
         url = instance.urls.get(endpoint.name)
         if url is None:
             raise InvalidRequest(
-                f"The model '{model}' is served by a {instance.adapter.name} backend, which has no "
+                f"The model '{call.model}' is served by a {instance.adapter.name} backend, which has no "
                 f"{endpoint.path} endpoint",
                 param="model",
             )
-
-        post: EmbeddingsB64 | RerankShape | None = None
-        wants_stream = False
         body: Any
         if isinstance(payload, Form):
             content_type, length, body = payload.encode({"model": instance.upstream_model})
             headers = {**instance.headers, "Content-Type": content_type, "Content-Length": str(length)}
         else:
-            if endpoint.name == "embeddings":
-                post = EmbeddingsB64.prepare(payload)
-            elif endpoint.name == "rerank":
-                post = RerankShape.prepare(payload, model)
-            wants_stream = endpoint.output == "sse" and payload.get("stream") is True
             body = instance.adapter.request_body(endpoint, payload, instance.upstream_model)
             headers = instance.json_headers
-        request = UpstreamRequest("POST", url, headers, body, instance.timeouts)
+        timeouts = instance.timeouts
+        if deadline is not None:
+            left = max(deadline - time.monotonic(), 0.001)
+            if timeouts.total is None or timeouts.total > left:
+                timeouts = timeouts.model_copy(update={"total": left})
+        request = UpstreamRequest("POST", url, headers, body, timeouts)
 
+        breaker = instance.breaker
+        probe = breaker.on_send()
         instance.acquire()
         try:
             started = time.perf_counter()
             resp = await self.transport.send(request)
             instance.observe_latency(time.perf_counter() - started)
-        except GatewayError as exc:
+        except BaseException as exc:
             instance.release()
-            exc.message = f"{exc.message} (model '{model}')"
-            raise
-        except BaseException:
-            instance.release()
+            if isinstance(exc, GatewayError):
+                breaker.record(False, probe)
+                exc.message = f"{exc.message} (model '{call.model}')"
+            elif probe:
+                breaker.record(True, probe)  # cancelled (client gone): free the probe slot, no verdict
             raise
 
         streaming = False
         try:
-            if resp.status >= 400:
+            status = resp.status
+            if status >= 400:
+                breaker.record(not _backend_failure(status), probe)
+                if status in (429, 503):
+                    _cool_down(instance, resp, retry)
                 raw = await resp.read()
-                raise UpstreamStatusError(resp.status, raw, resp.content_type, _passed_headers(resp))
-            if endpoint.output == "binary":
+                raise UpstreamStatusError(status, raw, resp.content_type, _passed_headers(resp))
+            if endpoint.output == "binary" or (call.wants_stream and instance.adapter.is_stream(resp.content_type)):
+                translator = None
+                out_headers = resp.header_items()
+                if isinstance(payload, dict) and endpoint.output != "binary":
+                    translator = instance.adapter.stream_translator(endpoint, payload)
+                    out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
+                stream = StreamResponse(resp, instance, translator, out_headers)
                 streaming = True
-                return StreamResponse(resp, instance, None, resp.header_items())
-            if wants_stream and isinstance(payload, dict) and instance.adapter.is_stream(resp.content_type):
-                streaming = True
-                translator = instance.adapter.stream_translator(endpoint, payload)
-                return StreamResponse(resp, instance, translator, [*_SSE_HEADERS, *_passed_headers(resp)])
-            raw = await resp.read()
+                try:
+                    await stream.prime()
+                except BaseException:
+                    streaming = False  # released below, like any failed attempt
+                    raise
+                breaker.record(True, probe)
+                return stream
+            try:
+                raw = await resp.read()
+            except GatewayError:
+                breaker.record(False, probe)
+                raise
+            breaker.record(True, probe)
         finally:
             if not streaming:
                 resp.close()
@@ -180,15 +265,76 @@ class Pipeline:
             return Response(resp.status, resp.header_items(), raw)
         try:
             translated = instance.adapter.response_body(endpoint, payload, raw)
-            if post is not None:
-                translated = post.apply(translated if translated is not None else raw)
+            if call.post is not None:
+                translated = call.post.apply(translated if translated is not None else raw)
         except GatewayError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamInvalid(f"upstream {instance.base_url} sent an invalid answer: {exc}") from None
+            raise UpstreamInvalid(f"the backend sent an invalid answer: {exc} (model '{call.model}')") from None
         if translated is None:
             return Response(resp.status, resp.header_items(), raw)
         return Response(resp.status, [(b"content-type", _JSON)], translated)
+
+
+class _Call:
+    """What one client request needs across its tries: prepared once, reused for every instance."""
+
+    __slots__ = ("client", "endpoint", "model", "payload", "post", "wants_stream")
+
+    def __init__(self, endpoint: Endpoint, payload: dict[str, Any] | Form, model: str, client: ClientInfo) -> None:
+        self.endpoint = endpoint
+        self.payload = payload
+        self.model = model
+        self.client = client
+        self.post: EmbeddingsB64 | RerankShape | None = None
+        self.wants_stream = False
+        if isinstance(payload, dict):
+            if endpoint.name == "embeddings":
+                self.post = EmbeddingsB64.prepare(payload)
+            elif endpoint.name == "rerank":
+                self.post = RerankShape.prepare(payload, model)
+            self.wants_stream = endpoint.output == "sse" and payload.get("stream") is True
+
+
+def _backend_failure(status: int) -> bool:
+    """Whether an error status says the backend is in trouble (a client's own 4xx says nothing about it)."""
+    return status >= 500 or status in (408, 429)
+
+
+def _retryable(exc: GatewayError, retry: RetryConfig) -> bool:
+    # Only failures before any byte reached the client get here: attempts return before streaming starts.
+    if isinstance(exc, UpstreamStatusError):
+        return exc.status in retry.on_status
+    return isinstance(exc, UpstreamConnectError | UpstreamTimeout | UpstreamInvalid)
+
+
+def _cool_down(instance: Instance, resp: UpstreamResponse, retry: RetryConfig) -> None:
+    """Honour Retry-After (seconds or an HTTP date) by keeping requests away from the instance until then."""
+    for k, v in resp.header_items():
+        if k == b"retry-after":
+            seconds = _retry_after_seconds(v.decode("latin-1"))
+            if seconds is not None and seconds > 0:
+                instance.cooldown_until = time.monotonic() + min(seconds, retry.max_retry_after)
+            return
+
+
+def _retry_after_seconds(value: str) -> float | None:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() - time.time()
+
+
+def _default_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    out = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if not any(k == b"content-type" for k, _ in out):
+        out.append((b"content-type", _JSON))
+    return out
 
 
 _SSE_HEADERS = [

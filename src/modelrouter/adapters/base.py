@@ -60,6 +60,8 @@ class SSEPassThrough(StreamTranslator):
 
 class Adapter:
     name = "base"
+    #: what the active health check asks for when the config names no path
+    health_path = "/v1/models"
     #: the content type of what ``stream_translator`` produces
     stream_content_type = b"text/event-stream"
 

@@ -109,6 +109,7 @@ def _usage(data: dict[str, Any]) -> dict[str, int]:
 
 class OllamaAdapter(Adapter):
     name = "ollama"
+    health_path = "/api/tags"
 
     def path(self, endpoint: Endpoint) -> str | None:
         return _PATHS.get(endpoint.name)

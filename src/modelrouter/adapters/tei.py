@@ -22,6 +22,7 @@ _PATHS = {"rerank": "/rerank", "embeddings": "/v1/embeddings"}
 
 class TEIAdapter(Adapter):
     name = "tei"
+    health_path = "/health"
 
     def path(self, endpoint: Endpoint) -> str | None:
         return _PATHS.get(endpoint.name)

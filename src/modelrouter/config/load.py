@@ -105,9 +105,16 @@ def _semantic_problems(data: dict[str, Any]) -> list[str]:
             if isinstance(inst.get("models"), list):
                 served |= {m for m in inst["models"] if isinstance(m, str)}
         served_anywhere |= served
-        for model in _dicts(service.get("models")):
+        for model, override in _dicts(service.get("models")).items():
             if model not in served:
                 problems.append(f"services.{service_name}.models.{model}: no instance serves this model")
+            fallbacks = _dicts(override).get("fallbacks")
+            for i, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else []):
+                where = f"services.{service_name}.models.{model}.fallbacks[{i}]"
+                if fallback == model:
+                    problems.append(f"{where}: a model cannot fall back to itself")
+                elif fallback not in served:
+                    problems.append(f"{where}: no instance of service {service_name} serves '{fallback}'")
         for i, inst in enumerate(instances):
             serves = ADAPTER_SERVICES.get(inst.get("adapter"))  # type: ignore[arg-type]
             if serves is not None and service_name not in serves:

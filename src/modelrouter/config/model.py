@@ -5,7 +5,7 @@ Unknown keys are errors everywhere (``extra="forbid"``): a typo must not silentl
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -59,6 +59,63 @@ DEFAULT_TIMEOUTS: dict[str, Timeouts] = {
 }
 
 
+class BreakerConfig(_Strict):
+    """Per-instance circuit breaker. Set globally, per service or per instance; the nearer setting wins
+    field by field. See docs/resilience.md for the state machine."""
+
+    enabled: bool = True
+    consecutive_failures: int = Field(default=5, ge=1)  # open after this many failures in a row ...
+    failure_rate: float = Field(default=0.5, gt=0, le=1)  # ... or this share of failures within `window`
+    window: PositiveSeconds = 30
+    min_requests: int = Field(default=20, ge=1)  # ... once the window holds at least this many requests
+    open_for: PositiveSeconds = 5  # first open period; doubles on each re-trip ...
+    max_open_for: PositiveSeconds = 120  # ... up to this
+    half_open_probes: int = Field(default=1, ge=1)  # requests let through at once while half-open
+    close_after: int = Field(default=2, ge=1)  # probe successes that close the breaker
+
+
+class HealthCheckConfig(_Strict):
+    """Active HTTP probes per instance. ``path: null`` uses the adapter's default (OpenAI: /v1/models,
+    Ollama: /api/tags, TEI: /health); ``enabled: false`` turns probing off."""
+
+    enabled: bool = True
+    path: str | None = None
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    expected_status: tuple[int, ...] = (200,)
+    interval: PositiveSeconds = 10
+    timeout: PositiveSeconds = 3
+    unhealthy_after: int = Field(default=2, ge=1)  # consecutive failed probes
+    healthy_after: int = Field(default=1, ge=1)  # consecutive good probes
+    jitter: float = Field(default=0.1, ge=0, le=0.5)  # +- share of the interval, so probes do not align
+
+
+class RetryConfig(_Strict):
+    """Failover: a request that failed before anything reached the client is tried on another instance."""
+
+    attempts: int = Field(default=3, ge=1)  # tries per model, the first included
+    deadline: PositiveSeconds | None = None  # for all tries together; None: each try's own timeouts only
+    on_status: tuple[int, ...] = (429, 500, 502, 503, 504)  # upstream statuses worth another instance
+    max_retry_after: PositiveSeconds = 60  # longest Retry-After honoured when avoiding an instance
+
+
+class DefaultResponse(_Strict):
+    """A static answer when every instance (and fallback) failed; for non-streaming requests."""
+
+    status: int = Field(default=200, ge=100, le=599)
+    body: Any
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class StaleCacheConfig(_Strict):
+    """Remember successful non-streaming answers; serve one for an identical request only when every
+    instance is down. Off by default: an old answer is not always better than an error."""
+
+    enabled: bool = False
+    max_entries: int = Field(default=1000, ge=1)
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    ttl: PositiveSeconds = 300
+
+
 def _check_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -82,6 +139,8 @@ class InstanceConfig(_Strict):
     upstream_model: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts | None = None
+    breaker: BreakerConfig | None = None
+    health_check: HealthCheckConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -106,6 +165,8 @@ HashOn = Annotated[str, Field(pattern=r"^(client_ip|user|header:[A-Za-z0-9-]+)$"
 class ModelOverride(_Strict):
     load_balance: BalancerName | None = None
     hash_on: HashOn | None = None
+    # Models to try, in order, when every instance of this one failed (same service).
+    fallbacks: tuple[str, ...] = ()
 
 
 class ServiceConfig(_Strict):
@@ -113,6 +174,13 @@ class ServiceConfig(_Strict):
     # What ip_hash / consistent_hash hash: the client IP, the request's `user` field, or a header.
     hash_on: HashOn = "client_ip"
     timeouts: Timeouts | None = None
+    breaker: BreakerConfig | None = None
+    health_check: HealthCheckConfig | None = None
+    retry: RetryConfig | None = None
+    # When no instance is usable (unhealthy or breaker open), try them anyway rather than answer 503.
+    panic_mode: bool = False
+    default_response: DefaultResponse | None = None
+    stale_cache: StaleCacheConfig = StaleCacheConfig()
     models: dict[str, ModelOverride] = Field(default_factory=dict)
     instances: list[InstanceConfig] = Field(default_factory=list)
 
@@ -126,9 +194,29 @@ class ServerConfig(_Strict):
     # before spooling to disk.
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     spool_memory_bytes: int = Field(default=1024 * 1024, ge=0)
+    # On SIGTERM: stop accepting, let requests and streams in flight finish for at most this long, then close.
+    drain_timeout: PositiveSeconds = 30
+    # Reload the config file when it changes (checked every `watch_interval` seconds); SIGHUP always reloads.
+    watch_config: bool = True
+    watch_interval: PositiveSeconds = 1
 
 
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
+    # Global resilience defaults; services and instances override them field by field.
+    breaker: BreakerConfig = BreakerConfig()
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    retry: RetryConfig = RetryConfig()
     aliases: dict[str, str] = Field(default_factory=dict)
     services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def layered(base: _M, *overrides: _M | None) -> _M:
+    """``base`` with the fields each override set explicitly applied in order (nearest last)."""
+    for override in overrides:
+        if override is not None:
+            base = base.model_copy(update=override.model_dump(exclude_unset=True))
+    return base

@@ -7,7 +7,8 @@ import time
 from typing import TYPE_CHECKING
 
 from .._version import __version__
-from ..config.model import InstanceConfig, Timeouts
+from ..config.model import BreakerConfig, HealthCheckConfig, InstanceConfig, Timeouts
+from .breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from ..adapters.base import Adapter
@@ -28,13 +29,18 @@ class Instance:
         "_ewma_at",
         "adapter",
         "base_url",
+        "breaker",
         "config",
+        "cooldown_until",
         "ewma",
         "headers",
+        "health",
+        "healthy",
         "id",
         "inflight",
         "json_headers",
         "key",
+        "probe_url",
         "timeouts",
         "upstream_model",
         "urls",
@@ -42,7 +48,14 @@ class Instance:
     )
 
     def __init__(
-        self, config: InstanceConfig, service: str, urls: dict[str, str], timeouts: Timeouts, adapter: Adapter
+        self,
+        config: InstanceConfig,
+        service: str,
+        urls: dict[str, str],
+        timeouts: Timeouts,
+        adapter: Adapter,
+        breaker: BreakerConfig | None = None,
+        health: HealthCheckConfig | None = None,
     ) -> None:
         self.config = config
         self.id = f"{service}/{config.name}@{config.base_url}"
@@ -58,11 +71,34 @@ class Instance:
         self.json_headers = {**self.headers, "Content-Type": "application/json"}
         self.timeouts = timeouts
         self.adapter = adapter
-        # Identity across config reloads: the same key means the same backend, so its state may be kept.
-        self.key = (service, config.model_dump_json())
+        # Identity across config reloads: the same key means the same backend, so its state may be kept. The
+        # resilience settings are not part of it: changing a threshold keeps the instance and its state.
+        self.key = (service, config.model_dump_json(exclude={"timeouts", "breaker", "health_check"}))
+        self.breaker = CircuitBreaker(breaker or BreakerConfig())
+        self.health = health or HealthCheckConfig(enabled=False)
+        # GET/POST target of the active health check, or None when checks are off.
+        self.probe_url: str | None = None
+        if self.health.enabled:
+            self.probe_url = config.base_url + (self.health.path or adapter.health_path)
+        # Until the first probe says otherwise an instance is taken to be healthy: traffic flows at once.
+        self.healthy = True
+        # A 429/503 with Retry-After keeps requests away until then (monotonic time).
+        self.cooldown_until = 0.0
         self.inflight = 0
         self.ewma = 0.0
         self._ewma_at = time.monotonic()
+
+    def adopt(self, newer: Instance) -> None:
+        """Take the settings of ``newer`` (same backend, from a reloaded config) and keep this state."""
+        self.timeouts = newer.timeouts
+        self.breaker.config = newer.breaker.config
+        self.health = newer.health
+        self.probe_url = newer.probe_url
+        self.config = newer.config
+
+    def usable(self, now: float) -> bool:
+        """May a request be sent here now? Health, Retry-After cool-down and circuit breaker."""
+        return self.healthy and self.cooldown_until <= now and self.breaker.allows()
 
     def acquire(self) -> None:
         self.inflight += 1
@@ -82,4 +118,8 @@ class Instance:
         self._ewma_at = now
 
     def __repr__(self) -> str:
-        return f"<Instance {self.id} weight={self.weight:g} inflight={self.inflight} ewma={self.ewma * 1000:.1f}ms>"
+        health = "healthy" if self.healthy else "UNHEALTHY"
+        return (
+            f"<Instance {self.id} weight={self.weight:g} inflight={self.inflight} "
+            f"ewma={self.ewma * 1000:.1f}ms {health} breaker={self.breaker.state}>"
+        )

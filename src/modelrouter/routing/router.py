@@ -8,15 +8,23 @@ change are carried over (with their counters) from the previous table.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from ..adapters import ADAPTERS
-from ..config.model import DEFAULT_TIMEOUTS, Config, InstanceConfig, ServiceConfig, Timeouts
+from ..config.model import (
+    DEFAULT_TIMEOUTS,
+    Config,
+    InstanceConfig,
+    RetryConfig,
+    ServiceConfig,
+    Timeouts,
+    layered,
+)
 from ..endpoints import ENDPOINTS_BY_SERVICE
-from ..errors import ModelNotFound, NoUsableInstance
+from ..errors import ModelNotFound
 from .balancers import BALANCERS, Balancer
 from .instance import Instance
 
@@ -24,26 +32,46 @@ __all__ = ["Pool", "RoutingTable"]
 
 
 class Pool:
-    """The instances serving one model name in one service, and the balancer choosing among them."""
+    """The instances serving one model name in one service, the balancer choosing among them, and what to do
+    when they fail (retry policy, fallback models, panic mode)."""
 
-    __slots__ = ("balancer", "hash_on", "instances", "model", "service")
+    __slots__ = ("balancer", "fallbacks", "hash_on", "instances", "model", "panic", "retry", "service", "settings")
 
-    def __init__(self, service: str, model: str, instances: Sequence[Instance], balancer: str, hash_on: str) -> None:
+    def __init__(
+        self,
+        service: str,
+        model: str,
+        instances: Sequence[Instance],
+        balancer: str,
+        hash_on: str,
+        *,
+        retry: RetryConfig | None = None,
+        fallbacks: tuple[str, ...] = (),
+        panic: bool = False,
+        settings: ServiceConfig | None = None,
+    ) -> None:
         self.service = service
         self.model = model
         self.instances = tuple(instances)
         self.balancer: Balancer = BALANCERS[balancer](self.instances)
         self.hash_on = hash_on
+        self.retry = retry or RetryConfig()
+        self.fallbacks = fallbacks
+        self.panic = panic
+        self.settings = settings or ServiceConfig()
 
-    def usable(self) -> Sequence[Instance]:
-        # Health checks and circuit breakers narrow this down; without them every instance is usable.
-        return self.instances
+    def usable(self, exclude: Collection[Instance] = ()) -> list[Instance]:
+        """Instances a request may go to now: healthy, not cooling down after a Retry-After, breaker not open,
+        and not already tried by this request. In panic mode an all-unusable pool is tried anyway."""
+        now = time.monotonic()
+        usable = [i for i in self.instances if i.usable(now) and i not in exclude]
+        if not usable and self.panic:
+            usable = [i for i in self.instances if i not in exclude]
+        return usable
 
-    def select(self, key: str | None = None) -> Instance:
-        usable = self.usable()
-        if not usable:
-            raise NoUsableInstance(f"no usable instance for model '{self.model}'")
-        return self.balancer.select(usable, key)
+    def select(self, key: str | None = None, exclude: Collection[Instance] = ()) -> Instance | None:
+        usable = self.usable(exclude)
+        return self.balancer.select(usable, key) if usable else None
 
     def __repr__(self) -> str:
         return f"<Pool {self.service}:{self.model} {type(self.balancer).__name__} {list(self.instances)}>"
@@ -86,6 +114,7 @@ class RoutingTable:
         self.models_body = self._models_listing()
 
     def _build_service(self, service_name: str, service: ServiceConfig, old: dict[tuple[str, str], Instance]) -> None:
+        config = self.config
         base_timeouts = DEFAULT_TIMEOUTS[service_name]
         if service.timeouts is not None:
             base_timeouts = service.timeouts.merged_over(base_timeouts)
@@ -93,19 +122,38 @@ class RoutingTable:
         for inst_cfg in service.instances:
             timeouts: Timeouts = inst_cfg.timeouts.merged_over(base_timeouts) if inst_cfg.timeouts else base_timeouts
             instance = Instance(
-                inst_cfg, service_name, _instance_urls(service_name, inst_cfg), timeouts, ADAPTERS[inst_cfg.adapter]
+                inst_cfg,
+                service_name,
+                _instance_urls(service_name, inst_cfg),
+                timeouts,
+                ADAPTERS[inst_cfg.adapter],
+                breaker=layered(config.breaker, service.breaker, inst_cfg.breaker),
+                health=layered(config.health_check, service.health_check, inst_cfg.health_check),
             )
-            kept = old.get(instance.key)
-            if kept is not None and kept.timeouts == timeouts:
+            kept = old.pop(instance.key, None)
+            if kept is not None:
+                # Same backend as before the reload: keep its counters, breaker and health, take new settings.
+                kept.adopt(instance)
                 instance = kept
             self._instances.append(instance)
             for name in inst_cfg.served_names:
                 members.setdefault(name, []).append(instance)
+        retry = layered(config.retry, service.retry)
         for model, instances in members.items():
             override = service.models.get(model)
             balancer = (override.load_balance if override else None) or service.load_balance
             hash_on = (override.hash_on if override else None) or service.hash_on
-            self.pools[(service_name, model)] = Pool(service_name, model, instances, balancer, hash_on)
+            self.pools[(service_name, model)] = Pool(
+                service_name,
+                model,
+                instances,
+                balancer,
+                hash_on,
+                retry=retry,
+                fallbacks=override.fallbacks if override else (),
+                panic=service.panic_mode,
+                settings=service,
+            )
             self._service_of_model.setdefault(model, []).append(service_name)
 
     def _models_listing(self) -> bytes:
@@ -146,3 +194,7 @@ class RoutingTable:
 
     def has_usable_instance(self) -> bool:
         return any(pool.usable() for pool in self.pools.values())
+
+    def fallback_pools(self, pool: Pool) -> list[Pool]:
+        """The pools to try, in order, after ``pool`` is exhausted (validated at load: same service)."""
+        return [p for name in pool.fallbacks if (p := self.pools.get((pool.service, name))) is not None]
