@@ -343,7 +343,11 @@ class FakeOllama:
         app = web.Application()
         app.router.add_post("/api/chat", self._chat)
         app.router.add_post("/api/embed", self._embed)
+        app.router.add_get("/api/tags", self._tags)
         return app
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        return web.json_response({"models": [{"name": "llama3.2"}]})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

@@ -7,6 +7,7 @@ import logging
 from .config.model import Config
 from .front.asgi import FrontDoor
 from .pipeline import Pipeline
+from .routing.health import HealthChecker
 from .routing.router import RoutingTable
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
@@ -23,6 +24,8 @@ class Gateway(FrontDoor):
     def __init__(self, config: Config, *, transport: Transport | None = None) -> None:
         self.config = config
         self.transport: Transport = transport if transport is not None else AiohttpTransport()
+        self.health = HealthChecker(self.transport)
+        self._started = False
         server = config.server
         super().__init__(
             Pipeline(RoutingTable(config), self.transport),
@@ -39,6 +42,8 @@ class Gateway(FrontDoor):
         """Build a new routing table (keeping the state of unchanged instances) and swap it in atomically.
         Size limits in ``server`` apply to new requests too; the listen address needs a restart."""
         self.pipeline.swap(RoutingTable(config, previous=self.pipeline.table))
+        if self._started:
+            self.health.watch(self.table.all_instances())
         server = config.server
         self.max_body_bytes = server.max_body_bytes
         self.max_upload_bytes = server.max_upload_bytes
@@ -47,8 +52,11 @@ class Gateway(FrontDoor):
 
     async def startup(self) -> None:
         log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
+        self.health.watch(self.table.all_instances())
+        self._started = True
 
     async def shutdown(self) -> None:
+        await self.health.aclose()
         await self.transport.aclose()
 
 
