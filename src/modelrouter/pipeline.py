@@ -8,6 +8,7 @@ request, so a config swap mid-request cannot mix two configs.
 from __future__ import annotations
 
 import email.utils
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,10 +32,12 @@ from .fallback import StaleCaches
 from .front.multipart import Form
 from .postprocess import EmbeddingsB64, RerankShape
 from .routing.instance import Instance
-from .routing.router import RoutingTable
+from .routing.router import Pool, RoutingTable
 from .upstream.base import Transport, UpstreamRequest, UpstreamResponse
 
 __all__ = ["ClientInfo", "Pipeline", "Response", "StreamResponse"]
+
+log = logging.getLogger("modelrouter.pipeline")
 
 _JSON = b"application/json"
 
@@ -182,7 +185,7 @@ class Pipeline:
             return Response(default.status, _default_headers(default.headers), orjson.dumps(default.body))
         if failure is not None:
             raise failure
-        raise NoUsableInstance(f"no usable instance for model '{model}' (all unhealthy or circuit open)")
+        raise NoUsableInstance(f"no usable instance for model '{model}' ({_why_unusable(pool)})")
 
     async def _attempt(
         self, call: _Call, instance: Instance, retry: RetryConfig, deadline: float | None
@@ -221,6 +224,7 @@ class Pipeline:
             instance.release()
             if isinstance(exc, GatewayError):
                 breaker.record(False, probe)
+                log.warning("%s: %s", instance.id, exc.message)
                 exc.message = f"{exc.message} (model '{call.model}')"
             elif probe:
                 breaker.record(True, probe)  # cancelled (client gone): free the probe slot, no verdict
@@ -294,6 +298,21 @@ class _Call:
             elif endpoint.name == "rerank":
                 self.post = RerankShape.prepare(payload, model)
             self.wants_stream = endpoint.output == "sse" and payload.get("stream") is True
+
+
+def _why_unusable(pool: Pool) -> str:
+    now = time.monotonic()
+    counts: dict[str, int] = {}
+    for inst in pool.instances:
+        why = (
+            "unhealthy"
+            if not inst.healthy
+            else "cooling down after Retry-After"
+            if inst.cooldown_until > now
+            else f"circuit {inst.breaker.state.replace('_', '-')}"
+        )
+        counts[why] = counts.get(why, 0) + 1
+    return ", ".join(f"{n} {why}" for why, n in counts.items()) or "no instances"
 
 
 def _backend_failure(status: int) -> bool:

@@ -136,7 +136,7 @@ class AiohttpResponse:
 
     def _failed(self, error: GatewayError, cause: BaseException | None = None) -> GatewayError:
         self._resp.close()
-        log.warning("%s: %s%s", self._url, error.message, f" ({_describe(cause)})" if cause else "")
+        log.debug("%s: %s%s", self._url, error.message, f" ({_describe(cause)})" if cause else "")
         return error
 
     def close(self) -> None:
@@ -239,5 +239,6 @@ def _connect_reason(err: OSError | None) -> str:
 
 
 def _logged(url: str, error: GatewayError, cause: BaseException | None = None) -> GatewayError:
-    log.warning("%s: %s%s", url, error.message, f" ({_describe(cause)})" if cause else "")
+    # Debug only: the request path logs failures with the instance's name, health checks log state changes.
+    log.debug("%s: %s%s", url, error.message, f" ({_describe(cause)})" if cause else "")
     return error
