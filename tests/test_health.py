@@ -526,6 +526,27 @@ async def test_watch_follows_reloads_without_leaking_tasks(
     assert not health_tasks()
 
 
+async def test_watch_restarts_a_loop_that_ended_and_keeps_its_counts() -> None:
+    inst = make_instance(unhealthy_after=5)
+    checker = HealthChecker(ScriptedTransport(default=500))
+    checker.watch([inst])
+    await asyncio.sleep(0.01)
+    state = checker.state(inst)
+    assert state is not None
+    assert state.task is not None
+    assert state.failures == 1
+    state.task.cancel()  # as if it had died
+    await asyncio.sleep(0)
+    checker.watch([inst])
+    try:
+        await asyncio.sleep(0.01)
+        assert checker.state(inst) is state
+        assert len(health_tasks()) == 1
+        assert state.failures == 2
+    finally:
+        await checker.aclose()
+
+
 async def test_aclose_waits_for_probes_in_flight() -> None:
     hung = ScriptedTransport(default=HANG)
     checker = HealthChecker(hung)
