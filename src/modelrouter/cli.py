@@ -25,9 +25,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"modelrouter: invalid configuration\n{exc}", file=sys.stderr)
         return 2
-    import uvicorn
-
     from .app import create_app
+    from .server import run  # imports uvicorn: only the serve command needs it
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
@@ -38,20 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("modelrouter").info("modelrouter %s on http://%s:%d (%s)", __version__, host, port, source)
     app = create_app(config)
     _tune_gc()
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        proxy_headers=False,  # which proxies to trust is the gateway's own decision (trusted_proxies)
-        log_level=args.log_level,
-        timeout_graceful_shutdown=30,
-    )
-    return 0
+    return run(app, host=host, port=port, config_path=args.config, log_level=args.log_level)
 
 
 def _tune_gc() -> None:

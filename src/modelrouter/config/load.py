@@ -166,6 +166,8 @@ def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Co
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"<file>: cannot read ({exc.strerror or exc})"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, ["<file>: not UTF-8 text"]) from None
     return parse_config(_parse_yaml(text, source), env=env, source=source)
 
 
