@@ -7,6 +7,7 @@ request, so a config swap mid-request cannot mix two configs.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
@@ -227,7 +228,7 @@ class Pipeline:
                 log.warning("%s: %s", instance.id, exc.message)
                 exc.message = f"{exc.message} (model '{call.model}')"
             elif probe:
-                breaker.record(True, probe)  # cancelled (client gone): free the probe slot, no verdict
+                breaker.release_probe()  # cancelled (client gone): no verdict on the backend
             raise
 
         streaming = False
@@ -249,15 +250,27 @@ class Pipeline:
                 streaming = True
                 try:
                     await stream.prime()
-                except BaseException:
+                except BaseException as exc:
                     streaming = False  # released below, like any failed attempt
+                    if isinstance(exc, GatewayError):
+                        # _produce counted it as a plain failure; a probe must also give back its slot.
+                        if probe:
+                            breaker.record(False, probe)
+                        log.warning("%s: %s", instance.id, exc.message)
+                    elif probe:
+                        breaker.release_probe()
                     raise
                 breaker.record(True, probe)
                 return stream
             try:
                 raw = await resp.read()
-            except GatewayError:
+            except GatewayError as exc:
                 breaker.record(False, probe)
+                log.warning("%s: %s", instance.id, exc.message)
+                raise
+            except asyncio.CancelledError:
+                if probe:
+                    breaker.release_probe()
                 raise
             breaker.record(True, probe)
         finally:

@@ -81,6 +81,10 @@ class CircuitBreaker:
         if self.state == OPEN and self.config.enabled:
             self.opened_until = self._clock()
 
+    def release_probe(self) -> None:
+        """A probe ended without a verdict (its client went away): free its slot, count nothing."""
+        self.probes = max(self.probes - 1, 0)
+
     # -- told after the outcome is known -------------------------------------------------------------
     def record(self, ok: bool, probe: bool) -> None:
         if not self.config.enabled:
