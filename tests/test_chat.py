@@ -707,8 +707,9 @@ def test_client_disconnect_mid_stream_closes_upstream_and_releases_instance(
     one_of_each: tuple[FakeOpenAI, GatewayServer],
 ) -> None:
     fake, gw = one_of_each
-    fake.stream_gap = 0.1
-    fake.stream_events = 100  # ~10 s if nobody stops it
+    # The fake notices a closed connection on its next write: a short gap makes that moment precise.
+    fake.stream_gap = 0.005
+    fake.stream_events = 2000  # ~10 s if nobody stops it
     sock, received = _open_raw_stream(gw, {"model": "m-chat", "messages": user(), "stream": True})
     assert received.startswith(b"HTTP/1.1 200")
     assert b"chat.completion.chunk" in received
@@ -716,8 +717,9 @@ def test_client_disconnect_mid_stream_closes_upstream_and_releases_instance(
     assert fake.disconnects == 0
     closed = time.monotonic()
     sock.close()
-    assert wait_for(lambda: fake.disconnects == 1, 1.0), "upstream stream was not closed after the client left"
-    assert time.monotonic() - closed < 1.0
+    assert wait_for(lambda: fake.disconnects == 1, 1.0, interval=0.002), "upstream stream was not closed"
+    # What the issue promises users: the backend stops generating within 100 ms of the client leaving.
+    assert time.monotonic() - closed < 0.1
     assert_no_inflight(gw)
     # The gateway keeps working for the next client.
     assert sdk(gw).chat.completions.create(model="m-chat", messages=user()).choices[0].message.content
