@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from ipaddress import ip_network
 
+from .auth import KeyRing, Principal, principal_from_config
 from .config.model import Config
 from .front.asgi import FrontDoor
 from .pipeline import Pipeline
@@ -33,6 +35,20 @@ class Gateway(FrontDoor):
             max_upload_bytes=server.max_upload_bytes,
             spool_bytes=server.spool_memory_bytes,
         )
+        self._config_keys: list[Principal] = []
+        self._store_keys: list[Principal] = []
+        self._apply_auth(config)
+
+    def _apply_auth(self, config: Config) -> None:
+        auth = config.auth
+        self.trusted_proxies = tuple(ip_network(cidr, strict=False) for cidr in auth.trusted_proxies)
+        self._config_keys = [principal_from_config(k) for k in auth.keys]
+        if not auth.enabled:
+            self.keys = None
+            return
+        if self.keys is None:
+            self.keys = KeyRing()
+        self.keys.replace([*self._config_keys, *self._store_keys])
 
     @property
     def table(self) -> RoutingTable:
@@ -42,6 +58,7 @@ class Gateway(FrontDoor):
         """Build a new routing table (keeping the state of unchanged instances) and swap it in atomically.
         Size limits in ``server`` apply to new requests too; the listen address needs a restart."""
         self.pipeline.swap(RoutingTable(config, previous=self.pipeline.table))
+        self._apply_auth(config)
         if self._started:
             self.health.watch(self.table.all_instances())
         server = config.server

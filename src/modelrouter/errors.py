@@ -8,6 +8,10 @@ boundary only (``upstream/aiohttp_transport.py``, ``front/body.py``), never furt
     ├── InvalidRequest           400 invalid_request_error
     │   └── BodyTooLarge         413
     ├── UnsupportedMediaType     415
+    ├── AuthenticationFailed     401 authentication_error / invalid_api_key
+    ├── PermissionDenied         403 permission_error
+    ├── RateLimited              429 rate_limit_error (Retry-After, x-ratelimit-*)
+    │   └── QuotaExceeded        429 insufficient_quota
     ├── NotFound                 404 (unknown URL)
     │   └── ModelNotFound        404 model_not_found
     ├── MethodNotAllowed         405
@@ -25,6 +29,7 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "AuthenticationFailed",
     "BodyTooLarge",
     "GatewayError",
     "InvalidRequest",
@@ -32,6 +37,9 @@ __all__ = [
     "ModelNotFound",
     "NoUsableInstance",
     "NotFound",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "RateLimited",
     "UnsupportedMediaType",
     "UpstreamConnectError",
     "UpstreamInvalid",
@@ -77,6 +85,36 @@ class InvalidRequest(GatewayError):
 class BodyTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self._headers = headers or []
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return self._headers
+
+
+class QuotaExceeded(RateLimited):
+    type = "insufficient_quota"
+    code = "insufficient_quota"
 
 
 class UnsupportedMediaType(GatewayError):

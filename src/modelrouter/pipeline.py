@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .adapters.base import StreamTranslator
+from .auth import Principal
 from .config.model import RetryConfig
 from .endpoints import Endpoint
 from .errors import (
@@ -47,6 +48,7 @@ _JSON = b"application/json"
 class ClientInfo:
     ip: str | None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    principal: Principal | None = None  # the client's API key, when auth is on
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:
@@ -151,6 +153,8 @@ class Pipeline:
             if model is None:
                 raise InvalidRequest("you must provide a model parameter", param="model")
         pool = table.resolve(endpoint.service, model)
+        if client.principal is not None:
+            client.principal.check(endpoint.service, model, pool.model)
 
         stale = self.stale.get(pool) if isinstance(payload, dict) and payload.get("stream") is not True else None
         stale_key = stale.key(endpoint, payload) if stale is not None and isinstance(payload, dict) else None

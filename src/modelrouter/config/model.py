@@ -185,6 +185,96 @@ class ServiceConfig(_Strict):
     instances: list[InstanceConfig] = Field(default_factory=list)
 
 
+LimitScope = Literal["global", "service", "model", "instance", "key", "ip", "user"]
+LimitAlgorithm = Literal["token_bucket", "leaky_bucket", "sliding_window", "fixed_window", "warmup"]
+
+
+class LimitRule(_Strict):
+    """One rate limit. ``rate`` units per ``period`` seconds, counted per scope value (per key, per IP …).
+    ``unit: tokens`` counts prompt+completion tokens (reserved from an estimate, reconciled with real usage)."""
+
+    scope: LimitScope
+    algorithm: LimitAlgorithm = "token_bucket"
+    rate: float = Field(gt=0)
+    period: PositiveSeconds = 60
+    unit: Literal["requests", "tokens"] = "requests"
+    burst: float | None = Field(default=None, gt=0)  # bucket capacity; default: rate
+    max_wait: float = Field(default=0, ge=0)  # leaky bucket: how long a request may queue before refusal
+    warmup: PositiveSeconds = 60  # warm-up: seconds for capacity to ramp from cold to full after idle
+    cold_factor: float = Field(default=3, gt=1)  # warm-up: capacity when cold is rate / cold_factor
+    # Apply only to requests for these services / models (empty: all).
+    services: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+
+
+class KeyQuotas(_Strict):
+    """Per-key ceilings besides rate limits; each optional."""
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(default=None, gt=0)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    daily_requests: int | None = Field(default=None, ge=1)
+    daily_tokens: int | None = Field(default=None, ge=1)
+    monthly_requests: int | None = Field(default=None, ge=1)
+    monthly_tokens: int | None = Field(default=None, ge=1)
+
+
+class ApiKeyConfig(_Strict):
+    """A client key declared in the config. Give ``key`` (the secret, e.g. from ``${ENV}``; hashed at load and
+    never stored) or ``hash`` (``sha256:<hex>`` as printed by ``modelrouter keys hash``)."""
+
+    name: str = Field(min_length=1)
+    key: str | None = Field(default=None, min_length=16)
+    hash: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    enabled: bool = True
+    expires_at: float | None = None  # unix time
+    models: tuple[str, ...] = ()  # allowed models (empty: all)
+    services: tuple[str, ...] = ()  # allowed services (empty: all)
+    quotas: KeyQuotas = KeyQuotas()
+    limits: tuple[LimitRule, ...] = ()  # extra limits for this key only
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class AuthConfig(_Strict):
+    # Off: the gateway is open (the embedded default for a laptop). On: every /v1 request needs a key.
+    enabled: bool = False
+    keys: tuple[ApiKeyConfig, ...] = ()
+    # Clients at these addresses (CIDRs) are proxies: the client IP is then taken from X-Forwarded-For.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+class StoreConfig(_Strict):
+    """Where keys, admin users, usage and audit live. Default: SQLite in ``<data_dir>/modelrouter.db``."""
+
+    database_url: str | None = None  # e.g. postgresql+asyncpg://user@127.0.0.1/modelrouter
+    data_dir: str = "./data"
+    # How often the gateway looks for keys changed by the CLI or another replica (seconds).
+    refresh_interval: PositiveSeconds = 0.5
+
+
+class UsageConfig(_Strict):
+    enabled: bool = True
+    buffer: int = Field(default=10_000, ge=1)  # records held while the store is slow; beyond: dropped, counted
+    batch: int = Field(default=500, ge=1)
+    flush_interval: PositiveSeconds = 1
+
+
+class MaskRule(_Strict):
+    pattern: str
+    replacement: str = "[redacted]"
+
+
+class RedactionConfig(_Strict):
+    log_patterns: tuple[str, ...] = ()  # extra regexes never to be logged
+    request_masks: tuple[MaskRule, ...] = ()  # applied to request content before forwarding
+    response_masks: tuple[MaskRule, ...] = ()  # applied to (non-streaming) response content
+
+
+class AdminConfig(_Strict):
+    token_ttl: PositiveSeconds = 3600
+    login_attempts_per_minute: int = Field(default=5, ge=1)
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -207,6 +297,12 @@ class Config(_Strict):
     breaker: BreakerConfig = BreakerConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
     retry: RetryConfig = RetryConfig()
+    auth: AuthConfig = AuthConfig()
+    limits: tuple[LimitRule, ...] = ()
+    store: StoreConfig = StoreConfig()
+    usage: UsageConfig = UsageConfig()
+    redaction: RedactionConfig = RedactionConfig()
+    admin: AdminConfig = AdminConfig()
     aliases: dict[str, str] = Field(default_factory=dict)
     services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)
 

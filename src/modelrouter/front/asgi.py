@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import orjson
 
+from ..auth import KeyRing, secret_from_headers
 from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
     BodyTooLarge,
@@ -59,6 +61,9 @@ class FrontDoor:
         self.spool_bytes = spool_bytes
         # Readiness: cleared when draining for shutdown.
         self.accepting = True
+        # Client keys; None while auth is off (the gateway is then open).
+        self.keys: KeyRing | None = None
+        self.trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
 
     async def startup(self) -> None:
         """Called once before the first request."""
@@ -80,11 +85,21 @@ class FrontDoor:
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             content_type: bytes | None = None
             content_length: bytes | None = None
+            authorization: bytes | None = None
+            api_key: bytes | None = None
             for k, v in headers:
                 if k == b"content-type":
                     content_type = v
                 elif k == b"content-length":
                     content_length = v
+                elif k == b"authorization":
+                    authorization = v
+                elif k == b"x-api-key":
+                    api_key = v
+            # Authenticate before reading the body: a caller without a valid key costs us nothing more.
+            principal = None
+            if self.keys is not None:
+                principal = self.keys.authenticate(secret_from_headers(authorization, api_key))
 
             payload: dict[str, Any] | Form
             if endpoint.body == "json":
@@ -115,7 +130,10 @@ class FrontDoor:
                 _check_form(endpoint, form)
 
             client = scope.get("client")
-            info = ClientInfo(client[0] if client else None, headers)
+            ip = client[0] if client else None
+            if self.trusted_proxies and ip is not None:
+                ip = client_ip(ip, headers, self.trusted_proxies)
+            info = ClientInfo(ip, headers, principal)
             watch = _DisconnectWatch(receive)
             try:
                 result = await self.pipeline.forward(endpoint, payload, info)
@@ -318,3 +336,24 @@ async def _send_error(send: Send, exc: GatewayError) -> None:
     except RuntimeError:
         # The response had already started (cannot happen for the paths above, but never mask the cause).
         log.warning("could not send error after response start: %r", exc)
+
+
+def client_ip(peer: str, headers: list[tuple[bytes, bytes]], trusted: tuple[IPv4Network | IPv6Network, ...]) -> str:
+    """The client's address. X-Forwarded-For is believed only when the peer is a trusted proxy, and then read
+    from the right, skipping trusted proxies: everything left of the first untrusted hop could be forged."""
+    if not _trusted(peer, trusted):
+        return peer
+    forwarded = [v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"]
+    hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _trusted(address: str, trusted: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
