@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import tempfile
 import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -69,6 +70,9 @@ class GatewayServer:
         if isinstance(config, dict) and "health_check" not in config:
             # Probes would show up in the request records of fake upstreams; tests about health opt back in.
             config = {**config, "health_check": {"enabled": False}}
+        if isinstance(config, dict) and "store" not in config:
+            # Never the working directory's ./data: each gateway gets a store of its own.
+            config = {**config, "store": {"data_dir": tempfile.mkdtemp(prefix="modelrouter-test-")}}
         self.gateway = config if isinstance(config, Gateway) else create_app(parse_config(config))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

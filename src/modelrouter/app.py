@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from ipaddress import ip_network
+from typing import TYPE_CHECKING
 
-from .auth import KeyRing, Principal, principal_from_config
+from .accounting import Accounting
+from .auth import KeyRing, Principal, principal_from_config, principal_from_record
 from .config.model import Config
 from .front.asgi import FrontDoor
 from .pipeline import Pipeline
@@ -13,6 +16,10 @@ from .routing.health import HealthChecker
 from .routing.router import RoutingTable
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
+from .usage import UsageRecorder
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["Gateway", "create_app"]
 
@@ -37,6 +44,9 @@ class Gateway(FrontDoor):
         )
         self._config_keys: list[Principal] = []
         self._store_keys: list[Principal] = []
+        self.store: Store | None = None
+        self.recorder: UsageRecorder | None = None
+        self._refresher: asyncio.Task[None] | None = None
         self._apply_auth(config)
 
     def _apply_auth(self, config: Config) -> None:
@@ -50,6 +60,39 @@ class Gateway(FrontDoor):
             self.keys = KeyRing()
         self.keys.replace([*self._config_keys, *self._store_keys])
 
+    def _apply_accounting(self, config: Config) -> None:
+        # Limits and usage records cost a little per request; with none configured, none is paid.
+        wanted = bool(config.limits) or config.auth.enabled or self.recorder is not None
+        if not wanted:
+            self.accounting = None
+        elif self.accounting is None:
+            self.accounting = Accounting(config, self.recorder)
+        else:
+            self.accounting.configure(config)
+
+    @staticmethod
+    def store_wanted(config: Config) -> bool:
+        """The store (SQLAlchemy: ~18 MB of memory) is opened when keys or usage records need it: with auth on,
+        or usage recording explicitly on. A laptop gateway with auth off stays small."""
+        return config.auth.enabled or config.usage.enabled is True
+
+    async def _refresh_keys(self, store: Store, interval: float) -> None:
+        """Poll the store's key version; a key created, disabled or revoked by the CLI, the admin API or
+        another replica is honoured within ``interval``."""
+        version = -1
+        while True:
+            try:
+                current = await store.keys_version()
+                if current != version:
+                    records = await store.all_active_keys()
+                    self._store_keys = [principal_from_record(r) for r in records]
+                    if self.keys is not None:
+                        self.keys.replace([*self._config_keys, *self._store_keys])
+                    version = current
+            except Exception as exc:  # the store is down: keep the keys we have, try again
+                log.warning("could not refresh API keys from the store: %s", exc)
+            await asyncio.sleep(interval)
+
     @property
     def table(self) -> RoutingTable:
         return self.pipeline.table
@@ -59,6 +102,7 @@ class Gateway(FrontDoor):
         Size limits in ``server`` apply to new requests too; the listen address needs a restart."""
         self.pipeline.swap(RoutingTable(config, previous=self.pipeline.table))
         self._apply_auth(config)
+        self._apply_accounting(config)
         if self._started:
             self.health.watch(self.table.all_instances())
         server = config.server
@@ -69,11 +113,37 @@ class Gateway(FrontDoor):
 
     async def startup(self) -> None:
         log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
+        config = self.config
+        if self.store_wanted(config):
+            from .store import Store  # imported here: it is large, and only needed when wanted
+
+            self.store = await Store.open(config.store)
+            log.info("store: %r", self.store)
+            store = self.store
+            if config.usage.enabled is not False:
+                self.recorder = UsageRecorder(
+                    store.insert_usage,
+                    capacity=config.usage.buffer,
+                    batch=config.usage.batch,
+                    interval=config.usage.flush_interval,
+                )
+                self.recorder.start()
+            self._refresher = asyncio.get_running_loop().create_task(
+                self._refresh_keys(store, config.store.refresh_interval), name="key refresh"
+            )
+        self._apply_accounting(config)
         self.health.watch(self.table.all_instances())
         self._started = True
 
     async def shutdown(self) -> None:
         await self.health.aclose()
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+        if self.recorder is not None:
+            await self.recorder.aclose()
+        if self.store is not None:
+            await self.store.close()
         await self.transport.aclose()
 
 

@@ -8,22 +8,17 @@ created, disabled or revoked anywhere is honoured within about a second.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .config.model import ApiKeyConfig, KeyQuotas, LimitRule
 from .errors import AuthenticationFailed, PermissionDenied
+from .keys import hash_secret
 
 __all__ = ["KeyRing", "Principal", "hash_secret", "secret_from_headers"]
-
-
-def hash_secret(secret: str) -> str:
-    # API keys are long random strings, so a fast hash is safe here (no dictionary to guess from); passwords,
-    # which are guessable, use argon2 in the store.
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclass(slots=True, frozen=True)
@@ -65,6 +60,47 @@ def principal_from_config(key: ApiKeyConfig) -> Principal:
         limits=key.limits,
         metadata=dict(key.metadata),
     )
+
+
+def principal_from_record(record: KeyLike) -> Principal:
+    """A key from the store (see ``store.KeyRecord``)."""
+    return Principal(
+        id=f"store:{record.id}",
+        name=record.name,
+        hash=record.hash,
+        enabled=record.enabled,
+        expires_at=record.expires_at,
+        models=frozenset(record.models),
+        services=frozenset(record.services),
+        quotas=record.quotas,
+        limits=tuple(record.limits),
+        metadata=dict(record.metadata),
+    )
+
+
+class KeyLike(Protocol):
+    """What the key ring reads from a stored key (kept structural: importing the store costs memory)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
+    @property
+    def enabled(self) -> bool: ...
+    @property
+    def expires_at(self) -> float | None: ...
+    @property
+    def models(self) -> tuple[str, ...]: ...
+    @property
+    def services(self) -> tuple[str, ...]: ...
+    @property
+    def quotas(self) -> KeyQuotas: ...
+    @property
+    def limits(self) -> tuple[LimitRule, ...]: ...
+    @property
+    def metadata(self) -> Mapping[str, str]: ...
 
 
 class KeyRing:

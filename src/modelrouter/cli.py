@@ -1,4 +1,4 @@
-"""Command line: ``modelrouter serve`` and ``modelrouter check-config``."""
+"""Command line: ``modelrouter serve``, ``check-config``, and the store commands ``keys`` and ``admin`` (cli_store)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from ._version import __version__
+from .cli_store import register as register_store_commands
 from .config.load import ConfigError, load_config, load_default_config
 from .config.model import Config
 
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file; lists every problem by its path")
     check.add_argument("file")
     check.set_defaults(func=_check_config)
+
+    register_store_commands(sub)  # keys ..., admin ...
     return parser
 
 

@@ -36,6 +36,7 @@ from .postprocess import EmbeddingsB64, RerankShape
 from .routing.instance import Instance
 from .routing.router import Pool, RoutingTable
 from .upstream.base import Transport, UpstreamRequest, UpstreamResponse
+from .usage import Meter, StreamUsageTap
 
 __all__ = ["ClientInfo", "Pipeline", "Response", "StreamResponse"]
 
@@ -49,6 +50,7 @@ class ClientInfo:
     ip: str | None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     principal: Principal | None = None  # the client's API key, when auth is on
+    meter: Meter | None = None  # set when token limits or usage records need this request's usage
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:
@@ -249,6 +251,8 @@ class Pipeline:
                 out_headers = resp.header_items()
                 if isinstance(payload, dict) and endpoint.output != "binary":
                     translator = instance.adapter.stream_translator(endpoint, payload)
+                    if (meter := call.client.meter) is not None:
+                        translator = meter.tap = StreamUsageTap(translator, strip=meter.strip_usage)
                     out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
                 stream = StreamResponse(resp, instance, translator, out_headers)
                 streaming = True
@@ -265,6 +269,9 @@ class Pipeline:
                         breaker.release_probe()
                     raise
                 breaker.record(True, probe)
+                if (meter := call.client.meter) is not None:
+                    meter.instance = instance.id
+                    meter.status = resp.status
                 return stream
             try:
                 raw = await resp.read()
@@ -282,6 +289,9 @@ class Pipeline:
                 resp.close()
                 instance.release()
 
+        if (meter := call.client.meter) is not None:
+            meter.instance = instance.id
+            meter.status = resp.status
         if isinstance(payload, Form):
             return Response(resp.status, resp.header_items(), raw)
         try:
@@ -292,6 +302,8 @@ class Pipeline:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UpstreamInvalid(f"the backend sent an invalid answer: {exc} (model '{call.model}')") from None
+        if meter is not None:
+            meter.from_body(translated if translated is not None else raw)
         if translated is None:
             return Response(resp.status, resp.header_items(), raw)
         return Response(resp.status, [(b"content-type", _JSON)], translated)
@@ -315,6 +327,16 @@ class _Call:
             elif endpoint.name == "rerank":
                 self.post = RerankShape.prepare(payload, model)
             self.wants_stream = endpoint.output == "sse" and payload.get("stream") is True
+            meter = client.meter
+            if meter is not None and self.wants_stream:
+                # Ask for usage in the stream; if the client did not, its extra chunk is removed again.
+                options = payload.get("stream_options")
+                if not (isinstance(options, dict) and options.get("include_usage")):
+                    payload["stream_options"] = {
+                        **(options if isinstance(options, dict) else {}),
+                        "include_usage": True,
+                    }
+                    meter.strip_usage = True
 
 
 def _why_unusable(pool: Pool) -> str:

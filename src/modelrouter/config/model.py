@@ -253,7 +253,8 @@ class StoreConfig(_Strict):
 
 
 class UsageConfig(_Strict):
-    enabled: bool = True
+    # None: record usage whenever the store is open (auth on); True: always (opens the store); False: never.
+    enabled: bool | None = None
     buffer: int = Field(default=10_000, ge=1)  # records held while the store is slow; beyond: dropped, counted
     batch: int = Field(default=500, ge=1)
     flush_interval: PositiveSeconds = 1

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 
 import orjson
 
+from ..accounting import Accounting, Ticket
 from ..auth import KeyRing, secret_from_headers
 from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
@@ -28,6 +30,7 @@ from ..errors import (
 )
 from ..pipeline import ClientInfo, Pipeline, Response, StreamResponse
 from ..timers import Alarm, clock
+from ..usage import Meter
 from .multipart import Form, read_multipart
 
 __all__ = ["FrontDoor"]
@@ -64,6 +67,10 @@ class FrontDoor:
         # Client keys; None while auth is off (the gateway is then open).
         self.keys: KeyRing | None = None
         self.trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+        # Rate limits, quotas and usage records; None when nothing is configured (nothing is paid).
+        self.accounting: Accounting | None = None
+        # The admin API (an ASGI app of its own) under /admin/; None: not served.
+        self.admin: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
 
     async def startup(self) -> None:
         """Called once before the first request."""
@@ -77,10 +84,12 @@ class FrontDoor:
                 await self._lifespan(receive, send)
             return
         form: Form | None = None
+        ticket: Ticket | None = None
+        status = 0
         try:
             endpoint = ENDPOINTS_BY_PATH.get(scope["path"])
             if endpoint is None or scope["method"] != "POST":
-                await self._other(endpoint, scope, send)
+                await self._other(endpoint, scope, receive, send)
                 return
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             content_type: bytes | None = None
@@ -134,42 +143,58 @@ class FrontDoor:
             if self.trusted_proxies and ip is not None:
                 ip = client_ip(ip, headers, self.trusted_proxies)
             info = ClientInfo(ip, headers, principal)
+            if self.accounting is not None:
+                ticket = await self.accounting.admit(endpoint, payload, ip, principal, self.pipeline.table)
+                ticket.bytes_in = int(content_length) if content_length and content_length.isdigit() else 0
+                info.meter = ticket.meter
             watch = _DisconnectWatch(receive)
             try:
                 result = await self.pipeline.forward(endpoint, payload, info)
                 if type(result) is Response:
+                    status = result.status
                     headers = [*result.headers, (b"content-length", b"%d" % len(result.body))]
                     await send({"type": "http.response.start", "status": result.status, "headers": headers})
                     await send({"type": "http.response.body", "body": result.body})
+                    if info.meter is not None:
+                        info.meter.bytes_out = len(result.body)
                 else:
                     assert isinstance(result, StreamResponse)
+                    status = result.status
                     try:
-                        await _stream(send, result)
+                        await _stream(send, result, info.meter)
                     finally:
                         result.aclose()
             except asyncio.CancelledError:
                 if watch.client_gone():
+                    status = status or 499  # nginx's "client closed request"
                     return
                 raise
             finally:
                 watch.stop()
         except ClientGone:
-            pass
+            status = status or 499
         except GatewayError as exc:
+            status = exc.status
             await _send_error(send, exc)
         except Exception:
+            status = 500
             log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
             await _send_error(send, GatewayError("internal error in the gateway (see its log)"))
         finally:
             if form is not None:
                 form.close()
+            if ticket is not None and self.accounting is not None:
+                self.accounting.settle(ticket, status)
 
-    async def _other(self, endpoint: Endpoint | None, scope: Scope, send: Send) -> None:
+    async def _other(self, endpoint: Endpoint | None, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a POST to an API endpoint: listings, probes, wrong methods, unknown URLs."""
         path: str = scope["path"]
         method: str = scope["method"]
         if endpoint is not None:
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST", allow="POST")
+        if path.startswith("/admin/") and self.admin is not None:
+            await self.admin(scope, receive, send)
+            return
         if path in ("/v1/models", "/models"):
             _require_get(method, path)
             await _send(send, 200, _JSON_HEADERS, self.pipeline.table.models_body)
@@ -309,11 +334,15 @@ class _DisconnectWatch(Alarm):
             self._watcher.cancel()
 
 
-async def _stream(send: Send, stream: StreamResponse) -> None:
+async def _stream(send: Send, stream: StreamResponse, meter: Meter | None) -> None:
     try:
         await send({"type": "http.response.start", "status": stream.status, "headers": stream.headers})
         async for chunk in stream.chunks():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if meter is not None:
+                if meter.first_at is None:
+                    meter.first_at = time.monotonic()
+                meter.bytes_out += len(chunk)
     except GatewayError as exc:
         if not stream.sse:
             raise ClientGone() from None  # a binary body cannot carry an error; leave it cut short

@@ -1,0 +1,240 @@
+"""Traffic control around one request: rate limits, concurrency caps and quotas before it is forwarded, and
+afterwards the reconciliation of token estimates with real usage and the usage record.
+
+Before: every limit that applies (global, service, model, API key, client IP, the request's ``user``; the key's
+own limits and its per-minute quotas) is taken at once - if one refuses, none is consumed - then the key's
+concurrency cap and daily/monthly quotas. Token limits take an estimate (prompt size + ``max_tokens``).
+After: the difference between the estimate and the real usage is applied, the concurrency slot freed and a
+usage record buffered for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from .auth import Principal
+from .config.model import Config, LimitRule
+from .endpoints import Endpoint
+from .errors import QuotaExceeded, RateLimited
+from .front.multipart import Form
+from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota, key_rate_rules
+from .routing.router import RoutingTable
+from .usage import Meter, UsageRecord, UsageRecorder, estimate_prompt_tokens, estimate_request_tokens
+
+__all__ = ["Accounting", "Ticket"]
+
+_Item = tuple[str, float, LimitRule]
+
+
+class Ticket:
+    """What one admitted request took, to be settled when it ends (exactly once)."""
+
+    __slots__ = (
+        "bytes_in",
+        "concurrency_key",
+        "endpoint",
+        "estimate",
+        "items",
+        "meter",
+        "model",
+        "principal",
+        "prompt_estimate",
+        "quota_key",
+        "started",
+    )
+
+    def __init__(self, endpoint: Endpoint, model: str, principal: Principal | None, meter: Meter | None) -> None:
+        self.endpoint = endpoint
+        self.model = model
+        self.principal = principal
+        self.meter = meter
+        self.items: list[_Item] = []  # token-unit buckets taken with the estimate, for reconciliation
+        self.estimate = 0
+        self.prompt_estimate = 0
+        self.concurrency_key: str | None = None
+        self.quota_key: str | None = None
+        self.started = time.monotonic()
+        self.bytes_in = 0
+
+
+class Accounting:
+    def __init__(self, config: Config, recorder: UsageRecorder | None = None) -> None:
+        self.limiter = Limiter(MemoryBackend())
+        self.concurrency = Concurrency()
+        self.quota = Quota()
+        self.recorder = recorder
+        self.configure(config)
+
+    def configure(self, config: Config) -> None:
+        """Take new limits (live): buckets of unchanged rules keep their state."""
+        self.rules: tuple[LimitRule, ...] = config.limits
+
+    @property
+    def metering(self) -> bool:
+        return True
+
+    async def admit(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any] | Form,
+        ip: str | None,
+        principal: Principal | None,
+        table: RoutingTable,
+    ) -> Ticket:
+        requested = payload.get("model") if isinstance(payload, dict) else payload.text("model")
+        model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
+        meter = Meter()
+        ticket = Ticket(endpoint, model, principal, meter)
+        if isinstance(payload, dict):
+            ticket.prompt_estimate = estimate_prompt_tokens(payload)
+            ticket.estimate = estimate_request_tokens(payload)
+        rules: tuple[LimitRule, ...] = self.rules
+        if principal is not None:
+            rules = rules + principal.limits + key_rate_rules(principal.quotas)
+        items: list[_Item] = []
+        for rule in rules:
+            if rule.services and endpoint.service not in rule.services:
+                continue
+            if rule.models and model not in rule.models:
+                continue
+            scope = _scope_key(rule, endpoint, model, ip, principal, payload)
+            if scope is None:
+                continue
+            # A token estimate larger than the bucket could never pass; it then waits for a full bucket instead
+            # (real usage is reconciled afterwards either way).
+            cost = min(float(ticket.estimate), rule.burst or rule.rate) if rule.unit == "tokens" else 1.0
+            items.append((f"{hash(rule):x}|{scope}", cost, rule))
+        if items:
+            refusal, decisions = await self.limiter.check(items)
+            if refusal is not None:
+                rule = items[len(decisions) - 1][2]  # decisions end with the refusing bucket's
+                raise RateLimited(
+                    f"Rate limit reached ({_describe(rule)}). Try again in {refusal.retry_after:.1f}s.",
+                    headers=_limit_headers(refusal, rule),
+                )
+            ticket.items = [i for i in items if i[2].unit == "tokens"]
+            wait = max(d.wait for d in decisions)
+        else:
+            wait = 0.0
+        if principal is not None:
+            cap = principal.quotas.max_concurrent
+            if cap is not None:
+                if not self.concurrency.try_acquire(principal.id, cap):
+                    await self._give_back(ticket, items)
+                    raise RateLimited(
+                        f"Too many concurrent requests for this API key (limit {cap})",
+                        headers=[(b"retry-after", b"1")],
+                    )
+                ticket.concurrency_key = principal.id
+            quota = await self.quota.take(principal.id, principal.quotas, float(ticket.estimate))
+            if quota is not None:
+                await self._give_back(ticket, items)
+                raise QuotaExceeded(
+                    f"You exceeded your {quota.quota.replace('_', ' ')} quota ({quota.used:.0f} of {quota.limit:.0f}).",
+                    headers=[(b"retry-after", str(math.ceil(quota.retry_after)).encode())],
+                )
+            ticket.quota_key = principal.id
+        if wait > 0:
+            await asyncio.sleep(wait)  # leaky bucket: smooth the request into its slot
+        return ticket
+
+    async def _give_back(self, ticket: Ticket, items: list[_Item]) -> None:
+        await self.limiter.reconcile([(key, -cost, rule) for key, cost, rule in items])
+        if ticket.concurrency_key is not None:
+            self.concurrency.release(ticket.concurrency_key)
+            ticket.concurrency_key = None
+
+    def settle(self, ticket: Ticket, status: int) -> None:
+        """Called once when the request ended, however it ended. Synchronous: it may run while the request's
+        task is being cancelled; the memory backend's corrections are applied at once."""
+        meter = ticket.meter
+        assert meter is not None
+        if ticket.concurrency_key is not None:
+            self.concurrency.release(ticket.concurrency_key)
+            ticket.concurrency_key = None
+        meter.settle(ticket.prompt_estimate)
+        used = meter.total if status < 400 else 0
+        delta = used - ticket.estimate
+        if delta and ticket.items:
+            _run_now(self.limiter.reconcile([(key, delta, rule) for key, _, rule in ticket.items]))
+        if ticket.quota_key is not None and delta:
+            _run_now(self.quota.reconcile(ticket.quota_key, tokens=float(delta)))
+        if self.recorder is not None:
+            principal = ticket.principal
+            self.recorder.record(
+                UsageRecord(
+                    ts=time.time(),
+                    key_id=principal.id if principal is not None else None,
+                    model=ticket.model,
+                    instance=meter.instance,
+                    endpoint=ticket.endpoint.name,
+                    status=status,
+                    prompt_tokens=meter.prompt_tokens,
+                    completion_tokens=meter.completion_tokens,
+                    latency_ms=(time.monotonic() - ticket.started) * 1000,
+                    ttft_ms=None if meter.first_at is None else (meter.first_at - ticket.started) * 1000,
+                    bytes_in=ticket.bytes_in,
+                    bytes_out=meter.bytes_out,
+                )
+            )
+
+
+def _run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Drive a coroutine that never suspends (in-process backends) to completion without an event-loop turn;
+    a backend that does suspend (a network store) gets a task instead."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    asyncio.get_running_loop().create_task(_finish(coro))
+
+
+async def _finish(coro: Coroutine[Any, Any, None]) -> None:
+    # The first step already ran in _run_now; awaiting the coroutine object resumes it where it stopped.
+    await coro
+
+
+def _scope_key(
+    rule: LimitRule,
+    endpoint: Endpoint,
+    model: str,
+    ip: str | None,
+    principal: Principal | None,
+    payload: dict[str, Any] | Form,
+) -> str | None:
+    scope = rule.scope
+    if scope == "global":
+        return "global"
+    if scope == "service":
+        return f"service:{endpoint.service}"
+    if scope == "model":
+        return f"model:{model}"
+    if scope == "key":
+        return None if principal is None else f"key:{principal.id}"
+    if scope == "ip":
+        return None if ip is None else f"ip:{ip}"
+    if scope == "user":
+        user = payload.get("user") if isinstance(payload, dict) else payload.text("user")
+        return f"user:{user}" if isinstance(user, str) and user else None
+    return None  # "instance" limits are applied when an instance is chosen
+
+
+def _describe(rule: LimitRule) -> str:
+    per = f"{rule.period:g}s" if rule.period != 60 else "minute"
+    return f"{rule.rate:g} {rule.unit} per {per}, {rule.scope} scope"
+
+
+def _limit_headers(refusal: Decision, rule: LimitRule) -> list[tuple[bytes, bytes]]:
+    kind = b"tokens" if rule.unit == "tokens" else b"requests"
+    retry = refusal.retry_after if math.isfinite(refusal.retry_after) else 3600.0
+    return [
+        (b"retry-after", str(max(math.ceil(retry), 1)).encode()),
+        (b"retry-after-ms", str(math.ceil(retry * 1000)).encode()),
+        (b"x-ratelimit-limit-" + kind, b"%d" % int(refusal.limit)),
+        (b"x-ratelimit-remaining-" + kind, b"%d" % int(refusal.remaining)),
+        (b"x-ratelimit-reset-" + kind, f"{refusal.reset_after:.3g}s".encode()),
+    ]

@@ -1,0 +1,71 @@
+"""Login throttling: at most N attempts per minute per client IP and per username, counted in this process.
+
+A sliding log (the times of recent attempts) rather than a token bucket: the limit reads as "N per minute", and the
+Retry-After it gives is exact. Per process is enough for its purpose, slowing down password guessing: with several
+replicas a guesser gets N per minute from each, still far too few for a password worth the name."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+
+__all__ = ["AttemptLimiter", "retry_after_header"]
+
+
+class AttemptLimiter:
+    """``check(*keys)`` records an attempt under every key if each is under the limit; otherwise records nothing
+    and returns the seconds until the busiest key has room again. A refused attempt is not counted, so that a
+    client which waits as told gets in on time."""
+
+    def __init__(self, clock: Callable[[], float], window: float = 60.0) -> None:
+        self._clock = clock
+        self._window = window
+        self._attempts: dict[str, deque[float]] = {}
+        self._last_sweep = clock()
+
+    def check(self, limit: int, *keys: str) -> float | None:
+        """None: allowed (and counted). A number: refused; retry after that many seconds."""
+        now = self._clock()
+        self._sweep(now)
+        wait = 0.0
+        for key in keys:
+            times = self._attempts.get(key)
+            if times is None:
+                continue
+            _expire(times, now - self._window)
+            if len(times) >= limit:
+                # Room again when enough of the oldest attempts have aged out (the limit may have been lowered).
+                wait = max(wait, times[len(times) - limit] + self._window - now)
+        if wait > 0:
+            return wait
+        for key in keys:
+            self._attempts.setdefault(key, deque()).append(now)
+        return None
+
+    def _sweep(self, now: float) -> None:
+        """Forget keys without recent attempts, so guessing many usernames does not grow memory forever."""
+        if now - self._last_sweep < self._window:
+            return
+        self._last_sweep = now
+        for key in list(self._attempts):
+            times = self._attempts[key]
+            _expire(times, now - self._window)
+            if not times:
+                del self._attempts[key]
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def __repr__(self) -> str:
+        return f"<AttemptLimiter {len(self._attempts)} key(s) in a {self._window:g}s window>"
+
+
+def _expire(times: deque[float], before: float) -> None:
+    while times and times[0] <= before:
+        times.popleft()
+
+
+def retry_after_header(wait: float) -> bytes:
+    """Whole seconds, rounded up, at least 1: Retry-After takes an integer."""
+    return str(max(1, math.ceil(wait))).encode()

@@ -1,0 +1,140 @@
+"""Append-mostly records: usage per request, the audit log, saved config versions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from ._base import StoreBase
+from ._records import USAGE_FIELDS, AuditRecord, ConfigVersion, UsageLike, UsageRecord, UsageTotal
+from ._schema import audit_log, config_versions, usage_records
+
+__all__ = ["ActivityStore"]
+
+
+class ActivityStore(StoreBase):
+    async def insert_usage(self, records: Sequence[UsageLike]) -> None:
+        """Store a batch in one statement (executemany). Ids given in ``records`` are ignored."""
+        if not records:
+            return
+        rows = [{name: getattr(record, name) for name in USAGE_FIELDS} for record in records]
+        async with self._write() as conn:
+            await conn.execute(usage_records.insert(), rows)
+
+    async def query_usage(
+        self,
+        *,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[UsageRecord]:
+        """Records with ``since <= ts < until`` matching the filters, newest first, at most ``limit``."""
+        query = (
+            usage_records.select()
+            .where(*_usage_filters(key_id, model, since, until))
+            .order_by(usage_records.c.ts.desc(), usage_records.c.id.desc())
+            .limit(limit)
+        )
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [UsageRecord(**row._mapping) for row in rows]
+
+    async def usage_totals(
+        self,
+        *,
+        key_id: str | None = None,
+        model: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[UsageTotal]:
+        """Sums per (key_id, model) over the records the filters select, ordered by key then model."""
+        c = usage_records.c
+        group = (c.key_id, c.model)
+        query = (
+            sa.select(
+                *group,
+                sa.func.count().label("requests"),
+                sa.func.coalesce(sa.func.sum(sa.case((c.status >= 400, 1), else_=0)), 0).label("errors"),
+                *(
+                    sa.func.coalesce(sa.func.sum(column), 0).label(column.name)
+                    for column in (c.prompt_tokens, c.completion_tokens, c.bytes_in, c.bytes_out)
+                ),
+            )
+            .where(*_usage_filters(key_id, model, since, until))
+            .group_by(*group)
+            .order_by(*group)
+        )
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [
+                UsageTotal(
+                    key_id=row.key_id,
+                    model=row.model,
+                    # PostgreSQL sums integers as NUMERIC (Decimal).
+                    requests=int(row.requests),
+                    errors=int(row.errors),
+                    prompt_tokens=int(row.prompt_tokens),
+                    completion_tokens=int(row.completion_tokens),
+                    bytes_in=int(row.bytes_in),
+                    bytes_out=int(row.bytes_out),
+                )
+                for row in rows
+            ]
+
+    async def audit(self, actor: str, action: str, target: str, detail: Mapping[str, Any] | None = None) -> None:
+        """Record who did what to what. ``detail`` must be JSON-serialisable and must never hold a secret."""
+        async with self._write() as conn:
+            await conn.execute(
+                audit_log.insert().values(
+                    ts=self._now(), actor=actor, action=action, target=target, detail=dict(detail or {})
+                )
+            )
+
+    async def list_audit(self, limit: int = 100) -> list[AuditRecord]:
+        """Newest first."""
+        query = audit_log.select().order_by(audit_log.c.ts.desc(), audit_log.c.id.desc()).limit(limit)
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [AuditRecord(**row._mapping) for row in rows]
+
+    async def add_config_version(self, config: str, *, author: str, comment: str = "") -> ConfigVersion:
+        now = self._now()
+        async with self._write() as conn:
+            result = await conn.execute(
+                config_versions.insert().values(created_at=now, author=author, comment=comment, config=config)
+            )
+            version_id = result.inserted_primary_key[0]  # type: ignore[index]  # always set for a single-row insert
+            row = (await conn.execute(config_versions.select().where(config_versions.c.id == version_id))).one()
+        return ConfigVersion(**row._mapping)
+
+    async def list_config_versions(self, limit: int = 50) -> list[ConfigVersion]:
+        """Newest first."""
+        query = config_versions.select().order_by(config_versions.c.id.desc()).limit(limit)
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [ConfigVersion(**row._mapping) for row in rows]
+
+    async def get_config_version(self, version_id: int) -> ConfigVersion | None:
+        async with self._read() as conn:
+            row = (await conn.execute(config_versions.select().where(config_versions.c.id == version_id))).first()
+        return None if row is None else ConfigVersion(**row._mapping)
+
+
+def _usage_filters(
+    key_id: str | None, model: str | None, since: float | None, until: float | None
+) -> list[sa.ColumnElement[bool]]:
+    c = usage_records.c
+    filters: list[sa.ColumnElement[bool]] = []
+    if key_id is not None:
+        filters.append(c.key_id == key_id)
+    if model is not None:
+        filters.append(c.model == model)
+    if since is not None:
+        filters.append(c.ts >= since)
+    if until is not None:
+        filters.append(c.ts < until)
+    return filters

@@ -1,0 +1,178 @@
+"""What the store hands out: frozen dataclasses, never rows or ORM objects, so callers cannot write through
+them and do not depend on SQLAlchemy. Times are unix seconds (floats), as in the config file.
+
+Exceptions::
+
+    StoreError              the store cannot do what was asked (unreachable database, revoked key ...)
+    ├── NotFoundError       no such key / admin (also a LookupError)
+    └── ConflictError       a unique value is taken (admin username)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from ..config.model import KeyQuotas, LimitRule
+
+__all__ = [
+    "ROLES",
+    "AdminRecord",
+    "AuditRecord",
+    "ConfigVersion",
+    "ConflictError",
+    "KeyRecord",
+    "NotFoundError",
+    "Role",
+    "StoreError",
+    "UsageLike",
+    "UsageRecord",
+    "UsageTotal",
+]
+
+Role = Literal["admin", "operator", "viewer"]
+ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
+
+
+class StoreError(Exception):
+    pass
+
+
+class NotFoundError(StoreError, LookupError):
+    pass
+
+
+class ConflictError(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A client API key as stored. ``hash`` is the SHA-256 hex of the secret; the secret itself is not kept."""
+
+    id: int
+    name: str
+    prefix: str
+    hash: str
+    enabled: bool
+    expires_at: float | None
+    models: tuple[str, ...]  # allowed models (empty: all)
+    services: tuple[str, ...]  # allowed services (empty: all)
+    quotas: KeyQuotas
+    limits: tuple[LimitRule, ...]
+    metadata: Mapping[str, str]
+    created_at: float
+    updated_at: float
+    revoked_at: float | None
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def is_active(self, now: float) -> bool:
+        """Whether this key may authenticate at ``now``: enabled, not revoked, not expired."""
+        return self.enabled and self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """An admin user, without the password hash."""
+
+    id: int
+    username: str
+    role: Role
+    disabled: bool
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One finished request. ``id`` is None until stored. ``key_id`` is the gateway's key id as text
+    (``auth.Principal.id``): ``"store:<KeyRecord.id>"`` or ``"config:<name>"`` for keys from the config file."""
+
+    ts: float
+    model: str
+    endpoint: str
+    status: int
+    key_id: str | None = None
+    instance: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None  # time to first token (streaming only)
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    id: int | None = None
+
+
+class UsageLike(Protocol):
+    """What ``insert_usage`` reads from a record: ``UsageRecord`` or any object with these attributes."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def key_id(self) -> str | None: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def instance(self) -> str | None: ...
+    @property
+    def endpoint(self) -> str: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
+    @property
+    def latency_ms(self) -> float | None: ...
+    @property
+    def ttft_ms(self) -> float | None: ...
+    @property
+    def bytes_in(self) -> int | None: ...
+    @property
+    def bytes_out(self) -> int | None: ...
+
+
+USAGE_FIELDS: tuple[str, ...] = tuple(name for name in vars(UsageLike) if not name.startswith("_"))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotal:
+    """Sums over usage records of one (key, model). ``errors`` counts statuses >= 400."""
+
+    key_id: str | None
+    model: str
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigVersion:
+    """A saved config file text, e.g. before an admin edit, so it can be shown or restored."""
+
+    id: int
+    created_at: float
+    author: str
+    comment: str
+    config: str

@@ -1,0 +1,268 @@
+"""Token usage: estimating it before a request, reading it from answers (streams included), and recording it.
+
+Token limits reserve an estimate before forwarding and reconcile with the real count afterwards. The real count
+comes from the upstream's ``usage``; for streamed chat the gateway asks for it (``stream_options.include_usage``)
+and removes the extra usage chunk again if the client did not ask for it. When an upstream reports nothing, the
+count is estimated (about 4 characters a token: no tokenizer can be downloaded at run time, and an estimate
+that is close is better than none for limits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .adapters.base import StreamTranslator
+
+__all__ = [
+    "Meter",
+    "StreamUsageTap",
+    "UsageRecord",
+    "UsageRecorder",
+    "estimate_prompt_tokens",
+    "estimate_tokens",
+    "usage_from_body",
+]
+
+log = logging.getLogger("modelrouter.usage")
+
+_CHARS_PER_TOKEN = 4
+DEFAULT_COMPLETION_ESTIMATE = 256  # reserved when a request sets no max_tokens
+
+
+def estimate_tokens(text: str) -> int:
+    return (len(text) + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return " ".join(_text_of(v) for v in value)
+    if isinstance(value, dict):
+        # Message parts: count their text; images and other parts count by their text fields only.
+        return " ".join(_text_of(v) for k, v in value.items() if k in ("content", "text", "input", "prompt"))
+    return ""
+
+
+def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
+    for field in ("messages", "input", "prompt", "query"):
+        if field in payload:
+            extra = 4 * len(payload[field]) if field == "messages" and isinstance(payload[field], list) else 0
+            return estimate_tokens(_text_of(payload[field])) + extra
+    return 0
+
+
+def estimate_request_tokens(payload: dict[str, Any]) -> int:
+    """What to reserve before forwarding: the prompt plus the most the answer may use."""
+    completion = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    if not isinstance(completion, int) or completion <= 0:
+        completion = DEFAULT_COMPLETION_ESTIMATE if "messages" in payload or "prompt" in payload else 0
+    return estimate_prompt_tokens(payload) + completion
+
+
+def usage_from_body(body: bytes) -> tuple[int, int] | None:
+    """(prompt, completion) tokens from a JSON answer's ``usage``, if it has one."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+    if not prompt and not completion:
+        total = usage.get("total_tokens")
+        if isinstance(total, int):
+            return total, 0
+    return prompt, completion
+
+
+class StreamUsageTap(StreamTranslator):
+    """Wraps a stream translator: reads ``usage`` from the events going by, counts streamed text for an
+    estimate, and drops the usage-only chunk that the client did not ask for."""
+
+    __slots__ = ("_inner", "_strip", "completion_chars", "usage")
+
+    def __init__(self, inner: StreamTranslator, *, strip: bool) -> None:
+        self._inner = inner
+        self._strip = strip
+        self.usage: tuple[int, int] | None = None
+        self.completion_chars = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._scan(self._inner.feed(chunk))
+
+    def end(self) -> bytes:
+        return self._scan(self._inner.end())
+
+    def _scan(self, out: bytes) -> bytes:
+        if not out:
+            return out
+        kept: list[bytes] = []
+        changed = False
+        for event in out.split(b"\n\n"):
+            if not event:
+                continue
+            data = event[6:] if event.startswith(b"data: ") else None
+            if data is None or data.startswith(b"[DONE]"):
+                kept.append(event)
+                continue
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                kept.append(event)
+                continue
+            usage = chunk.get("usage") if isinstance(chunk, dict) else None
+            if isinstance(usage, dict):
+                self.usage = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                if self._strip and not chunk.get("choices"):
+                    changed = True
+                    continue  # the usage-only chunk the gateway asked for on its own account
+            for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                if isinstance(content, str):
+                    self.completion_chars += len(content)
+                text = choice.get("text")
+                if isinstance(text, str):
+                    self.completion_chars += len(text)
+            kept.append(event)
+        if not changed:
+            return out
+        return b"".join(e + b"\n\n" for e in kept)
+
+    def estimated_completion(self) -> int:
+        return (self.completion_chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
+
+
+class Meter:
+    """What one request used, filled in by the request path when token limits or usage records need it."""
+
+    __slots__ = (
+        "bytes_out",
+        "completion_tokens",
+        "first_at",
+        "instance",
+        "prompt_tokens",
+        "status",
+        "strip_usage",
+        "tap",
+    )
+
+    def __init__(self) -> None:
+        self.bytes_out = 0
+        self.first_at: float | None = None  # monotonic time the first streamed bytes went out
+        self.instance: str | None = None
+        self.status = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.strip_usage = False  # the gateway asked for stream usage on its own account
+        self.tap: StreamUsageTap | None = None
+
+    def from_body(self, body: bytes) -> None:
+        usage = usage_from_body(body)
+        if usage is not None:
+            self.prompt_tokens, self.completion_tokens = usage
+
+    def settle(self, prompt_estimate: int) -> None:
+        """After the answer ended: take the stream's usage, or estimate what the upstream did not report."""
+        tap = self.tap
+        if tap is not None:
+            if tap.usage is not None:
+                self.prompt_tokens, self.completion_tokens = tap.usage
+            else:
+                self.completion_tokens = tap.estimated_completion()
+        if not self.prompt_tokens and self.status and self.status < 400:
+            self.prompt_tokens = prompt_estimate
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True, frozen=True)
+class UsageRecord:
+    ts: float
+    key_id: str | None
+    model: str
+    instance: str | None
+    endpoint: str
+    status: int
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ttft_ms: float | None
+    bytes_in: int
+    bytes_out: int
+
+
+class UsageRecorder:
+    """Buffers usage records and writes them in batches off the request path. If the store is slow or down,
+    the buffer fills up to ``capacity``; further records are dropped and counted, and requests never wait."""
+
+    def __init__(
+        self,
+        sink: Callable[[Sequence[UsageRecord]], Awaitable[None]],
+        *,
+        capacity: int = 10_000,
+        batch: int = 500,
+        interval: float = 1.0,
+    ) -> None:
+        self._sink = sink
+        self._buffer: deque[UsageRecord] = deque()
+        self.capacity = capacity
+        self.batch = batch
+        self.interval = interval
+        self.dropped = 0
+        self.written = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def record(self, record: UsageRecord) -> None:
+        if len(self._buffer) >= self.capacity:
+            self.dropped += 1
+            return
+        self._buffer.append(record)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage recorder")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(self.batch, len(self._buffer)))]
+            try:
+                await self._sink(batch)
+            except Exception as exc:  # the store is down: keep what fits, try again next time
+                log.warning("could not write %d usage record(s): %s", len(batch), exc)
+                room = self.capacity - len(self._buffer)
+                self._buffer.extendleft(reversed(batch[:room]))
+                self.dropped += max(len(batch) - room, 0)
+                return
+            self.written += len(batch)
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self.flush()
+
+    def __repr__(self) -> str:
+        return (
+            f"<UsageRecorder buffered={len(self._buffer)} written={self.written} dropped={self.dropped} "
+            f"at={time.strftime('%H:%M:%S')}>"
+        )
