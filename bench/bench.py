@@ -1,9 +1,11 @@
 """modelrouter throughput/latency benchmark: wrk -> (fake upstream | bare proxy | gateway -> fake upstream).
 
-Every scenario is run three times, interleaved - straight at the fake upstream ("direct"), through a
-minimal uvicorn + aiohttp proxy ("bare", bench/bare_proxy.py: the ceiling for this stack on this machine)
-and through the gateway - so the table shows what the gateway itself costs, both against no proxy at all
-and against the cheapest proxy built from the same parts. See bench/README.md. Entry point: ``bench/run``.
+Every scenario is run four times, interleaved - straight at the fake upstream ("direct"), through a
+minimal uvicorn + aiohttp proxy ("bare", bench/bare_proxy.py: the ceiling for this stack on this machine),
+through the gateway, and through a second gateway with client API keys, rate limits and the SQLite store
+enabled ("gateway+auth", limits so high nothing is refused) - so the table shows what the gateway itself
+costs, against no proxy at all and against the cheapest proxy built from the same parts, and what checking
+keys and limits costs on top. See bench/README.md. Entry point: ``bench/run``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +40,13 @@ MODEL = "bench-model"
 TARGET_RPS_C32 = 7_000.0
 TARGET_P50_OVERHEAD_MS = 0.4
 TARGET_IDLE_RSS_MB = 60.0
+TARGET_AUTH_COST_PCT = 15.0  # gateway+auth may lose at most this share of the plain gateway's req/s
+
+# The "gateway+auth" target: a second gateway with client keys, limits and the store, and the key wrk sends.
+AUTH_TARGET = "gateway+auth"
+AUTH_KEY = "mr-bench-key-0123456789abcdefghijklmnopqrstuv"
+AUTH_KEY_ENV = "BENCH_API_KEY"  # read by chat.lua / chat_stream.lua; set only for wrk runs against AUTH_TARGET
+AUTH_MIN_REQUESTS = 10_000  # the issue asks for 10,000 requests through limits and auth per measured c32 run
 
 EXIT_OK, EXIT_FAILED, EXIT_ENV, EXIT_MISSED = 0, 1, 2, 3
 
@@ -76,7 +86,7 @@ SCENARIOS = (
 @dataclass
 class WrkRun:
     scenario: str
-    target: str  # "direct" | "bare" | "gateway"
+    target: str  # "direct" | "bare" | "gateway" | "gateway+auth"
     connections: int
     threads: int
     duration_s: float
@@ -101,6 +111,13 @@ class Children:
 
     def __init__(self) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._dirs: list[Path] = []
+
+    def tempdir(self, prefix: str) -> Path:
+        """A fresh directory, removed by ``close()`` once the processes that used it are dead."""
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        self._dirs.append(path)
+        return path
 
     def start(
         self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
@@ -130,6 +147,9 @@ class Children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=2)
         self._procs.clear()
+        for path in self._dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self._dirs.clear()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
@@ -174,12 +194,18 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, timeout: flo
 
 
 def http_request(
-    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 5.0
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, str, bytes]:
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        all_headers = {"Content-Type": "application/json"} if body is not None else {}
+        all_headers.update(headers or {})
+        conn.request(method, path, body=body, headers=all_headers)
         resp = conn.getresponse()
         return resp.status, resp.getheader("Content-Type") or "", resp.read()
     finally:
@@ -252,15 +278,16 @@ def ensure_wrk() -> str:
 
 @dataclass(frozen=True)
 class Pinning:
-    gateway: list[str]  # argv prefix for the gateway and the bare proxy (measured one at a time)
+    gateway: list[str]  # argv prefix for both gateways and the bare proxy (measured one at a time)
     load: list[str]  # argv prefix for wrk and the fake upstream
     note: str
 
 
 def plan_pinning(enabled: bool) -> Pinning:
-    """Gateway (and bare proxy) on one core, wrk + fake upstream on another, so the load generator does not
-    steal the proxy's CPU (both proxies are single-process; on 2 cores this is the fairest split). The bare
-    proxy shares the gateway's core so the two are compared on equal terms; only one is under load at a time."""
+    """Gateways (and bare proxy) on one core, wrk + fake upstream on another, so the load generator does not
+    steal the proxy's CPU (the proxies are single-process; on 2 cores this is the fairest split). The bare
+    proxy and the gateway+auth share the gateway's core so all are compared on equal terms; only one is under
+    load at a time."""
     if not enabled:
         return Pinning([], [], "off (--no-pin)")
     taskset = shutil.which("taskset")
@@ -270,7 +297,7 @@ def plan_pinning(enabled: bool) -> Pinning:
     if len(cores) < 2:
         return Pinning([], [], f"off (only {len(cores)} usable core)")
     gw, load = str(cores[0]), str(cores[1])
-    note = f"gateway + bare proxy on core {gw}, wrk + upstream on core {load}"
+    note = f"gateway, gateway+auth + bare proxy on core {gw}, wrk + upstream on core {load}"
     return Pinning([taskset, "-c", gw], [taskset, "-c", load], note)
 
 
@@ -312,10 +339,21 @@ def parse_wrk(out: str, run: WrkRun) -> None:
 
 
 def run_wrk(
-    wrk: str, pin: list[str], port: int, sc: Scenario, target: str, duration: float, watch: dict[str, int]
+    wrk: str,
+    pin: list[str],
+    port: int,
+    sc: Scenario,
+    target: str,
+    duration: float,
+    watch: dict[str, int],
+    api_key: str | None = None,
 ) -> WrkRun:
-    """One bounded wrk run; ``watch`` names the pids whose CPU use to record."""
+    """One bounded wrk run; ``watch`` names the pids whose CPU use to record. With ``api_key`` the lua
+    script sends it as a Bearer key (via the environment); without, no Authorization header at all."""
     run = WrkRun(sc.name, target, sc.connections, sc.threads, duration)
+    env = {k: v for k, v in os.environ.items() if k != AUTH_KEY_ENV}  # a stray export must not leak in
+    if api_key:
+        env[AUTH_KEY_ENV] = api_key
     argv = [
         *pin, wrk, f"-t{sc.threads}", f"-c{sc.connections}", f"-d{duration:g}s", "--latency",
         "--timeout", "5s",  # a stalled response counts as a timeout error instead of hiding in the tail
@@ -325,7 +363,7 @@ def run_wrk(
     started = time.monotonic()
     try:
         # wrk stops itself after -d; the subprocess timeout is only a backstop so no load can run unbounded.
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30, check=False, env=env)
     except subprocess.TimeoutExpired:
         run.errors.append("wrk did not finish in time (killed)")
         return run
@@ -337,17 +375,26 @@ def run_wrk(
     return run
 
 
-def sanity_check(port: int, what: str) -> list[str]:
-    """One request of each kind, checked for content: a fast wrong answer must not pass as a fast one."""
+def sanity_check(port: int, what: str, api_key: str | None = None) -> list[str]:
+    """One request of each kind, checked for content: a fast wrong answer must not pass as a fast one.
+    With ``api_key``, requests without it (or with a wrong one) must be refused with 401 first; the checked
+    requests then carry it."""
     problems = []
     base = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
+    auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        status, ctype, body = http_request(port, "POST", CHAT_PATH, json.dumps(base).encode())
+        if api_key:
+            for label, headers in (("without a key", {}), ("with a wrong key", {"Authorization": "Bearer mr-wrong"})):
+                status, _, body = http_request(port, "POST", CHAT_PATH, json.dumps(base).encode(), headers=headers)
+                if status != 401:
+                    problems.append(f"{what}: chat {label} answered HTTP {status}, not 401: {body[:300]!r}")
+        status, ctype, body = http_request(port, "POST", CHAT_PATH, json.dumps(base).encode(), headers=auth)
         if status != 200:
             problems.append(f"{what}: non-streaming chat answered HTTP {status}: {body[:300]!r}")
         elif json.loads(body).get("object") != "chat.completion":
             problems.append(f"{what}: non-streaming chat body is not a chat.completion: {body[:300]!r}")
-        status, ctype, body = http_request(port, "POST", CHAT_PATH, json.dumps({**base, "stream": True}).encode())
+        stream_body = json.dumps({**base, "stream": True}).encode()
+        status, ctype, body = http_request(port, "POST", CHAT_PATH, stream_body, headers=auth)
         events = [line for line in body.split(b"\n") if line.startswith(b"data:")]
         if status != 200:
             problems.append(f"{what}: streaming chat answered HTTP {status}: {body[:300]!r}")
@@ -371,21 +418,26 @@ def build_rows(runs: list[WrkRun]) -> list[dict[str, Any]]:
     by_key = {(r.scenario, r.target): r for r in runs}
     rows = []
     for sc in SCENARIOS:
-        d, b, g = (by_key.get((sc.name, target)) for target in ("direct", "bare", "gateway"))
-        if d is None and b is None and g is None:
+        d, b, g, a = (by_key.get((sc.name, target)) for target in ("direct", "bare", "gateway", AUTH_TARGET))
+        if d is None and b is None and g is None and a is None:
             continue
         row: dict[str, Any] = {"scenario": sc.name, "connections": sc.connections}
-        for prefix, run in (("direct", d), ("bare", b), ("gateway", g)):
+        for prefix, run in (("direct", d), ("bare", b), ("gateway", g), ("auth", a)):
             row[f"{prefix}_rps"] = run.rps if run else None
             row[f"{prefix}_p50_ms"] = run.p50_ms if run else None
             row[f"{prefix}_p99_ms"] = run.p99_ms if run else None
+        row["auth_requests"] = a.requests if a else None
         row["ratio"] = g.rps / d.rps if d and g and d.rps else None
         row["gw_bare_ratio"] = g.rps / b.rps if b and g and b.rps else None
+        row["auth_gw_ratio"] = a.rps / g.rps if a and g and g.rps else None
+        row["auth_cost_pct"] = None if row["auth_gw_ratio"] is None else 100 * (1 - row["auth_gw_ratio"])
         row["p50_overhead_ms"] = _p50_diff(g, d)
         row["p50_over_bare_ms"] = _p50_diff(g, b)
-        # "errors" covers the runs the targets are computed from; the bare proxy's are reported separately.
+        row["auth_p50_over_gw_ms"] = _p50_diff(a, g)
+        # "errors" covers the runs the gateway targets are computed from; bare and auth runs are reported apart.
         row["errors"] = bool((d and d.errors) or (g and g.errors))
         row["bare_errors"] = bool(b and b.errors)
+        row["auth_errors"] = bool(a and a.errors)
         rows.append(row)
     return rows
 
@@ -398,33 +450,84 @@ def _p50_diff(a: WrkRun | None, b: WrkRun | None) -> float | None:
 
 def print_table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     header = (
-        f"{'scenario':<16}{'direct rps':>12}{'bare rps':>10}{'gateway rps':>13}{'ratio':>7}{'gw/bare':>9}"
-        f"{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}{'p50 overhead ms':>17}{'p50 over bare':>15}"
+        f"{'scenario':<16}{'direct rps':>12}{'bare rps':>10}{'gateway rps':>13}{'auth rps':>10}{'ratio':>7}"
+        f"{'gw/bare':>9}{'auth/gw':>9}{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}{'p50 overhead ms':>17}"
+        f"{'p50 over bare':>15}"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         direct = f"{_fmt(r['direct_p50_ms'], '.3f')} / {_fmt(r['direct_p99_ms'], '.3f')}"
         gateway = f"{_fmt(r['gateway_p50_ms'], '.3f')} / {_fmt(r['gateway_p99_ms'], '.3f')}"
+        bad = r["errors"] or r["bare_errors"] or r["auth_errors"]
         print(
             f"{r['scenario']:<16}{_fmt(r['direct_rps'], ',.0f'):>12}{_fmt(r['bare_rps'], ',.0f'):>10}"
-            f"{_fmt(r['gateway_rps'], ',.0f'):>13}{_fmt(r['ratio'], '.2f'):>7}{_fmt(r['gw_bare_ratio'], '.2f'):>9}"
+            f"{_fmt(r['gateway_rps'], ',.0f'):>13}{_fmt(r['auth_rps'], ',.0f'):>10}{_fmt(r['ratio'], '.2f'):>7}"
+            f"{_fmt(r['gw_bare_ratio'], '.2f'):>9}{_fmt(r['auth_gw_ratio'], '.2f'):>9}"
             f"{direct:>20}{gateway:>21}{_fmt(r['p50_overhead_ms'], '+.3f'):>17}"
-            f"{_fmt(r['p50_over_bare_ms'], '+.3f'):>15}" + ("   <-- ERRORS" if r["errors"] or r["bare_errors"] else ""),
+            f"{_fmt(r['p50_over_bare_ms'], '+.3f'):>15}" + ("   <-- ERRORS" if bad else ""),
             file=out,
         )
 
 
-def info_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """Informational comparisons (not targets): the gateway against the bare proxy measured in this run."""
-    c32 = next((r for r in rows if r["scenario"] == "non-stream c32"), None)
-    if c32 is None or c32["gw_bare_ratio"] is None:
-        return []
-    note = "  (run had errors)" if c32["errors"] or c32["bare_errors"] else ""
-    return [f"gateway at {100 * c32['gw_bare_ratio']:.0f} % of the bare proxy at 32 connections non-streaming{note}"]
+def info_lines(rows: list[dict[str, Any]], auth_rss: dict[str, Any] | None, gw_rss: dict[str, Any] | None) -> list[str]:
+    """Informational comparisons (not targets): the gateway against the bare proxy measured in this run, and
+    what keys + limits cost in the scenarios that are not a target, and the gateway+auth's memory."""
+    lines = []
+    by_name = {r["scenario"]: r for r in rows}
+    c32 = by_name.get("non-stream c32")
+    if c32 is not None and c32["gw_bare_ratio"] is not None:
+        note = "  (run had errors)" if c32["errors"] or c32["bare_errors"] else ""
+        lines.append(f"gateway at {100 * c32['gw_bare_ratio']:.0f} % of the bare proxy at 32 connections non-streaming{note}")
+    for name in ("non-stream c1", "stream c1", "stream c32"):
+        r = by_name.get(name)
+        if r is None or r["auth_cost_pct"] is None:
+            continue
+        note = "  (run had errors)" if r["errors"] or r["auth_errors"] else ""
+        lines.append(
+            f"auth+limits cost, {name}: {r['auth_cost_pct']:.1f} % fewer req/s "
+            f"(p50 {_fmt(r['auth_p50_over_gw_ms'], '+.3f')} ms over the gateway){note}"
+        )
+    if auth_rss is not None:
+        over = f", {auth_rss['idle_mb'] - gw_rss['idle_mb']:+.1f} MB over the plain gateway" if gw_rss else ""
+        lines.append(
+            f"gateway+auth idle RSS {auth_rss['idle_mb']:.1f} MB (SQLite store open{over}); after load "
+            f"{auth_rss['after_load_mb']:.1f} MB, peak {auth_rss['peak_mb']:.1f} MB"
+        )
+    return lines
 
 
-def _verdict(name: str, value: float | None, limit: float, at_least: bool, tainted: bool) -> dict[str, Any]:
+def auth_volume_lines(runs: list[WrkRun], duration: float, quick: bool) -> tuple[list[str], list[str]]:
+    """(INFO, NOTE) lines on how many requests each measured c32 gateway+auth run pushed through keys and
+    limits: the issue asks for at least AUTH_MIN_REQUESTS, none refused."""
+    c32 = [r for r in runs if r.target == AUTH_TARGET and r.connections >= 32]
+    if not c32:
+        return [], []
+    counts = ", ".join(f"{r.requests:,} ({r.scenario})" for r in c32)
+    refused = sum(r.non_2xx_3xx for r in c32)
+    info = [f"gateway+auth c32 runs handled {counts} requests through keys + limits; non-2xx: {refused}"]
+    notes = []
+    short = [r for r in c32 if r.requests < AUTH_MIN_REQUESTS]
+    if short:
+        why = "--quick runs are 3 s" if quick else f"runs were {duration:g} s"
+        notes.append(
+            "fewer than "
+            f"{AUTH_MIN_REQUESTS:,} requests in gateway+auth "
+            + ", ".join(f"{r.scenario} ({r.requests:,})" for r in short)
+            + f": {why}; the default 10 s (or a longer --duration) covers it"
+        )
+    return info, notes
+
+
+def _verdict(
+    name: str,
+    value: float | None,
+    limit: float,
+    at_least: bool,
+    tainted: bool,
+    value_suffix: str = "",
+    limit_suffix: str = "",
+) -> dict[str, Any]:
     if value is None:
         status = "SKIP"
     elif tainted:
@@ -438,6 +541,8 @@ def _verdict(name: str, value: float | None, limit: float, at_least: bool, taint
         "at_least": at_least,
         "status": status,
         "run_had_errors": tainted,
+        "value_suffix": value_suffix,
+        "limit_suffix": limit_suffix,
     }
 
 
@@ -446,20 +551,24 @@ def check_targets(rows: list[dict[str, Any]], rss: dict[str, Any] | None) -> lis
     c32 = by_name.get("non-stream c32", {})
     c1 = by_name.get("non-stream c1", {})
     idle = rss["idle_mb"] if rss else None
-    rps, overhead = c32.get("gateway_rps"), c1.get("p50_overhead_ms")
+    rps, overhead, cost = c32.get("gateway_rps"), c1.get("p50_overhead_ms"), c32.get("auth_cost_pct")
+    auth_tainted = bool(c32.get("errors") or c32.get("auth_errors"))
     return [
         _verdict("gateway rps, non-stream c32", rps, TARGET_RPS_C32, True, c32.get("errors", False)),
         _verdict("p50 overhead ms, non-stream c1", overhead, TARGET_P50_OVERHEAD_MS, False, c1.get("errors", False)),
         _verdict("gateway idle RSS MB", idle, TARGET_IDLE_RSS_MB, False, False),
+        _verdict(
+            "auth+limits cost, non-stream c32", cost, TARGET_AUTH_COST_PCT, False, auth_tainted, " % fewer req/s", " %"
+        ),
     ]
 
 
 def print_targets(targets: list[dict[str, Any]]) -> None:
     for t in targets:
         cmp = ">=" if t["at_least"] else "<="
-        value = _fmt(t["value"], ",.3f" if "ms" in t["target"] else ",.1f")
+        value = _fmt(t["value"], ",.3f" if "ms" in t["target"] else ",.1f") + t["value_suffix"]
         note = "  (run had errors)" if t["run_had_errors"] else ""
-        print(f"{t['status']:<5} {t['target']}: {value} (target {cmp} {t['limit']:,g}){note}")
+        print(f"{t['status']:<5} {t['target']}: {value} (target {cmp} {t['limit']:,g}{t['limit_suffix']}){note}")
 
 
 def shout(lines: list[str]) -> None:

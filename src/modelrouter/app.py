@@ -12,6 +12,7 @@ from .auth import KeyRing, Principal, principal_from_config, principal_from_reco
 from .config.model import Config
 from .front.asgi import FrontDoor
 from .pipeline import Pipeline
+from .redaction import ContentMasks, install_log_redaction
 from .routing.health import HealthChecker
 from .routing.router import RoutingTable
 from .upstream.aiohttp_transport import AiohttpTransport
@@ -44,6 +45,8 @@ class Gateway(FrontDoor):
         )
         self._config_keys: list[Principal] = []
         self._store_keys: list[Principal] = []
+        masks = ContentMasks(config.redaction.request_masks, config.redaction.response_masks)
+        self.pipeline.masks = masks if masks.active else None
         self.store: Store | None = None
         self.recorder: UsageRecorder | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -69,6 +72,13 @@ class Gateway(FrontDoor):
             self.accounting = Accounting(config, self.recorder)
         else:
             self.accounting.configure(config)
+
+    def _apply_redaction(self, config: Config) -> None:
+        redaction = config.redaction
+        masks = ContentMasks(redaction.request_masks, redaction.response_masks)
+        self.pipeline.masks = masks if masks.active else None
+        if self._started:
+            install_log_redaction(redaction)
 
     @staticmethod
     def store_wanted(config: Config) -> bool:
@@ -103,6 +113,7 @@ class Gateway(FrontDoor):
         self.pipeline.swap(RoutingTable(config, previous=self.pipeline.table))
         self._apply_auth(config)
         self._apply_accounting(config)
+        self._apply_redaction(config)
         if self._started:
             self.health.watch(self.table.all_instances())
         server = config.server
@@ -132,8 +143,9 @@ class Gateway(FrontDoor):
                 self._refresh_keys(store, config.store.refresh_interval), name="key refresh"
             )
         self._apply_accounting(config)
-        self.health.watch(self.table.all_instances())
         self._started = True
+        self._apply_redaction(config)
+        self.health.watch(self.table.all_instances())
 
     async def shutdown(self) -> None:
         await self.health.aclose()

@@ -33,6 +33,7 @@ from .errors import (
 from .fallback import StaleCaches
 from .front.multipart import Form
 from .postprocess import EmbeddingsB64, RerankShape
+from .redaction import ContentMasks
 from .routing.instance import Instance
 from .routing.router import Pool, RoutingTable
 from .upstream.base import Transport, UpstreamRequest, UpstreamResponse
@@ -138,6 +139,7 @@ class Pipeline:
         self.table = table
         self.transport = transport
         self.stale = StaleCaches()
+        self.masks: ContentMasks | None = None  # request/response masking rules, when configured
 
     def swap(self, table: RoutingTable) -> None:
         """Install a new routing table; requests already running keep the one they started with."""
@@ -160,6 +162,8 @@ class Pipeline:
 
         stale = self.stale.get(pool) if isinstance(payload, dict) and payload.get("stream") is not True else None
         stale_key = stale.key(endpoint, payload) if stale is not None and isinstance(payload, dict) else None
+        if self.masks is not None and isinstance(payload, dict):
+            self.masks.mask_request(payload)
         call = _Call(endpoint, payload, model, client)
         retry = pool.retry
         deadline = None if retry.deadline is None else time.monotonic() + retry.deadline
@@ -302,6 +306,8 @@ class Pipeline:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UpstreamInvalid(f"the backend sent an invalid answer: {exc} (model '{call.model}')") from None
+        if self.masks is not None:
+            translated = self.masks.mask_response(translated if translated is not None else raw)
         if meter is not None:
             meter.from_body(translated if translated is not None else raw)
         if translated is None:
