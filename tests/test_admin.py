@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -573,6 +575,13 @@ def test_a_client_key_that_works_on_v1_is_refused_on_admin_through_the_gateway(
     finally:
         gw.gateway.admin = None
         bg.run(store.close())
+
+
+def test_importing_the_admin_api_leaves_the_store_unloaded() -> None:
+    """A gateway without a store mounts the admin API (answering 503) without paying for SQLAlchemy."""
+    code = "import sys, modelrouter.app, modelrouter.admin; print('sqlalchemy' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 # --- the first admin ---------------------------------------------------------------------------------------------

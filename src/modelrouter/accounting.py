@@ -21,9 +21,9 @@ from .config.model import Config, LimitRule
 from .endpoints import Endpoint
 from .errors import QuotaExceeded, RateLimited
 from .front.multipart import Form
-from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota, key_rate_rules
+from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
 from .routing.router import RoutingTable
-from .usage import Meter, UsageRecord, UsageRecorder, estimate_prompt_tokens, estimate_request_tokens
+from .usage import Meter, UsageRecord, UsageRecorder, estimate_completion_tokens, estimate_prompt_tokens
 
 __all__ = ["Accounting", "Ticket"]
 
@@ -90,11 +90,13 @@ class Accounting:
         meter = Meter()
         ticket = Ticket(endpoint, model, principal, meter)
         if isinstance(payload, dict):
+            # From the text itself, not the body's size: JSON's overhead would over-reserve and refuse requests
+            # that real usage would have let through.
             ticket.prompt_estimate = estimate_prompt_tokens(payload)
-            ticket.estimate = estimate_request_tokens(payload)
+            ticket.estimate = ticket.prompt_estimate + estimate_completion_tokens(payload)
         rules: tuple[LimitRule, ...] = self.rules
         if principal is not None:
-            rules = rules + principal.limits + key_rate_rules(principal.quotas)
+            rules = rules + principal.rules
         items: list[_Item] = []
         for rule in rules:
             if rule.services and endpoint.service not in rule.services:
@@ -107,9 +109,12 @@ class Accounting:
             # A token estimate larger than the bucket could never pass; it then waits for a full bucket instead
             # (real usage is reconciled afterwards either way).
             cost = min(float(ticket.estimate), rule.burst or rule.rate) if rule.unit == "tokens" else 1.0
-            items.append((f"{hash(rule):x}|{scope}", cost, rule))
+            items.append((f"{_tag(rule)}|{scope}", cost, rule))
         if items:
-            refusal, decisions = await self.limiter.check(items)
+            if self.limiter.in_process:
+                refusal, decisions = self.limiter.check_now(items)
+            else:
+                refusal, decisions = await self.limiter.check(items)
             if refusal is not None:
                 rule = items[len(decisions) - 1][2]  # decisions end with the refusing bucket's
                 raise RateLimited(
@@ -130,7 +135,9 @@ class Accounting:
                         headers=[(b"retry-after", b"1")],
                     )
                 ticket.concurrency_key = principal.id
-            quota = await self.quota.take(principal.id, principal.quotas, float(ticket.estimate))
+            quota = None
+            if principal.has_quota:
+                quota = await self.quota.take(principal.id, principal.quotas, float(ticket.estimate))
             if quota is not None:
                 await self._give_back(ticket, items)
                 raise QuotaExceeded(
@@ -142,8 +149,14 @@ class Accounting:
             await asyncio.sleep(wait)  # leaky bucket: smooth the request into its slot
         return ticket
 
+    def _reconcile(self, items: list[_Item]) -> None:
+        if self.limiter.in_process:
+            self.limiter.reconcile_now(items)
+        else:
+            _run_now(self.limiter.reconcile(items))
+
     async def _give_back(self, ticket: Ticket, items: list[_Item]) -> None:
-        await self.limiter.reconcile([(key, -cost, rule) for key, cost, rule in items])
+        self._reconcile([(key, -cost, rule) for key, cost, rule in items])
         if ticket.concurrency_key is not None:
             self.concurrency.release(ticket.concurrency_key)
             ticket.concurrency_key = None
@@ -160,7 +173,7 @@ class Accounting:
         used = meter.total if status < 400 else 0
         delta = used - ticket.estimate
         if delta and ticket.items:
-            _run_now(self.limiter.reconcile([(key, delta, rule) for key, _, rule in ticket.items]))
+            self._reconcile([(key, delta, rule) for key, _, rule in ticket.items])
         if ticket.quota_key is not None and delta:
             _run_now(self.quota.reconcile(ticket.quota_key, tokens=float(delta)))
         if self.recorder is not None:
@@ -181,6 +194,20 @@ class Accounting:
                     bytes_out=meter.bytes_out,
                 )
             )
+
+
+_tags: dict[int, tuple[LimitRule, str]] = {}
+
+
+def _tag(rule: LimitRule) -> str:
+    """A bucket-name part for a rule, equal for equal rules (so buckets survive a reload that keeps the rule).
+    Hashing a pydantic model walks all its fields; this is done once per rule object, not per request."""
+    entry = _tags.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_tags) > 4096:
+            _tags.clear()
+        entry = _tags[id(rule)] = (rule, f"{hash(rule):x}")
+    return entry[1]
 
 
 def _run_now(coro: Coroutine[Any, Any, None]) -> None:

@@ -8,6 +8,7 @@ from ipaddress import ip_network
 from typing import TYPE_CHECKING
 
 from .accounting import Accounting
+from .admin import AdminApp, ensure_first_admin
 from .auth import KeyRing, Principal, principal_from_config, principal_from_record
 from .config.model import Config
 from .front.asgi import FrontDoor
@@ -49,6 +50,10 @@ class Gateway(FrontDoor):
         self.pipeline.masks = masks if masks.active else None
         self.store: Store | None = None
         self.recorder: UsageRecorder | None = None
+        # The admin API answers 503 until a store is open (the store holds admin users and tokens).
+        self.admin = AdminApp(
+            lambda: self.store, lambda: self.config.admin, trusted_proxies=lambda: self.trusted_proxies
+        )
         self._refresher: asyncio.Task[None] | None = None
         self._apply_auth(config)
 
@@ -131,6 +136,8 @@ class Gateway(FrontDoor):
             self.store = await Store.open(config.store)
             log.info("store: %r", self.store)
             store = self.store
+            # Before log redaction is installed: custom patterns must not mask the one-time password.
+            await ensure_first_admin(store)
             if config.usage.enabled is not False:
                 self.recorder = UsageRecorder(
                     store.insert_usage,

@@ -17,6 +17,7 @@ from typing import Protocol
 from .config.model import ApiKeyConfig, KeyQuotas, LimitRule
 from .errors import AuthenticationFailed, PermissionDenied
 from .keys import hash_secret
+from .limits.quota import key_rate_rules
 
 __all__ = ["KeyRing", "Principal", "hash_secret", "secret_from_headers"]
 
@@ -35,6 +36,16 @@ class Principal:
     quotas: KeyQuotas = KeyQuotas()  # noqa: RUF009 - a frozen model, safe to share
     limits: tuple[LimitRule, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    # Derived once (not per request): the key's own limits plus its per-minute quotas as rules, and whether it
+    # has any daily/monthly quota to count.
+    rules: tuple[LimitRule, ...] = field(init=False)
+    has_quota: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        q = self.quotas
+        object.__setattr__(self, "rules", self.limits + key_rate_rules(q))
+        has = any(v is not None for v in (q.daily_requests, q.daily_tokens, q.monthly_requests, q.monthly_tokens))
+        object.__setattr__(self, "has_quota", has)
 
     def may_use(self, service: str, requested: str, model: str) -> bool:
         if self.services and service not in self.services:

@@ -26,6 +26,7 @@ __all__ = [
     "StreamUsageTap",
     "UsageRecord",
     "UsageRecorder",
+    "estimate_completion_tokens",
     "estimate_prompt_tokens",
     "estimate_tokens",
     "usage_from_body",
@@ -60,12 +61,12 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
     return 0
 
 
-def estimate_request_tokens(payload: dict[str, Any]) -> int:
-    """What to reserve before forwarding: the prompt plus the most the answer may use."""
+def estimate_completion_tokens(payload: dict[str, Any]) -> int:
+    """The most the answer may use: ``max_tokens`` (or a default for generation without one)."""
     completion = payload.get("max_completion_tokens") or payload.get("max_tokens")
     if not isinstance(completion, int) or completion <= 0:
         completion = DEFAULT_COMPLETION_ESTIMATE if "messages" in payload or "prompt" in payload else 0
-    return estimate_prompt_tokens(payload) + completion
+    return completion
 
 
 def usage_from_body(body: bytes) -> tuple[int, int] | None:

@@ -16,14 +16,17 @@ import logging
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Network
+from typing import TYPE_CHECKING
 
 from ..config.model import AdminConfig
 from ..errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied
 from ..front.asgi import client_ip
-from ..store import NotFoundError, Store, StoreError
 from ._handlers import ROLE_RANK, ROUTES, Call, Route
 from ._http import Conflict, NotAuthenticated, Receive, Request, Scope, Send, StoreUnavailable, send_error, send_json
 from ._ratelimit import AttemptLimiter
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
+    from ..store import Store
 
 __all__ = ["AdminApp"]
 
@@ -131,6 +134,9 @@ def _bearer(request: Request) -> str | None:
 
 async def _run(route: Route, call: Call) -> tuple[int, object]:
     """The handler, with the store's exceptions turned into HTTP errors (the one place they are)."""
+    # Imported here, not at the top: by now a store is open, so this loads nothing new (see TYPE_CHECKING above).
+    from ..store import NotFoundError, StoreError
+
     try:
         return await route.handler(call)
     except NotFoundError as exc:

@@ -12,9 +12,12 @@ import os
 import secrets
 import sys
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from ..store import ConflictError, Store
 from ._handlers import MIN_PASSWORD_LENGTH
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 __all__ = ["FIRST_ADMIN", "PASSWORD_ENV", "ensure_first_admin"]
 
@@ -34,6 +37,8 @@ async def ensure_first_admin(
     """Create ``username`` (role admin) if the store has no admin user at all. Returns the username created, or
     None when there already was an admin. A password from ``env`` shorter than 8 characters is refused with a
     ValueError: better no start than a guessable admin account."""
+    from ..store import ConflictError  # loads nothing new: the store given is open
+
     if await store.count_admins() > 0:
         return None
     password = env.get(PASSWORD_ENV) or ""

@@ -11,15 +11,17 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from ..config.model import SERVICE_NAMES, AdminConfig, KeyQuotas
 from ..errors import AuthenticationFailed, InvalidRequest, NotFound, RateLimited
-from ..store import ROLES, AdminRecord, AuditRecord, KeyRecord, Role, Store
 from ._http import Request
 from ._ratelimit import AttemptLimiter, retry_after_header
+
+if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
+    from ..store import AdminRecord, AuditRecord, KeyRecord, Role, Store
 
 __all__ = ["MIN_PASSWORD_LENGTH", "ROLE_RANK", "ROUTES", "Call", "Route"]
 
@@ -27,6 +29,7 @@ log = logging.getLogger("modelrouter.admin")
 
 MIN_PASSWORD_LENGTH = 8  # as `modelrouter admin create` asks
 MAX_NAME_LENGTH = 200
+ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")  # as store.ROLES, repeated to keep the store unloaded
 ROLE_RANK: Mapping[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
 ANONYMOUS = "anonymous"  # the audit actor of a failed login: nobody is authenticated yet
 

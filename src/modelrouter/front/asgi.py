@@ -144,8 +144,9 @@ class FrontDoor:
                 ip = client_ip(ip, headers, self.trusted_proxies)
             info = ClientInfo(ip, headers, principal)
             if self.accounting is not None:
+                size = int(content_length) if content_length and content_length.isdigit() else 0
                 ticket = await self.accounting.admit(endpoint, payload, ip, principal, self.pipeline.table)
-                ticket.bytes_in = int(content_length) if content_length and content_length.isdigit() else 0
+                ticket.bytes_in = size
                 info.meter = ticket.meter
             watch = _DisconnectWatch(receive)
             try:

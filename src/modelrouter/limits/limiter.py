@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..config.model import LimitRule
 from .base import Decision, StateBackend
@@ -42,6 +43,31 @@ class Limiter:
                 return decision, [*decisions, decision]
             decisions.append(decision)
         return None, decisions
+
+    def check_now(self, items: Sequence[tuple[str, float, LimitRule]]) -> tuple[Decision | None, list[Decision]]:
+        """``check`` without awaiting, for an in-process backend (one with ``take_now``/``adjust_now``)."""
+        backend: Any = self.backend
+        now = self.clock()
+        decisions: list[Decision] = []
+        for key, cost, rule in items:
+            decision = backend.take_now(key, cost, now, rule)
+            if not decision.allowed:
+                for (taken_key, taken_cost, taken_rule), _ in zip(items, decisions, strict=False):
+                    backend.adjust_now(taken_key, -taken_cost, now, taken_rule)
+                return decision, [*decisions, decision]
+            decisions.append(decision)
+        return None, decisions
+
+    def reconcile_now(self, items: Sequence[tuple[str, float, LimitRule]]) -> None:
+        backend: Any = self.backend
+        now = self.clock()
+        for key, delta, rule in items:
+            if delta:
+                backend.adjust_now(key, delta, now, rule)
+
+    @property
+    def in_process(self) -> bool:
+        return hasattr(self.backend, "take_now")
 
     async def reconcile(self, items: Sequence[tuple[str, float, LimitRule]]) -> None:
         """Apply signed corrections ``(key, delta, rule)``: real usage minus what was taken (positive: more was
