@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -69,35 +70,42 @@ def estimate_completion_tokens(payload: dict[str, Any]) -> int:
     return completion
 
 
+_USAGE_NUMBERS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens|total_tokens)"\s*:\s*(\d+)')
+
+
 def usage_from_body(body: bytes) -> tuple[int, int] | None:
-    """(prompt, completion) tokens from a JSON answer's ``usage``, if it has one."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+    """(prompt, completion) tokens from a JSON answer's ``usage`` object, if it has one.
+
+    Read with a regular expression over the text after ``"usage"`` rather than by parsing the whole answer: this
+    runs on every metered request, and answers can be large (many choices, long content)."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
         return None
-    usage = data.get("usage") if isinstance(data, dict) else None
-    if not isinstance(usage, dict):
+    numbers = {name: int(value) for name, value in _USAGE_NUMBERS.findall(body, at)}
+    if not numbers:
         return None
-    prompt = int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+    prompt = numbers.get(b"prompt_tokens", numbers.get(b"input_tokens", 0))
+    completion = numbers.get(b"completion_tokens", numbers.get(b"output_tokens", 0))
     if not prompt and not completion:
-        total = usage.get("total_tokens")
-        if isinstance(total, int):
-            return total, 0
+        return numbers.get(b"total_tokens", 0), 0
     return prompt, completion
 
 
-class StreamUsageTap(StreamTranslator):
-    """Wraps a stream translator: reads ``usage`` from the events going by, counts streamed text for an
-    estimate, and drops the usage-only chunk that the client did not ask for."""
+_CONTENT_MARKERS = (b'"content":"', b'"content": "', b'"text":"', b'"text": "')
 
-    __slots__ = ("_inner", "_strip", "completion_chars", "usage")
+
+class StreamUsageTap(StreamTranslator):
+    """Wraps a stream translator: reads ``usage`` from the events going by, counts content-bearing events for
+    an estimate (a streamed chunk carries about one token), and drops the usage-only chunk the client did not
+    ask for. Only events that mention ``"usage"`` are parsed."""
+
+    __slots__ = ("_inner", "_strip", "content_events", "usage")
 
     def __init__(self, inner: StreamTranslator, *, strip: bool) -> None:
         self._inner = inner
         self._strip = strip
         self.usage: tuple[int, int] | None = None
-        self.completion_chars = 0
+        self.content_events = 0
 
     def feed(self, chunk: bytes) -> bytes:
         return self._scan(self._inner.feed(chunk))
@@ -108,41 +116,33 @@ class StreamUsageTap(StreamTranslator):
     def _scan(self, out: bytes) -> bytes:
         if not out:
             return out
+        # Compact (most servers) and spaced JSON; a chunk with empty content counts too, a small over-estimate.
+        self.content_events += sum(out.count(marker) for marker in _CONTENT_MARKERS)
+        if b'"usage"' not in out:
+            return out
         kept: list[bytes] = []
         changed = False
         for event in out.split(b"\n\n"):
             if not event:
                 continue
-            data = event[6:] if event.startswith(b"data: ") else None
-            if data is None or data.startswith(b"[DONE]"):
-                kept.append(event)
-                continue
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                kept.append(event)
-                continue
-            usage = chunk.get("usage") if isinstance(chunk, dict) else None
-            if isinstance(usage, dict):
-                self.usage = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-                if self._strip and not chunk.get("choices"):
-                    changed = True
-                    continue  # the usage-only chunk the gateway asked for on its own account
-            for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if isinstance(content, str):
-                    self.completion_chars += len(content)
-                text = choice.get("text")
-                if isinstance(text, str):
-                    self.completion_chars += len(text)
+            if b'"usage"' in event and event.startswith(b"data: {"):
+                try:
+                    chunk = orjson.loads(event[6:])
+                except orjson.JSONDecodeError:
+                    chunk = None
+                usage = chunk.get("usage") if isinstance(chunk, dict) else None
+                if isinstance(usage, dict):
+                    self.usage = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+                    if self._strip and isinstance(chunk, dict) and not chunk.get("choices"):
+                        changed = True
+                        continue  # the usage-only chunk the gateway asked for on its own account
             kept.append(event)
         if not changed:
             return out
         return b"".join(e + b"\n\n" for e in kept)
 
     def estimated_completion(self) -> int:
-        return (self.completion_chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN
+        return self.content_events
 
 
 class Meter:
