@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from ipaddress import ip_network
 from typing import TYPE_CHECKING
@@ -55,6 +56,8 @@ class Gateway(FrontDoor):
             lambda: self.store, lambda: self.config.admin, trusted_proxies=lambda: self.trusted_proxies
         )
         self._refresher: asyncio.Task[None] | None = None
+        # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
+        self.freeze_heap = False
         self._apply_auth(config)
 
     def _apply_auth(self, config: Config) -> None:
@@ -153,6 +156,11 @@ class Gateway(FrontDoor):
         self._started = True
         self._apply_redaction(config)
         self.health.watch(self.table.all_instances())
+        if self.freeze_heap:
+            # The store's libraries and migrations left a large heap that lives as long as the process: keep
+            # the collector from walking it again and again (see cli._tune_gc).
+            gc.collect()
+            gc.freeze()
 
     async def shutdown(self) -> None:
         await self.health.aclose()

@@ -38,6 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("modelrouter").info("modelrouter %s on http://%s:%d (%s)", __version__, host, port, source)
     app = create_app(config)
     _tune_gc()
+    app.freeze_heap = True
     return run(app, host=host, port=port, config_path=args.config, log_level=args.log_level)
 
 
