@@ -200,3 +200,27 @@ def test_usage_records_reach_the_store(start_upstream, start_gateway, tmp_path: 
         assert record.latency_ms is not None
         assert record.latency_ms > 0
     assert by_endpoint[1].ttft_ms is not None
+
+
+def test_instance_limits_send_requests_to_another_instance_then_refuse(start_upstream, start_gateway) -> None:
+    a, url_a = start_upstream("a")
+    b, url_b = start_upstream("b")
+    gw = start_gateway(
+        {
+            "limits": [{"scope": "instance", "rate": 2, "period": 60}],
+            "services": {
+                "chat": {
+                    "load_balance": "random",
+                    "instances": [{"name": "m", "base_url": url_a}, {"name": "m", "base_url": url_b}],
+                }
+            },
+        }
+    )
+    client = _client(gw, "x")
+    for _ in range(4):  # two per instance: whichever the balancer picks, the full one is skipped
+        client.chat.completions.create(model="m", messages=USER)
+    assert len(a.requests) == 2
+    assert len(b.requests) == 2
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="m", messages=USER)
+    assert "retry-after" in refused.value.response.headers

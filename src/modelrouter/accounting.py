@@ -71,7 +71,29 @@ class Accounting:
 
     def configure(self, config: Config) -> None:
         """Take new limits (live): buckets of unchanged rules keep their state."""
-        self.rules: tuple[LimitRule, ...] = config.limits
+        self.rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope != "instance")
+        self.instance_rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope == "instance")
+
+    def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
+        """Take one request from each ``scope: instance`` limit of the chosen instance; a refusal sends the
+        request to another instance (all or nothing, like the other limits)."""
+        items: list[_Item] = []
+        for rule in self.instance_rules:
+            if rule.services and endpoint.service not in rule.services:
+                continue
+            if rule.models and model not in rule.models:
+                continue
+            items.append((f"{_tag(rule)}|instance:{instance_id}", 1.0, rule))
+        if not items or not self.limiter.in_process:
+            return None  # a shared backend would need an await here; instance limits are in-process for now
+        refusal, decisions = self.limiter.check_now(items)
+        if refusal is None:
+            return None
+        rule = items[len(decisions) - 1][2]
+        return RateLimited(
+            f"Every instance of model '{model}' is at its rate limit ({_describe(rule)})",
+            headers=_limit_headers(refusal, rule),
+        )
 
     @property
     def metering(self) -> bool:

@@ -80,6 +80,8 @@ class Gateway(FrontDoor):
             self.accounting = Accounting(config, self.recorder)
         else:
             self.accounting.configure(config)
+        accounting = self.accounting
+        self.pipeline.instance_limits = accounting.instance_limit if accounting and accounting.instance_rules else None
 
     def _apply_redaction(self, config: Config) -> None:
         redaction = config.redaction

@@ -11,7 +11,7 @@ import asyncio
 import email.utils
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from .errors import (
     GatewayError,
     InvalidRequest,
     NoUsableInstance,
+    RateLimited,
     UpstreamConnectError,
     UpstreamInvalid,
     UpstreamStatusError,
@@ -140,6 +141,8 @@ class Pipeline:
         self.transport = transport
         self.stale = StaleCaches()
         self.masks: ContentMasks | None = None  # request/response masking rules, when configured
+        # Limits with `scope: instance`: (endpoint, model, instance id) -> a refusal, or None to go ahead.
+        self.instance_limits: Callable[[Endpoint, str, str], RateLimited | None] | None = None
 
     def swap(self, table: RoutingTable) -> None:
         """Install a new routing table; requests already running keep the one they started with."""
@@ -178,6 +181,12 @@ class Pipeline:
                 if instance is None:
                     break
                 tried.append(instance)
+                if (
+                    self.instance_limits is not None
+                    and (refusal := self.instance_limits(endpoint, call.model, instance.id)) is not None
+                ):
+                    failure = refusal  # this instance is at its limit: another may not be
+                    continue
                 try:
                     result = await self._attempt(call, instance, current.retry, deadline)
                 except GatewayError as exc:
