@@ -224,3 +224,23 @@ def test_instance_limits_send_requests_to_another_instance_then_refuse(start_ups
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(model="m", messages=USER)
     assert "retry-after" in refused.value.response.headers
+
+
+def test_daily_quota_survives_a_restart(start_upstream, start_gateway, tmp_path: Path) -> None:
+    fake, url = start_upstream("a")
+    config = {
+        "auth": {"enabled": True, "keys": [{"name": "k", "key": KEY, "quotas": {"daily_requests": 3}}]},
+        "store": {"data_dir": str(tmp_path)},
+        "usage": {"flush_interval": 0.05},
+        "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}},
+    }
+    first = start_gateway(config)
+    for _ in range(2):
+        _client(first).chat.completions.create(model="m", messages=USER)
+    first.stop()  # flushes the usage records to the store
+    second = start_gateway(config)
+    _client(second).chat.completions.create(model="m", messages=USER)  # the third of today
+    with pytest.raises(openai.RateLimitError) as refused:
+        _client(second).chat.completions.create(model="m", messages=USER)
+    assert refused.value.code == "insufficient_quota"
+    assert len(fake.requests) == 3

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
+from datetime import UTC, datetime
 from ipaddress import ip_network
 from typing import TYPE_CHECKING
 
@@ -80,6 +82,7 @@ class Gateway(FrontDoor):
             self.accounting = Accounting(config, self.recorder)
         else:
             self.accounting.configure(config)
+            self.accounting.recorder = self.recorder
         accounting = self.accounting
         self.pipeline.instance_limits = accounting.instance_limit if accounting and accounting.instance_rules else None
 
@@ -95,6 +98,30 @@ class Gateway(FrontDoor):
         """The store (SQLAlchemy: ~18 MB of memory) is opened when keys or usage records need it: with auth on,
         or usage recording explicitly on. A laptop gateway with auth off stays small."""
         return config.auth.enabled or config.usage.enabled is True
+
+    async def _seed_quotas(self, store: Store) -> None:
+        """Daily and monthly quotas count from the store's usage records, so a restart does not reset them."""
+        if self.accounting is None:
+            return
+        now = time.time()
+        day = now - now % 86400
+        month = datetime.fromtimestamp(now, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
+        per_key: dict[str, list[float]] = {}
+        for since, slot in ((month, 2), (day, 0)):
+            for total in await store.usage_totals(since=since):
+                if total.key_id is None:
+                    continue
+                counts = per_key.setdefault(total.key_id, [0, 0, 0, 0])
+                counts[slot] += total.requests
+                counts[slot + 1] += total.prompt_tokens + total.completion_tokens
+        for key_id, (day_requests, day_tokens, month_requests, month_tokens) in per_key.items():
+            self.accounting.quota.seed(
+                key_id,
+                day_requests=int(day_requests),
+                day_tokens=day_tokens,
+                month_requests=int(month_requests),
+                month_tokens=month_tokens,
+            )
 
     async def _refresh_keys(self, store: Store, interval: float) -> None:
         """Poll the store's key version; a key created, disabled or revoked by the CLI, the admin API or
@@ -143,6 +170,8 @@ class Gateway(FrontDoor):
             store = self.store
             # Before log redaction is installed: custom patterns must not mask the one-time password.
             await ensure_first_admin(store)
+            self._apply_accounting(config)
+            await self._seed_quotas(store)
             if config.usage.enabled is not False:
                 self.recorder = UsageRecorder(
                     store.insert_usage,
