@@ -72,6 +72,7 @@ class Accounting:
     def configure(self, config: Config) -> None:
         """Take new limits (live): buckets of unchanged rules keep their state."""
         self.rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope != "instance")
+        self._plans: dict[tuple[int, str, str], tuple[Principal | None, list[tuple[str, str, LimitRule]]]] = {}
         self.instance_rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope == "instance")
 
     def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
@@ -95,9 +96,37 @@ class Accounting:
             headers=_limit_headers(refusal, rule),
         )
 
-    @property
-    def metering(self) -> bool:
-        return True
+    def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> list[tuple[str, str, LimitRule]]:
+        """The limits that apply to requests of this key for this endpoint and model, as (bucket name or its
+        prefix, scope, rule): worked out once, then looked up (the rules only change with the config or keys)."""
+        cache_key = (id(principal), endpoint.service, model)
+        plan = self._plans.get(cache_key)
+        if plan is not None and plan[0] is principal:
+            return plan[1]
+        rules = self.rules + principal.rules if principal is not None else self.rules
+        steps: list[tuple[str, str, LimitRule]] = []
+        for rule in rules:
+            if rule.services and endpoint.service not in rule.services:
+                continue
+            if rule.models and model not in rule.models:
+                continue
+            scope = rule.scope
+            tag = _tag(rule)
+            if scope == "global":
+                steps.append((f"{tag}|global", scope, rule))
+            elif scope == "service":
+                steps.append((f"{tag}|service:{endpoint.service}", scope, rule))
+            elif scope == "model":
+                steps.append((f"{tag}|model:{model}", scope, rule))
+            elif scope == "key":
+                if principal is not None:
+                    steps.append((f"{tag}|key:{principal.id}", scope, rule))
+            elif scope in ("ip", "user"):
+                steps.append((f"{tag}|{scope}:", scope, rule))
+        if len(self._plans) > 10_000:
+            self._plans.clear()
+        self._plans[cache_key] = (principal, steps)
+        return steps
 
     async def admit(
         self,
@@ -116,22 +145,23 @@ class Accounting:
             # that real usage would have let through.
             ticket.prompt_estimate = estimate_prompt_tokens(payload)
             ticket.estimate = ticket.prompt_estimate + estimate_completion_tokens(payload)
-        rules: tuple[LimitRule, ...] = self.rules
-        if principal is not None:
-            rules = rules + principal.rules
         items: list[_Item] = []
-        for rule in rules:
-            if rule.services and endpoint.service not in rule.services:
-                continue
-            if rule.models and model not in rule.models:
-                continue
-            scope = _scope_key(rule, endpoint, model, ip, principal, payload)
-            if scope is None:
-                continue
+        for prefix, scope, rule in self._plan(endpoint, model, principal):
+            if scope == "ip":
+                if ip is None:
+                    continue
+                bucket = prefix + ip
+            elif scope == "user":
+                user = payload.get("user") if isinstance(payload, dict) else payload.text("user")
+                if not isinstance(user, str) or not user:
+                    continue
+                bucket = prefix + user
+            else:
+                bucket = prefix
             # A token estimate larger than the bucket could never pass; it then waits for a full bucket instead
             # (real usage is reconciled afterwards either way).
             cost = min(float(ticket.estimate), rule.burst or rule.rate) if rule.unit == "tokens" else 1.0
-            items.append((f"{_tag(rule)}|{scope}", cost, rule))
+            items.append((bucket, cost, rule))
         if items:
             if self.limiter.in_process:
                 refusal, decisions = self.limiter.check_now(items)
@@ -245,31 +275,6 @@ def _run_now(coro: Coroutine[Any, Any, None]) -> None:
 async def _finish(coro: Coroutine[Any, Any, None]) -> None:
     # The first step already ran in _run_now; awaiting the coroutine object resumes it where it stopped.
     await coro
-
-
-def _scope_key(
-    rule: LimitRule,
-    endpoint: Endpoint,
-    model: str,
-    ip: str | None,
-    principal: Principal | None,
-    payload: dict[str, Any] | Form,
-) -> str | None:
-    scope = rule.scope
-    if scope == "global":
-        return "global"
-    if scope == "service":
-        return f"service:{endpoint.service}"
-    if scope == "model":
-        return f"model:{model}"
-    if scope == "key":
-        return None if principal is None else f"key:{principal.id}"
-    if scope == "ip":
-        return None if ip is None else f"ip:{ip}"
-    if scope == "user":
-        user = payload.get("user") if isinstance(payload, dict) else payload.text("user")
-        return f"user:{user}" if isinstance(user, str) and user else None
-    return None  # "instance" limits are applied when an instance is chosen
 
 
 def _describe(rule: LimitRule) -> str:

@@ -55,6 +55,14 @@ def _text_of(value: Any) -> str:
 
 
 def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
+    messages = payload.get("messages")
+    if isinstance(messages, list):
+        # The common case, without the general walk: plain string contents.
+        chars = 0
+        for message in messages:
+            content = message.get("content") if isinstance(message, dict) else None
+            chars += len(content) if isinstance(content, str) else len(_text_of(content))
+        return (chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN + 4 * len(messages)
     for field in ("messages", "input", "prompt", "query"):
         if field in payload:
             extra = 4 * len(payload[field]) if field == "messages" and isinstance(payload[field], list) else 0

@@ -15,7 +15,7 @@ from ..config.model import LimitRule
 __all__ = ["Decision", "StateBackend"]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~0.5 us more, once per bucket per request
 class Decision:
     """The outcome of one take. Times are seconds from the take; amounts are in the rule's unit."""
 
