@@ -99,7 +99,7 @@ def usage_from_body(body: bytes) -> tuple[int, int] | None:
     return prompt, completion
 
 
-_CONTENT_MARKERS = (b'"content":"', b'"content": "', b'"text":"', b'"text": "')
+_CONTENT_MARKERS = (b'"content"', b'"text"')
 
 
 class StreamUsageTap(StreamTranslator):
@@ -124,8 +124,8 @@ class StreamUsageTap(StreamTranslator):
     def _scan(self, out: bytes) -> bytes:
         if not out:
             return out
-        # Compact (most servers) and spaced JSON; a chunk with empty content counts too, a small over-estimate.
-        self.content_events += sum(out.count(marker) for marker in _CONTENT_MARKERS)
+        # Any chunk naming content counts (empty or null ones too: a small over-estimate, for two byte scans).
+        self.content_events += out.count(_CONTENT_MARKERS[0]) + out.count(_CONTENT_MARKERS[1])
         if b'"usage"' not in out:
             return out
         kept: list[bytes] = []
