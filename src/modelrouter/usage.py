@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -271,7 +270,4 @@ class UsageRecorder:
         await self.flush()
 
     def __repr__(self) -> str:
-        return (
-            f"<UsageRecorder buffered={len(self._buffer)} written={self.written} dropped={self.dropped} "
-            f"at={time.strftime('%H:%M:%S')}>"
-        )
+        return f"<UsageRecorder buffered={len(self._buffer)} written={self.written} dropped={self.dropped}>"
