@@ -149,3 +149,17 @@ def test_client_ip_trusts_forwarded_for_only_from_trusted_proxies() -> None:
     forged = [(b"x-forwarded-for", b"1.2.3.4, 203.0.113.9, 10.1.2.3")]
     assert client_ip("10.0.0.1", forged, trusted) == "203.0.113.9"
     assert client_ip("10.0.0.1", [], trusted) == "10.0.0.1"
+
+
+def test_model_listing_needs_a_key_and_shows_only_allowed_models(start_upstream, start_gateway) -> None:
+    _, gw = _gateway(
+        start_upstream, start_gateway, [{"name": "all", "key": KEY}, {"name": "one", "key": OTHER, "models": ["m"]}]
+    )
+    assert httpx2.get(gw.url + "/v1/models", timeout=5).status_code == 401
+    everything = openai.OpenAI(base_url=gw.url + "/v1", api_key=KEY, max_retries=0)
+    assert {m.id for m in everything.models.list()} == {"m", "secret-model", "e"}
+    restricted = openai.OpenAI(base_url=gw.url + "/v1", api_key=OTHER, max_retries=0)
+    assert [m.id for m in restricted.models.list()] == ["m"]
+    assert restricted.models.retrieve("m").id == "m"
+    with pytest.raises(openai.NotFoundError):
+        restricted.models.retrieve("secret-model")

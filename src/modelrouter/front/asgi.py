@@ -18,13 +18,14 @@ from typing import Any
 import orjson
 
 from ..accounting import Accounting, Ticket
-from ..auth import KeyRing, secret_from_headers
+from ..auth import KeyRing, Principal, secret_from_headers
 from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
     BodyTooLarge,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
+    ModelNotFound,
     NotFound,
     UnsupportedMediaType,
 )
@@ -196,12 +197,24 @@ class FrontDoor:
         if path.startswith("/admin/") and self.admin is not None:
             await self.admin(scope, receive, send)
             return
-        if path in ("/v1/models", "/models"):
+        if path in ("/v1/models", "/models") or path.startswith("/v1/models/"):
             _require_get(method, path)
-            await _send(send, 200, _JSON_HEADERS, self.pipeline.table.models_body)
-        elif path.startswith("/v1/models/"):
-            _require_get(method, path)
-            await _send(send, 200, _JSON_HEADERS, self.pipeline.table.model_object(path[len("/v1/models/") :]))
+            table = self.pipeline.table
+            principal = self._principal(scope)
+            if principal is not None and (principal.models or principal.services):
+                # A restricted key sees only what it may use; other names are "not found", as for OpenAI.
+                visible = table.models_visible(principal.may_use)
+                if path.startswith("/v1/models/"):
+                    model_id = path[len("/v1/models/") :]
+                    if model_id not in visible:
+                        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+                    await _send(send, 200, _JSON_HEADERS, table.model_object(model_id))
+                else:
+                    await _send(send, 200, _JSON_HEADERS, table.models_listing(visible))
+            elif path.startswith("/v1/models/"):
+                await _send(send, 200, _JSON_HEADERS, table.model_object(path[len("/v1/models/") :]))
+            else:
+                await _send(send, 200, _JSON_HEADERS, table.models_body)
         elif path == "/health":
             _require_get(method, path)
             await _send(send, 200, _JSON_HEADERS, b'{"status":"ok"}')
@@ -214,6 +227,18 @@ class FrontDoor:
                 await _send(send, 503, _JSON_HEADERS, orjson.dumps({"status": "not ready", "reason": reason}))
         else:
             raise NotFound(f"Invalid URL ({method} {path})")
+
+    def _principal(self, scope: Scope) -> Principal | None:
+        """The caller's key when auth is on (raises 401 without a valid one), else None."""
+        if self.keys is None:
+            return None
+        authorization = api_key = None
+        for k, v in scope["headers"]:
+            if k == b"authorization":
+                authorization = v
+            elif k == b"x-api-key":
+                api_key = v
+        return self.keys.authenticate(secret_from_headers(authorization, api_key))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -8,7 +8,7 @@ change are carried over (with their counters) from the previous table.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -164,6 +164,19 @@ class RoutingTable:
             seen.setdefault(alias, {"id": alias, "object": "model", "created": self.created, "owned_by": "modelrouter"})
         self._model_objects = seen
         return orjson.dumps({"object": "list", "data": list(seen.values())})
+
+    def models_visible(self, may_use: Callable[[str, str, str], bool]) -> list[str]:
+        """Names (models and aliases) that ``may_use(service, requested, model)`` allows in some service."""
+        visible = [
+            m for m in self._model_objects if any(may_use(s, m, self.aliases.get(m, m)) for s in self._services_of(m))
+        ]
+        return visible
+
+    def models_listing(self, names: list[str]) -> bytes:
+        return orjson.dumps({"object": "list", "data": [self._model_objects[n] for n in names]})
+
+    def _services_of(self, name: str) -> list[str]:
+        return self._service_of_model.get(self.aliases.get(name, name), [])
 
     def model_object(self, model_id: str) -> bytes:
         obj = self._model_objects.get(model_id)
