@@ -196,7 +196,7 @@ async def _keys_create(store: Store, args: argparse.Namespace) -> int:
     )
     await store.audit(_actor(), "key.create", f"key:{record.id}", {"name": record.name, "prefix": record.prefix})
     if args.json:
-        print(json.dumps({**_key_json(record), "secret": secret}))
+        print(json.dumps({**record.public_view(time.time()), "secret": secret}))
         return 0
     print(f"Created key {record.id} {record.name!r} (prefix {record.prefix}, expires {_when(record.expires_at)}).")
     _print_secret(secret)
@@ -211,7 +211,7 @@ def _print_secret(secret: str) -> None:
 async def _keys_list(store: Store, args: argparse.Namespace) -> int:
     records = await store.list_keys()
     if args.json:
-        print(json.dumps([_key_json(r) for r in records]))
+        print(json.dumps([r.public_view(time.time()) for r in records]))
         return 0
     now = time.time()
     rows = [
@@ -227,23 +227,6 @@ async def _keys_list(store: Store, args: argparse.Namespace) -> int:
     ]
     _table(("ID", "NAME", "PREFIX", "ENABLED", "EXPIRES", "REVOKED"), rows)
     return 0
-
-
-def _key_json(record: KeyRecord) -> dict[str, Any]:
-    # Deliberately without `hash`: what the CLI prints tends to end up in tickets and chat.
-    return {
-        "id": record.id,
-        "name": record.name,
-        "prefix": record.prefix,
-        "enabled": record.enabled,
-        "active": record.is_active(time.time()),
-        "expires_at": record.expires_at,
-        "revoked_at": record.revoked_at,
-        "models": list(record.models),
-        "services": list(record.services),
-        "quotas": record.quotas.model_dump(exclude_none=True),
-        "created_at": record.created_at,
-    }
 
 
 async def _find_key(store: Store, args: argparse.Namespace) -> KeyRecord:

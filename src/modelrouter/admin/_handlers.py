@@ -114,7 +114,7 @@ async def me(call: Call) -> Reply:
 
 
 async def list_keys(call: Call) -> Reply:
-    return 200, {"object": "list", "data": [_key_view(k, call.clock()) for k in await call.store.list_keys()]}
+    return 200, {"object": "list", "data": [k.public_view(call.clock()) for k in await call.store.list_keys()]}
 
 
 async def create_key(call: Call) -> Reply:
@@ -142,7 +142,7 @@ async def create_key(call: Call) -> Reply:
             "quotas": quotas.model_dump(exclude_none=True),
         },
     )
-    return 201, {**_key_view(record, call.clock()), "secret": secret}
+    return 201, {**record.public_view(call.clock()), "secret": secret}
 
 
 async def disable_key(call: Call) -> Reply:
@@ -157,14 +157,14 @@ async def _set_enabled(call: Call, *, enabled: bool) -> Reply:
     key = await _key(call)
     record = await call.store.set_key_enabled(key.id, enabled)
     await call.audit("key.enable" if enabled else "key.disable", f"key:{key.id}", {"name": key.name})
-    return 200, _key_view(record, call.clock())
+    return 200, record.public_view(call.clock())
 
 
 async def revoke_key(call: Call) -> Reply:
     key = await _key(call)
     record = await call.store.revoke_key(key.id)
     await call.audit("key.revoke", f"key:{key.id}", {"name": key.name})
-    return 200, _key_view(record, call.clock())
+    return 200, record.public_view(call.clock())
 
 
 async def rotate_key(call: Call) -> Reply:
@@ -173,7 +173,7 @@ async def rotate_key(call: Call) -> Reply:
     record = await _key(call)
     detail = {"name": key.name, "old_prefix": key.prefix, "prefix": record.prefix}
     await call.audit("key.rotate", f"key:{key.id}", detail)
-    return 200, {**_key_view(record, call.clock()), "secret": secret}
+    return 200, {**record.public_view(call.clock()), "secret": secret}
 
 
 async def delete_key(call: Call) -> Reply:
@@ -262,23 +262,6 @@ ROUTES: tuple[Route, ...] = (
 
 
 # --- views: what leaves the API (never a hash, a secret already shown, or a password) --------------------------
-
-
-def _key_view(record: KeyRecord, now: float) -> dict[str, Any]:
-    return {
-        "id": record.id,
-        "name": record.name,
-        "prefix": record.prefix,
-        "enabled": record.enabled,
-        "active": record.is_active(now),
-        "expires_at": record.expires_at,
-        "revoked_at": record.revoked_at,
-        "models": list(record.models),
-        "services": list(record.services),
-        "quotas": record.quotas.model_dump(exclude_none=True),
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    }
 
 
 def _admin_view(record: AdminRecord) -> dict[str, Any]:

@@ -74,6 +74,24 @@ class KeyRecord:
         """Whether this key may authenticate at ``now``: enabled, not revoked, not expired."""
         return self.enabled and self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
+    def public_view(self, now: float) -> dict[str, Any]:
+        """What the CLI and the admin API show of a key: never its hash (printed output ends up in tickets
+        and chat), and the secret only once, by the caller, at creation."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "enabled": self.enabled,
+            "active": self.is_active(now),
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+            "models": list(self.models),
+            "services": list(self.services),
+            "quotas": self.quotas.model_dump(exclude_none=True),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class AdminRecord:
