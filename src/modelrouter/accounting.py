@@ -136,7 +136,7 @@ class Accounting:
         principal: Principal | None,
         table: RoutingTable,
     ) -> Ticket:
-        requested = payload.get("model") if isinstance(payload, dict) else payload.text("model")
+        requested = payload.get("model")
         model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
         meter = Meter()
         ticket = Ticket(endpoint, model, principal, meter)
@@ -152,7 +152,7 @@ class Accounting:
                     continue
                 bucket = prefix + ip
             elif scope == "user":
-                user = payload.get("user") if isinstance(payload, dict) else payload.text("user")
+                user = payload.get("user")
                 if not isinstance(user, str) or not user:
                     continue
                 bucket = prefix + user

@@ -49,8 +49,6 @@ class Gateway(FrontDoor):
         )
         self._config_keys: list[Principal] = []
         self._store_keys: list[Principal] = []
-        masks = ContentMasks(config.redaction.request_masks, config.redaction.response_masks)
-        self.pipeline.masks = masks if masks.active else None
         self.store: Store | None = None
         self.recorder: UsageRecorder | None = None
         # The admin API answers 503 until a store is open (the store holds admin users and tokens).
@@ -61,6 +59,7 @@ class Gateway(FrontDoor):
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
         self.freeze_heap = False
         self._apply_auth(config)
+        self._apply_redaction(config)
 
     def _apply_auth(self, config: Config) -> None:
         auth = config.auth

@@ -153,7 +153,7 @@ class Pipeline:
     ) -> Response | StreamResponse:
         """Try the model's instances, then its fallback models, until one answers; see docs/resilience.md."""
         table = self.table
-        model = payload.get("model") if isinstance(payload, dict) else payload.text("model")
+        model = payload.get("model")
         if model is None:
             # Only endpoints where OpenAI makes `model` optional get here (the front door checked the rest).
             model = table.only_model(endpoint.service)
@@ -427,7 +427,7 @@ def _passed_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
 
 def _hash_key(hash_on: str, payload: dict[str, Any] | Form, client: ClientInfo) -> str | None:
     if hash_on == "user":
-        user = payload.get("user") if isinstance(payload, dict) else payload.text("user")
+        user = payload.get("user")
         if isinstance(user, str) and user:
             return user
     elif hash_on.startswith("header:"):

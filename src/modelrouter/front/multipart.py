@@ -51,6 +51,7 @@ class Form:
         return None
 
     def get(self, name: str) -> str | None:
+        """A text field, so that code reading ``model`` or ``user`` treats a form like a JSON body."""
         return self.text(name)
 
     def has_file(self, name: str) -> bool:
