@@ -163,3 +163,26 @@ def test_model_listing_needs_a_key_and_shows_only_allowed_models(start_upstream,
     assert restricted.models.retrieve("m").id == "m"
     with pytest.raises(openai.NotFoundError):
         restricted.models.retrieve("secret-model")
+
+
+def test_a_remembered_key_still_expires_and_is_forgotten_on_replace(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelrouter.auth import AuthenticationFailed, KeyRing, Principal
+    from modelrouter.keys import hash_secret
+
+    now = [1000.0]
+    monkeypatch.setattr("modelrouter.auth.time.time", lambda: now[0])
+    principal = Principal(id="k1", name="soon", hash=hash_secret(KEY), expires_at=1010.0)
+    ring = KeyRing([principal])
+    bearer = b"Bearer " + KEY.encode()
+    assert ring.authenticate_headers(bearer, None) is principal
+    assert ring.authenticate_headers(bearer, None) is principal  # remembered
+    now[0] = 1010.0
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        ring.authenticate_headers(bearer, None)
+    now[0] = 1000.0
+    assert ring.authenticate_headers(bearer, None) is principal
+    ring.replace([])  # revoked: the remembered header must not let it in
+    with pytest.raises(AuthenticationFailed, match="Incorrect API key"):
+        ring.authenticate_headers(bearer, None)
+    with pytest.raises(AuthenticationFailed, match="didn't provide"):
+        ring.authenticate_headers(b"Basic abc", None)

@@ -20,6 +20,12 @@ def test_usage_from_body_reads_openai_and_other_shapes() -> None:
     )
     assert usage_from_body(body) == (12, 7)
     assert usage_from_body(b'{"usage": {"input_tokens": 4, "output_tokens": 2}}') == (4, 2)
+    # Any field order and spacing (the OpenAI order is only the fast path).
+    assert usage_from_body(b'{"usage": {"total_tokens": 20, "completion_tokens" : 5,\n "prompt_tokens": 15}}') == (
+        15,
+        5,
+    )
+    assert usage_from_body(b'{"usage":{"prompt_tokens":3,"total_tokens":3}}') == (3, 0)
     assert usage_from_body(b'{"usage": {"total_tokens": 9}}') == (9, 0)
     assert usage_from_body(b'{"data": []}') is None
     assert usage_from_body(b'{"usage": null}') is None

@@ -29,6 +29,28 @@ __all__ = ["Accounting", "Ticket"]
 
 _Item = tuple[str, float, LimitRule]
 
+# How a plan step names its bucket: as is, or with the client IP / the request's ``user`` appended.
+_FIXED, _BY_IP, _BY_USER = "fixed", "ip", "user"
+
+
+class _Plan:
+    """The limits for one (key, service, model): steps of (bucket name or its prefix, how to complete it, rule,
+    the most tokens the bucket can hold - 0.0 for a request-counting rule)."""
+
+    __slots__ = ("may_wait", "principal", "steps", "tokens")
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal  # kept so that a cached plan is only used for this very key object
+        self.steps: list[tuple[str, str, LimitRule, float]] = []
+        self.tokens = False  # some step counts tokens (its estimate is reconciled with real usage)
+        self.may_wait = False  # some step is a leaky bucket that may hold the request
+
+    def add(self, bucket: str, how: str, rule: LimitRule) -> None:
+        token_cap = (rule.burst or rule.rate) if rule.unit == "tokens" else 0.0
+        self.steps.append((bucket, how, rule, token_cap))
+        self.tokens = self.tokens or rule.unit == "tokens"
+        self.may_wait = self.may_wait or rule.algorithm == "leaky_bucket"
+
 
 class Ticket:
     """What one admitted request took, to be settled when it ends (exactly once)."""
@@ -72,7 +94,7 @@ class Accounting:
     def configure(self, config: Config) -> None:
         """Take new limits (live): buckets of unchanged rules keep their state."""
         self.rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope != "instance")
-        self._plans: dict[tuple[int, str, str], tuple[Principal | None, list[tuple[str, str, LimitRule]]]] = {}
+        self._plans: dict[tuple[int, str, str], _Plan] = {}
         self.instance_rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope == "instance")
 
     def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
@@ -96,15 +118,15 @@ class Accounting:
             headers=_limit_headers(refusal, rule),
         )
 
-    def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> list[tuple[str, str, LimitRule]]:
-        """The limits that apply to requests of this key for this endpoint and model, as (bucket name or its
-        prefix, scope, rule): worked out once, then looked up (the rules only change with the config or keys)."""
+    def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> _Plan:
+        """The limits that apply to requests of this key for this endpoint and model: worked out once, then
+        looked up (the rules only change with the config or the keys, and either brings new objects)."""
         cache_key = (id(principal), endpoint.service, model)
         plan = self._plans.get(cache_key)
-        if plan is not None and plan[0] is principal:
-            return plan[1]
+        if plan is not None and plan.principal is principal:
+            return plan
         rules = self.rules + principal.rules if principal is not None else self.rules
-        steps: list[tuple[str, str, LimitRule]] = []
+        plan = _Plan(principal)
         for rule in rules:
             if rule.services and endpoint.service not in rule.services:
                 continue
@@ -113,20 +135,22 @@ class Accounting:
             scope = rule.scope
             tag = _tag(rule)
             if scope == "global":
-                steps.append((f"{tag}|global", scope, rule))
+                plan.add(f"{tag}|global", _FIXED, rule)
             elif scope == "service":
-                steps.append((f"{tag}|service:{endpoint.service}", scope, rule))
+                plan.add(f"{tag}|service:{endpoint.service}", _FIXED, rule)
             elif scope == "model":
-                steps.append((f"{tag}|model:{model}", scope, rule))
+                plan.add(f"{tag}|model:{model}", _FIXED, rule)
             elif scope == "key":
                 if principal is not None:
-                    steps.append((f"{tag}|key:{principal.id}", scope, rule))
-            elif scope in ("ip", "user"):
-                steps.append((f"{tag}|{scope}:", scope, rule))
+                    plan.add(f"{tag}|key:{principal.id}", _FIXED, rule)
+            elif scope == "ip":
+                plan.add(f"{tag}|ip:", _BY_IP, rule)
+            elif scope == "user":
+                plan.add(f"{tag}|user:", _BY_USER, rule)
         if len(self._plans) > 10_000:
             self._plans.clear()
-        self._plans[cache_key] = (principal, steps)
-        return steps
+        self._plans[cache_key] = plan
+        return plan
 
     async def admit(
         self,
@@ -138,31 +162,30 @@ class Accounting:
     ) -> Ticket:
         requested = payload.get("model")
         model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
-        meter = Meter()
-        ticket = Ticket(endpoint, model, principal, meter)
+        ticket = Ticket(endpoint, model, principal, Meter())
         if isinstance(payload, dict):
             # From the text itself, not the body's size: JSON's overhead would over-reserve and refuse requests
             # that real usage would have let through.
             ticket.prompt_estimate = estimate_prompt_tokens(payload)
             ticket.estimate = ticket.prompt_estimate + estimate_completion_tokens(payload)
+        plan = self._plan(endpoint, model, principal)
         items: list[_Item] = []
-        for prefix, scope, rule in self._plan(endpoint, model, principal):
-            if scope == "ip":
-                if ip is None:
-                    continue
-                bucket = prefix + ip
-            elif scope == "user":
-                user = payload.get("user")
-                if not isinstance(user, str) or not user:
-                    continue
-                bucket = prefix + user
-            else:
-                bucket = prefix
-            # A token estimate larger than the bucket could never pass; it then waits for a full bucket instead
-            # (real usage is reconciled afterwards either way).
-            cost = min(float(ticket.estimate), rule.burst or rule.rate) if rule.unit == "tokens" else 1.0
-            items.append((bucket, cost, rule))
-        if items:
+        wait = 0.0
+        if plan.steps:
+            estimate = float(ticket.estimate)
+            for bucket, how, rule, token_cap in plan.steps:
+                if how is _BY_IP:
+                    if ip is None:
+                        continue
+                    bucket += ip
+                elif how is _BY_USER:
+                    user = payload.get("user")
+                    if not isinstance(user, str) or not user:
+                        continue
+                    bucket += user
+                # A token estimate larger than the bucket could never pass; it then waits for a full bucket
+                # instead (real usage is reconciled afterwards either way).
+                items.append((bucket, 1.0 if token_cap == 0.0 else min(estimate, token_cap), rule))
             if self.limiter.in_process:
                 refusal, decisions = self.limiter.check_now(items)
             else:
@@ -173,10 +196,10 @@ class Accounting:
                     f"Rate limit reached ({_describe(rule)}). Try again in {refusal.retry_after:.1f}s.",
                     headers=_limit_headers(refusal, rule),
                 )
-            ticket.items = [i for i in items if i[2].unit == "tokens"]
-            wait = max(d.wait for d in decisions)
-        else:
-            wait = 0.0
+            if plan.tokens:
+                ticket.items = [i for i in items if i[2].unit == "tokens"]
+            if plan.may_wait:
+                wait = max(d.wait for d in decisions)
         if principal is not None:
             cap = principal.quotas.max_concurrent
             if cap is not None:
@@ -187,16 +210,16 @@ class Accounting:
                         headers=[(b"retry-after", b"1")],
                     )
                 ticket.concurrency_key = principal.id
-            quota = None
             if principal.has_quota:
                 quota = await self.quota.take(principal.id, principal.quotas, float(ticket.estimate))
-            if quota is not None:
-                await self._give_back(ticket, items)
-                raise QuotaExceeded(
-                    f"You exceeded your {quota.quota.replace('_', ' ')} quota ({quota.used:.0f} of {quota.limit:.0f}).",
-                    headers=[(b"retry-after", str(math.ceil(quota.retry_after)).encode())],
-                )
-            ticket.quota_key = principal.id
+                if quota is not None:
+                    await self._give_back(ticket, items)
+                    raise QuotaExceeded(
+                        f"You exceeded your {quota.quota.replace('_', ' ')} quota "
+                        f"({quota.used:.0f} of {quota.limit:.0f}).",
+                        headers=[(b"retry-after", str(math.ceil(quota.retry_after)).encode())],
+                    )
+                ticket.quota_key = principal.id
         if wait > 0:
             await asyncio.sleep(wait)  # leaky bucket: smooth the request into its slot
         return ticket

@@ -77,25 +77,42 @@ def estimate_completion_tokens(payload: dict[str, Any]) -> int:
     return completion
 
 
-_USAGE_NUMBERS = re.compile(rb'"(prompt_tokens|completion_tokens|input_tokens|output_tokens|total_tokens)"\s*:\s*(\d+)')
+_NUMBER = re.compile(rb"\s*:\s*(\d+)")
+# How OpenAI and most servers write it; anything else takes the field-by-field path.
+_OPENAI_USAGE = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d+)\s*,\s*"completion_tokens"\s*:\s*(\d+)')
+
+
+def _count(body: bytes, name: bytes, start: int) -> int | None:
+    at = body.find(name, start)
+    if at < 0:
+        return None
+    match = _NUMBER.match(body, at + len(name))
+    return int(match[1]) if match else None
 
 
 def usage_from_body(body: bytes) -> tuple[int, int] | None:
     """(prompt, completion) tokens from a JSON answer's ``usage`` object, if it has one.
 
-    Read with a regular expression over the text after ``"usage"`` rather than by parsing the whole answer: this
-    runs on every metered request, and answers can be large (many choices, long content)."""
+    Read by finding the field names after ``"usage"`` rather than by parsing the whole answer: this runs on
+    every metered request, and answers can be large (many choices, long content)."""
     at = body.rfind(b'"usage"')
     if at < 0:
         return None
-    numbers = {name: int(value) for name, value in _USAGE_NUMBERS.findall(body, at)}
-    if not numbers:
-        return None
-    prompt = numbers.get(b"prompt_tokens", numbers.get(b"input_tokens", 0))
-    completion = numbers.get(b"completion_tokens", numbers.get(b"output_tokens", 0))
+    common = _OPENAI_USAGE.match(body, at)
+    if common is not None:
+        return int(common[1]), int(common[2])
+    prompt = _count(body, b'"prompt_tokens"', at)
+    if prompt is None:
+        prompt = _count(body, b'"input_tokens"', at)
+    completion = _count(body, b'"completion_tokens"', at)
+    if completion is None:
+        completion = _count(body, b'"output_tokens"', at)
     if not prompt and not completion:
-        return numbers.get(b"total_tokens", 0), 0
-    return prompt, completion
+        total = _count(body, b'"total_tokens"', at)
+        if total is None and prompt is None and completion is None:
+            return None
+        return total or 0, 0
+    return prompt or 0, completion or 0
 
 
 _CONTENT_MARKERS = (b'"content"', b'"text"')

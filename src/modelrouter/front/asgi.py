@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ..accounting import Accounting, Ticket
-from ..auth import KeyRing, Principal, secret_from_headers
+from ..auth import KeyRing, Principal
 from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
     BodyTooLarge,
@@ -109,7 +109,7 @@ class FrontDoor:
             # Authenticate before reading the body: a caller without a valid key costs us nothing more.
             principal = None
             if self.keys is not None:
-                principal = self.keys.authenticate(secret_from_headers(authorization, api_key))
+                principal = self.keys.authenticate_headers(authorization, api_key)
 
             payload: dict[str, Any] | Form
             if endpoint.body == "json":
@@ -238,7 +238,7 @@ class FrontDoor:
                 authorization = v
             elif k == b"x-api-key":
                 api_key = v
-        return self.keys.authenticate(secret_from_headers(authorization, api_key))
+        return self.keys.authenticate_headers(authorization, api_key)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

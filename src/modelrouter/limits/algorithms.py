@@ -24,6 +24,9 @@ import math
 from ..config.model import LimitRule
 from .base import Decision
 
+# Decisions are built with tuple.__new__: half the cost of calling the class, once per bucket per request.
+_new = tuple.__new__
+
 __all__ = ["ALGORITHMS", "Algorithm", "FixedWindow", "LeakyBucket", "SlidingWindow", "State", "TokenBucket", "Warmup"]
 
 State = dict[str, float]
@@ -78,17 +81,32 @@ class TokenBucket(Algorithm):
 
     @staticmethod
     def take(state: State | None, cost: float, now: float, rule: LimitRule) -> tuple[State, Decision]:
-        capacity = rule.burst or rule.rate
-        fill = rule.rate / rule.period
+        rate = rule.rate
+        capacity = rule.burst or rate
+        fill = rate / rule.period
         if state is None:
             state = {"tokens": capacity, "at": now}
-        tokens = _refill(state, now, capacity, fill)
+            tokens = capacity
+        else:  # _refill, inlined: this runs for every bucket of every request
+            elapsed = now - state["at"]
+            if elapsed > 0:
+                state["at"] = now
+                tokens = state["tokens"] + elapsed * fill
+                if tokens > capacity:
+                    tokens = capacity
+            else:
+                tokens = state["tokens"]
+                if tokens > capacity:
+                    tokens = capacity
         if tokens + _EPS >= cost:
             tokens -= cost
             state["tokens"] = tokens
-            return state, Decision(True, max(tokens, 0.0), capacity, 0.0, (capacity - tokens) / fill)
+            return state, _new(
+                Decision, (True, tokens if tokens > 0.0 else 0.0, capacity, 0.0, (capacity - tokens) / fill, 0.0)
+            )
+        state["tokens"] = tokens  # the refill up to now, kept though nothing was taken
         retry = (cost - tokens) / fill if cost <= capacity else math.inf
-        return state, Decision(False, max(tokens, 0.0), capacity, retry, (capacity - tokens) / fill)
+        return state, _new(Decision, (False, max(tokens, 0.0), capacity, retry, (capacity - tokens) / fill, 0.0))
 
     @staticmethod
     def adjust(state: State | None, delta: float, now: float, rule: LimitRule) -> State:
@@ -129,11 +147,11 @@ class LeakyBucket(Algorithm):
         if after <= horizon + _EPS:
             state["tat"] = now + after
             wait = after - tolerance
-            return state, Decision(
-                True, max((horizon - after) / interval, 0.0), limit, 0.0, after, wait if wait > 0 else 0.0
+            return state, _new(
+                Decision, (True, max((horizon - after) / interval, 0.0), limit, 0.0, after, wait if wait > 0 else 0.0)
             )
         retry = after - horizon if cost * interval <= horizon + _EPS else math.inf
-        return state, Decision(False, max((horizon - backlog) / interval, 0.0), limit, retry, backlog)
+        return state, _new(Decision, (False, max((horizon - backlog) / interval, 0.0), limit, retry, backlog, 0.0))
 
     @staticmethod
     def adjust(state: State | None, delta: float, now: float, rule: LimitRule) -> State:
@@ -171,10 +189,10 @@ class SlidingWindow(Algorithm):
         if used + cost <= rate + _EPS:
             state["curr"] = curr + cost
             reset = _sliding_reset(start, prev, curr + cost, now, period)
-            return state, Decision(True, max(rate - used - cost, 0.0), rate, 0.0, reset)
+            return state, _new(Decision, (True, max(rate - used - cost, 0.0), rate, 0.0, reset, 0.0))
         retry = _sliding_retry(prev, curr, elapsed, cost, rate, period)
-        return state, Decision(
-            False, max(rate - used, 0.0), rate, retry, _sliding_reset(start, prev, curr, now, period)
+        return state, _new(
+            Decision, (False, max(rate - used, 0.0), rate, retry, _sliding_reset(start, prev, curr, now, period), 0.0)
         )
 
     @staticmethod
@@ -242,8 +260,10 @@ class FixedWindow(Algorithm):
         if count + cost <= rate + _EPS:
             count += cost
             state["count"] = count
-            return state, Decision(True, max(rate - count, 0.0), rate, 0.0, reset)
-        return state, Decision(False, max(rate - count, 0.0), rate, reset if cost <= rate else math.inf, reset)
+            return state, _new(Decision, (True, max(rate - count, 0.0), rate, 0.0, reset, 0.0))
+        return state, _new(
+            Decision, (False, max(rate - count, 0.0), rate, reset if cost <= rate else math.inf, reset, 0.0)
+        )
 
     @staticmethod
     def adjust(state: State | None, delta: float, now: float, rule: LimitRule) -> State:
@@ -298,9 +318,9 @@ class Warmup(Algorithm):
         if tokens + _EPS >= cost or (tokens + _EPS >= size and cost <= capacity):
             tokens -= cost
             state["tokens"] = tokens
-            return state, Decision(True, max(tokens, 0.0), capacity, 0.0, (size - tokens) / fill)
+            return state, _new(Decision, (True, max(tokens, 0.0), capacity, 0.0, (size - tokens) / fill, 0.0))
         retry = (min(cost, size) - tokens) / fill if cost <= capacity else math.inf
-        return state, Decision(False, max(tokens, 0.0), capacity, retry, (size - tokens) / fill)
+        return state, _new(Decision, (False, max(tokens, 0.0), capacity, retry, (size - tokens) / fill, 0.0))
 
     @staticmethod
     def adjust(state: State | None, delta: float, now: float, rule: LimitRule) -> State:

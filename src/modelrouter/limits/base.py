@@ -7,16 +7,14 @@ strings the caller builds, e.g. ``"key:abc|rule:3"``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..config.model import LimitRule
 
 __all__ = ["Decision", "StateBackend"]
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs ~0.5 us more, once per bucket per request
-class Decision:
+class Decision(NamedTuple):  # a tuple: the cheapest record to build, once per bucket per request
     """The outcome of one take. Times are seconds from the take; amounts are in the rule's unit."""
 
     allowed: bool

@@ -9,18 +9,19 @@ the keys that are actually live, however many client IPs or users pass by.
 from __future__ import annotations
 
 from ..config.model import LimitRule
-from .algorithms import ALGORITHMS, State
+from .algorithms import ALGORITHMS, Algorithm, State
 from .base import Decision
 
 __all__ = ["MemoryBackend"]
 
 
 class _Entry:
-    __slots__ = ("rule", "state")
+    __slots__ = ("algorithm", "rule", "state")
 
-    def __init__(self, state: State, rule: LimitRule) -> None:
-        self.state = state
+    def __init__(self, state: State | None, rule: LimitRule) -> None:
+        self.state = state  # None until the first step
         self.rule = rule  # what the state was last stepped with; tells the sweep how to read it
+        self.algorithm: type[Algorithm] = ALGORITHMS[rule.algorithm]
 
 
 class MemoryBackend:
@@ -40,37 +41,32 @@ class MemoryBackend:
     # Synchronous twins: an in-process step needs no await, and a coroutine per bucket per request measured a
     # few percent of throughput. ``Limiter`` uses these when the backend has them.
     def take_now(self, key: str, cost: float, now: float, rule: LimitRule) -> Decision:
-        algorithm = ALGORITHMS[rule.algorithm]
         entry = self._entries.get(key)
-        if entry is not None and entry.rule is not rule:
-            entry = self._reconfigure(key, entry, rule)
-        if entry is None:
-            if len(self._entries) >= self._sweep_at:
-                self.sweep(now)
-            state, decision = algorithm.take(None, cost, now, rule)
-            self._entries[key] = _Entry(state, rule)
-            return decision
-        entry.state, decision = algorithm.take(entry.state, cost, now, rule)
+        if entry is None or entry.rule is not rule:
+            entry = self._entry(key, entry, rule, now)
+        entry.state, decision = entry.algorithm.take(entry.state, cost, now, rule)
         return decision
 
     def adjust_now(self, key: str, delta: float, now: float, rule: LimitRule) -> None:
-        algorithm = ALGORITHMS[rule.algorithm]
         entry = self._entries.get(key)
-        if entry is not None and entry.rule is not rule:
-            entry = self._reconfigure(key, entry, rule)
-        if entry is None:
-            if delta > 0:  # a refund to a fresh state changes nothing, so only debt needs a record
-                self._entries[key] = _Entry(algorithm.adjust(None, delta, now, rule), rule)
-            return
-        entry.state = algorithm.adjust(entry.state, delta, now, rule)
+        if entry is None and delta <= 0:
+            return  # a refund to a fresh state changes nothing, so only debt needs a record
+        if entry is None or entry.rule is not rule:
+            entry = self._entry(key, entry, rule, now)
+        entry.state = entry.algorithm.adjust(entry.state, delta, now, rule)
 
-    def _reconfigure(self, key: str, entry: _Entry, rule: LimitRule) -> _Entry | None:
-        """The config was reloaded. With the same algorithm the state's fields mean the same, so keep it;
-        with another, start fresh."""
-        if entry.rule.algorithm != rule.algorithm:
+    def _entry(self, key: str, entry: _Entry | None, rule: LimitRule, now: float) -> _Entry:
+        """The entry for a key never seen (or swept), or one whose rule object changed: the config was
+        reloaded. With the same algorithm the state's fields mean the same, so it is kept; with another, the
+        key starts fresh."""
+        if entry is not None:
+            if entry.rule.algorithm == rule.algorithm:
+                entry.rule = rule
+                return entry
             del self._entries[key]
-            return None
-        entry.rule = rule
+        elif len(self._entries) >= self._sweep_at:
+            self.sweep(now)
+        entry = self._entries[key] = _Entry(None, rule)
         return entry
 
     def sweep(self, now: float) -> int:
@@ -78,7 +74,7 @@ class MemoryBackend:
         expired = [
             key
             for key, entry in self._entries.items()
-            if ALGORITHMS[entry.rule.algorithm].expires(entry.state, entry.rule) <= now
+            if entry.state is None or entry.algorithm.expires(entry.state, entry.rule) <= now
         ]
         for key in expired:
             del self._entries[key]
