@@ -31,6 +31,7 @@ from modelrouter.config.model import KeyQuotas, LimitRule, StoreConfig
 from modelrouter.store import (
     ConflictError,
     NotFoundError,
+    StaleVersionError,
     Store,
     StoreError,
     UsageRecord,
@@ -548,6 +549,35 @@ async def test_config_versions(store: Store) -> None:
     assert await store.get_config_version(v1.id) == v1
     assert (v1.config, v1.comment, v2.comment) == ("server: {port: 1}\n", "first", "")
     assert await store.get_config_version(999) is None
+
+
+async def test_config_versions_are_numbered_and_refuse_stale_writes(store: Store) -> None:
+    assert await store.latest_config_version() is None
+    assert await store.latest_config_version_id() is None
+    v1 = await store.add_config_version("a: 1\n", author="seed", based_on=None)
+    assert v1.id == 1
+    with pytest.raises(StaleVersionError, match="based on version None, the current one is 1"):
+        await store.add_config_version("a: 2\n", author="x", based_on=None)
+    v2 = await store.add_config_version("a: 2\n", author="x", based_on=1)
+    with pytest.raises(StaleVersionError):
+        await store.add_config_version("a: 3\n", author="y", based_on=1)  # made from v1 while v2 came first
+    assert (await store.latest_config_version()) == v2
+    assert await store.latest_config_version_id() == 2
+    assert [v.id for v in await store.list_config_versions()] == [2, 1]
+
+
+async def test_racing_config_writers_one_wins(config: StoreConfig) -> None:
+    """Two processes applying a change made from the same version: exactly one becomes the next version."""
+    async with await Store.open(config) as a, await Store.open(config) as b:
+        base = await a.latest_config_version_id()
+        results = await asyncio.gather(
+            *(s.add_config_version(f"w: {i}\n", author=f"w{i}", based_on=base) for i, s in enumerate((a, b, a, b))),
+            return_exceptions=True,
+        )
+        won = [r for r in results if not isinstance(r, BaseException)]
+        assert len(won) == 1, results
+        assert all(isinstance(r, StaleVersionError) for r in results if r not in won)
+        assert won[0].id == (base or 0) + 1
 
 
 # --- several processes ---------------------------------------------------------------------------------------

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from ._base import StoreBase
-from ._records import USAGE_FIELDS, AuditRecord, ConfigVersion, UsageLike, UsageRecord, UsageTotal
+from ._records import USAGE_FIELDS, AuditRecord, ConfigVersion, StaleVersionError, UsageLike, UsageRecord, UsageTotal
 from ._schema import audit_log, config_versions, usage_records
 
-__all__ = ["ActivityStore"]
+__all__ = ["ANY", "ActivityStore"]
+
+
+class _Unset(enum.Enum):
+    ANY = "any"
+
+
+ANY = _Unset.ANY  # ``add_config_version(based_on=ANY)``: no optimistic check (an import, a file load)
 
 
 class ActivityStore(StoreBase):
@@ -101,15 +109,40 @@ class ActivityStore(StoreBase):
             rows = await conn.execute(query)
             return [AuditRecord(**row._mapping) for row in rows]
 
-    async def add_config_version(self, config: str, *, author: str, comment: str = "") -> ConfigVersion:
+    async def add_config_version(
+        self, config: str, *, author: str, comment: str = "", based_on: int | None | _Unset = ANY
+    ) -> ConfigVersion:
+        """Save a new version, numbered one past the newest. With ``based_on`` (the version the change was made
+        from; ``None`` for the very first), refuse with ``StaleVersionError`` if another version came first -
+        also when two processes race: both would take the same number, and the primary key lets one win."""
         now = self._now()
-        async with self._write() as conn:
-            result = await conn.execute(
-                config_versions.insert().values(created_at=now, author=author, comment=comment, config=config)
-            )
-            version_id = result.inserted_primary_key[0]  # type: ignore[index]  # always set for a single-row insert
-            row = (await conn.execute(config_versions.select().where(config_versions.c.id == version_id))).one()
+        try:
+            async with self._write() as conn:
+                latest = (await conn.execute(sa.select(sa.func.max(config_versions.c.id)))).scalar()
+                if based_on is not ANY and based_on != latest:
+                    raise StaleVersionError(based_on, latest)
+                version_id = (latest or 0) + 1
+                await conn.execute(
+                    config_versions.insert().values(
+                        id=version_id, created_at=now, author=author, comment=comment, config=config
+                    )
+                )
+                row = (await conn.execute(config_versions.select().where(config_versions.c.id == version_id))).one()
+        except sa.exc.IntegrityError:
+            raise StaleVersionError(None if based_on is ANY else based_on, None) from None
         return ConfigVersion(**row._mapping)
+
+    async def latest_config_version(self) -> ConfigVersion | None:
+        async with self._read() as conn:
+            query = config_versions.select().order_by(config_versions.c.id.desc()).limit(1)
+            row = (await conn.execute(query)).first()
+        return None if row is None else ConfigVersion(**row._mapping)
+
+    async def latest_config_version_id(self) -> int | None:
+        """The newest version's number: one cheap query, polled by gateways to pick up changes made elsewhere."""
+        async with self._read() as conn:
+            latest: int | None = (await conn.execute(sa.select(sa.func.max(config_versions.c.id)))).scalar()
+        return latest
 
     async def list_config_versions(self, limit: int = 50) -> list[ConfigVersion]:
         """Newest first."""

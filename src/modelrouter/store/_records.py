@@ -47,6 +47,18 @@ class ConflictError(StoreError):
     pass
 
 
+class StaleVersionError(ConflictError):
+    """A config change was based on a version that is no longer the newest (someone else changed it first)."""
+
+    def __init__(self, expected: int | None, latest: int | None) -> None:
+        self.expected = expected
+        self.latest = latest
+        super().__init__(
+            f"the config changed meanwhile: this change is based on version {expected}, the current one is "
+            f"{latest}; reload it and apply your change again"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """A client API key as stored. ``hash`` is the SHA-256 hex of the secret; the secret itself is not kept."""
@@ -187,7 +199,8 @@ class AuditRecord:
 
 @dataclass(frozen=True, slots=True)
 class ConfigVersion:
-    """A saved config file text, e.g. before an admin edit, so it can be shown or restored."""
+    """One version of the config: the YAML text as written (``${ENV}`` references unexpanded), who made it,
+    when and why. Versions are immutable and numbered 1, 2, 3 … in the order they were made."""
 
     id: int
     created_at: float
