@@ -110,7 +110,7 @@ class ActivityStore(StoreBase):
             return [AuditRecord(**row._mapping) for row in rows]
 
     async def add_config_version(
-        self, config: str, *, author: str, comment: str = "", based_on: int | None | _Unset = ANY
+        self, config: str, *, author: str, comment: str = "", based_on: int | _Unset | None = ANY
     ) -> ConfigVersion:
         """Save a new version, numbered one past the newest. With ``based_on`` (the version the change was made
         from; ``None`` for the very first), refuse with ``StaleVersionError`` if another version came first -
