@@ -505,8 +505,41 @@ EVERY_ROUTE = [
     ("DELETE", "/admin/api/keys/{id}"),
     ("GET", "/admin/api/admins"),
     ("POST", "/admin/api/admins"),
+    ("PATCH", "/admin/api/admins/{username}"),
+    ("POST", "/admin/api/admins/{username}/password"),
     ("GET", "/admin/api/audit"),
+    ("GET", "/admin/api/config"),
+    ("PUT", "/admin/api/config"),
+    ("GET", "/admin/api/config/export"),
+    ("GET", "/admin/api/config/versions"),
+    ("GET", "/admin/api/config/versions/{version}"),
+    ("POST", "/admin/api/config/versions/{version}/apply"),
+    ("GET", "/admin/api/config/diff"),
+    ("GET", "/admin/api/config/sections/{section}"),
+    ("PUT", "/admin/api/config/sections/{section}"),
+    ("GET", "/admin/api/services"),
+    ("GET", "/admin/api/services/{service}"),
+    ("PUT", "/admin/api/services/{service}"),
+    ("PATCH", "/admin/api/services/{service}"),
+    ("DELETE", "/admin/api/services/{service}"),
+    ("POST", "/admin/api/services/{service}/instances"),
+    ("PUT", "/admin/api/services/{service}/instances/{name}"),
+    ("PATCH", "/admin/api/services/{service}/instances/{name}"),
+    ("DELETE", "/admin/api/services/{service}/instances/{name}"),
+    ("GET", "/admin/api/state"),
+    ("GET", "/admin/api/usage"),
+    ("GET", "/admin/api/usage/records"),
 ]
+
+# What each path parameter is replaced with when a test calls every route.
+PATH_VALUES = {"{username}": "admin", "{version}": "1", "{section}": "aliases", "{service}": "chat", "{name}": "m"}
+
+
+def concrete(template: str, key_id: int = 1) -> str:
+    path = template.replace("{id}", str(key_id))
+    for name, value in PATH_VALUES.items():
+        path = path.replace(name, value)
+    return path
 
 
 def test_the_route_list_below_is_every_route() -> None:
@@ -533,13 +566,26 @@ async def test_client_api_keys_never_work_on_admin_routes(
         "/admin/api/keys": {"name": "sneaky"},
         "/admin/api/admins": {"username": "sneaky", "password": PASSWORD, "role": "admin"},
     }.get(template)
-    body = body if method == "POST" else None
-    reply = await client.request(method, template.replace("{id}", str(key.id)), json=body, headers=headers)
+    body = body if method in ("POST", "PUT", "PATCH") else None
+    reply = await client.request(method, concrete(template, key.id), json=body, headers=headers)
     assert reply.status == 401, reply.body
     assert reply.error["type"] == "authentication_error"
     # Nothing changed.
     assert [a.username for a in await store.list_admins()] == ["admin"]
     assert await store.list_keys() == [key]
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.role in ("operator", "admin")], ids=lambda r: f"{r.method} {r.template}")
+async def test_a_role_below_the_routes_is_refused_and_nothing_is_written(
+    store: Store, client: Client, users: dict[Role, str], route: Any
+) -> None:
+    weaker = ["viewer"] if route.role == "operator" else ["viewer", "operator"]
+    audit_before = await store.list_audit(1000)
+    for role in weaker:
+        reply = await client.request(route.method, concrete(route.template), json={}, token=users[role])
+        assert reply.status == 403, (role, reply.body)
+        assert reply.error["code"] == "insufficient_role"
+    assert await store.list_audit(1000) == audit_before
 
 
 def test_a_client_key_that_works_on_v1_is_refused_on_admin_through_the_gateway(

@@ -160,6 +160,18 @@ async def test_open_creates_schema_at_newest_revision(store: Store, raw: AsyncEn
     assert await store.list_keys() == []
 
 
+def test_head_revision_is_the_newest_migration() -> None:
+    """The store skips Alembic when a database is at HEAD_REVISION: a new migration must move it."""
+    from alembic.config import Config as AlembicConfig
+    from alembic.script import ScriptDirectory
+
+    from modelrouter.store._engine import HEAD_REVISION, MIGRATIONS
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+
+
 async def test_schema_matches_migrations(store: Store, raw: AsyncEngine) -> None:
     """_schema.py (what the queries use) and the migrations (what the database has) describe the same tables."""
 

@@ -8,13 +8,15 @@ import logging
 import time
 from datetime import UTC, datetime
 from ipaddress import ip_network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .accounting import Accounting
 from .admin import AdminApp, ensure_first_admin
 from .auth import KeyRing, Principal, principal_from_config, principal_from_record
 from .config.model import Config
+from .control import ConfigControl
 from .front.asgi import FrontDoor
+from .livestate import live_state
 from .pipeline import Pipeline
 from .redaction import ContentMasks, install_log_redaction
 from .routing.health import HealthChecker
@@ -53,9 +55,15 @@ class Gateway(FrontDoor):
         self.recorder: UsageRecorder | None = None
         # The admin API answers 503 until a store is open (the store holds admin users and tokens).
         self.admin = AdminApp(
-            lambda: self.store, lambda: self.config.admin, trusted_proxies=lambda: self.trusted_proxies
+            lambda: self.store,
+            lambda: self.config.admin,
+            trusted_proxies=lambda: self.trusted_proxies,
+            control_getter=lambda: self.control,
+            live_state=self.live_state,
         )
         self._refresher: asyncio.Task[None] | None = None
+        # Where the config comes from and its versions (the CLI sets one; a library user may leave it unset).
+        self.control: ConfigControl | None = None
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
         self.freeze_heap = False
         self._apply_auth(config)
@@ -94,8 +102,8 @@ class Gateway(FrontDoor):
 
     @staticmethod
     def store_wanted(config: Config) -> bool:
-        """The store (SQLAlchemy: ~18 MB of memory) is opened when keys or usage records need it: with auth on,
-        or usage recording explicitly on. A laptop gateway with auth off stays small."""
+        """Without a config control (a library user's gateway), the store is opened only when keys or usage
+        records need it. ``modelrouter serve`` always has one: config versions live in the store."""
         return config.auth.enabled or config.usage.enabled is True
 
     async def _seed_quotas(self, store: Store) -> None:
@@ -122,9 +130,10 @@ class Gateway(FrontDoor):
                 month_tokens=month_tokens,
             )
 
-    async def _refresh_keys(self, store: Store, interval: float) -> None:
-        """Poll the store's key version; a key created, disabled or revoked by the CLI, the admin API or
-        another replica is honoured within ``interval``."""
+    async def _poll_store(self, store: Store) -> None:
+        """Poll the store for what other processes change: the key version (a key created, disabled or revoked
+        by the CLI, the admin API or another replica is honoured within ``store.refresh_interval``) and, in store
+        mode, the newest config version."""
         version = -1
         while True:
             try:
@@ -135,9 +144,14 @@ class Gateway(FrontDoor):
                     if self.keys is not None:
                         self.keys.replace([*self._config_keys, *self._store_keys])
                     version = current
-            except Exception as exc:  # the store is down: keep the keys we have, try again
-                log.warning("could not refresh API keys from the store: %s", exc)
-            await asyncio.sleep(interval)
+                if self.control is not None:
+                    await self.control.refresh()
+            except Exception as exc:  # the store is down: keep what we have, try again
+                log.warning("could not refresh keys or config from the store: %s", exc)
+            await asyncio.sleep(self.config.store.refresh_interval)
+
+    def live_state(self) -> dict[str, Any]:
+        return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
 
     @property
     def table(self) -> RoutingTable:
@@ -159,19 +173,22 @@ class Gateway(FrontDoor):
         self.config = config
 
     async def startup(self) -> None:
-        log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
         config = self.config
-        if self.store_wanted(config):
+        if self.store_wanted(config) or self.control is not None:
             from .store import Store  # imported here: it is large, and only needed when wanted
 
             self.store = await Store.open(config.store)
             log.info("store: %r", self.store)
             store = self.store
+            if self.control is not None:
+                await self.control.start(store)  # store mode: the newest stored version replaces the seed
+                config = self.config
             # Before log redaction is installed: custom patterns must not mask the one-time password.
             await ensure_first_admin(store)
             self._apply_accounting(config)
             await self._seed_quotas(store)
-            if config.usage.enabled is not False:
+            usage = config.usage.enabled
+            if usage or (usage is None and config.auth.enabled):
                 self.recorder = UsageRecorder(
                     store.insert_usage,
                     capacity=config.usage.buffer,
@@ -179,9 +196,8 @@ class Gateway(FrontDoor):
                     interval=config.usage.flush_interval,
                 )
                 self.recorder.start()
-            self._refresher = asyncio.get_running_loop().create_task(
-                self._refresh_keys(store, config.store.refresh_interval), name="key refresh"
-            )
+            self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
+        log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
         self._apply_accounting(config)
         self._started = True
         self._apply_redaction(config)

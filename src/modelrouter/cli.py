@@ -9,23 +9,32 @@ import sys
 from collections.abc import Sequence
 
 from ._version import __version__
+from .cli_config import register as register_config_commands
 from .cli_store import register as register_store_commands
-from .config.load import ConfigError, load_config, load_default_config
-from .config.model import Config
+from .config.load import ConfigError, default_config_text, load_config, read_config_text
+from .control import ConfigControl, parse_text
 
 __all__ = ["main"]
 
 
-def _load(path: str | None) -> Config:
-    return load_default_config() if path is None else load_config(path)
-
-
 def _serve(args: argparse.Namespace) -> int:
+    if args.import_ and args.config_source != "store":
+        print(
+            "modelrouter: --import needs --config-source store (in file mode the file is always read)", file=sys.stderr
+        )
+        return 2
+    if args.import_ and args.config is None:
+        print("modelrouter: --import needs --config FILE", file=sys.stderr)
+        return 2
+    source = args.config or "<embedded default>"
     try:
-        config = _load(args.config)
+        text = default_config_text() if args.config is None else read_config_text(args.config)
+        config = parse_text(text, source)
     except ConfigError as exc:
         print(f"modelrouter: invalid configuration\n{exc}", file=sys.stderr)
         return 2
+    if args.data_dir is not None:
+        config = config.model_copy(update={"store": config.store.model_copy(update={"data_dir": args.data_dir})})
     from .app import create_app
     from .server import run  # imports uvicorn: only the serve command needs it
 
@@ -34,12 +43,16 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    source = args.config or "embedded default config"
-    logging.getLogger("modelrouter").info("modelrouter %s on http://%s:%d (%s)", __version__, host, port, source)
+    logging.getLogger("modelrouter").info(
+        "modelrouter %s on http://%s:%d (%s, %s mode)", __version__, host, port, source, args.config_source
+    )
     app = create_app(config)
+    app.control = ConfigControl(app, args.config_source, text, source, import_text=args.import_)
     _tune_gc()
     app.freeze_heap = True
-    return run(app, host=host, port=port, config_path=args.config, log_level=args.log_level)
+    # In store mode the file is not watched: the store holds the config (SIGHUP checks the store instead).
+    watched = args.config if args.config_source == "file" else None
+    return run(app, host=host, port=port, config_path=watched, log_level=args.log_level)
 
 
 def _tune_gc() -> None:
@@ -77,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument(
+        "--config-source",
+        choices=["file", "store"],
+        default="file",
+        help="file (default): the config file is the truth, reloaded on change and recorded as versions; "
+        "store: the file only seeds an empty store, which holds the config from then on (admin API edits, rollbacks)",
+    )
+    serve.add_argument(
+        "--import",
+        dest="import_",
+        action="store_true",
+        help="store mode: save the --config file as a new version and serve it",
+    )
+    serve.add_argument("--data-dir", metavar="DIR", help="the store's SQLite directory (overrides store.data_dir)")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file; lists every problem by its path")
@@ -84,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=_check_config)
 
     register_store_commands(sub)  # keys ..., admin ...
+    register_config_commands(sub)  # config versions, show, export, diff, import, rollback
     return parser
 
 

@@ -30,8 +30,9 @@ from typing import Any
 import uvicorn
 
 from .app import Gateway
-from .config.load import ConfigError, load_config
+from .config.load import ConfigError, read_config_text
 from .config.model import Config
+from .control import parse_text
 
 __all__ = ["EXIT_FORCED", "EXIT_OK", "ConfigReloader", "Server", "run"]
 
@@ -71,7 +72,8 @@ class ConfigReloader:
             self._loaded = _signature(self.path)
             try:
                 # Off the loop: parsing and validating a large file must not stall requests.
-                config = await asyncio.to_thread(load_config, self.path)
+                text = await asyncio.to_thread(read_config_text, self.path)
+                config = await asyncio.to_thread(parse_text, text, self.path)
                 self._apply(config)
             except ConfigError as exc:
                 log.error(
@@ -86,6 +88,12 @@ class ConfigReloader:
             except Exception:
                 log.exception("config reload (%s) failed, keeping the running config", reason)
                 return False
+            control = self.gateway.control
+            if control is not None:
+                try:
+                    await control.file_loaded(text)  # file mode: each successful load is a version
+                except Exception as exc:
+                    log.warning("config reloaded, but could not be recorded as a version in the store: %s", exc)
             table = self.gateway.table
             log.info(
                 "config reloaded (%d models, %d instances) from %s (%s)",
@@ -152,7 +160,7 @@ class Server(uvicorn.Server):
         self.gateway = gateway
         self.reloader = ConfigReloader(gateway, config_path) if config_path is not None else None
         self._serving: asyncio.Task[Any] | None = None
-        self._reloads: set[asyncio.Task[bool]] = set()
+        self._reloads: set[asyncio.Task[Any]] = set()
 
     async def serve_until_stopped(self) -> int:
         """Serve until a signal (or ``should_exit``) stops the server; returns the process exit code."""
@@ -215,10 +223,16 @@ class Server(uvicorn.Server):
                 self._serving.cancel()
 
     def handle_hangup(self) -> None:
-        if self.reloader is None:
+        control = self.gateway.control
+        if self.reloader is not None:
+            coro: Any = self.reloader.reload("SIGHUP")
+        elif control is not None and control.mode == "store":
+            log.info("SIGHUP: store mode, checking the store for a newer config version")
+            coro = control.refresh()
+        else:
             log.info("SIGHUP: nothing to reload (serving the embedded default config; start with --config FILE)")
             return
-        task = asyncio.get_running_loop().create_task(self.reloader.reload("SIGHUP"))
+        task = asyncio.get_running_loop().create_task(coro)
         self._reloads.add(task)  # a task nobody references may be garbage-collected mid-run
         task.add_done_callback(self._reloads.discard)
 

@@ -19,7 +19,8 @@ Roles rank viewer < operator < admin. Every write is recorded in the audit log.
 
 from ._app import AdminApp
 from ._bootstrap import FIRST_ADMIN, PASSWORD_ENV, ensure_first_admin
-from ._handlers import MIN_PASSWORD_LENGTH, ROLE_RANK, ROUTES, Route
+from ._handlers import MIN_PASSWORD_LENGTH, ROLE_RANK, Route
+from ._routes import ROUTES
 
 __all__ = [
     "FIRST_ADMIN",

@@ -16,16 +16,18 @@ import logging
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Network, IPv6Network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..config.model import AdminConfig
 from ..errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied
 from ..front.asgi import client_ip
-from ._handlers import ROLE_RANK, ROUTES, Call, Route
+from ._handlers import ROLE_RANK, Call, Route
 from ._http import Conflict, NotAuthenticated, Receive, Request, Scope, Send, StoreUnavailable, send_error, send_json
 from ._ratelimit import AttemptLimiter
+from ._routes import ROUTES
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
+    from ..control import ConfigControl
     from ..store import Store
 
 __all__ = ["AdminApp"]
@@ -49,8 +51,12 @@ class AdminApp:
         config_getter: Callable[[], AdminConfig],
         *,
         trusted_proxies: Callable[[], TrustedProxies] = lambda: (),
+        control_getter: Callable[[], ConfigControl | None] = lambda: None,
+        live_state: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self._control_getter = control_getter
+        self._live_state = live_state
         self._store_getter = store_getter
         self._config_getter = config_getter
         self._trusted_proxies = trusted_proxies
@@ -66,7 +72,16 @@ class AdminApp:
             if store is None:
                 raise StoreUnavailable("the admin API needs the store, and it is not available")
             request = Request(scope, receive, self._client_ip(scope))
-            call = Call(request, params, store, self._config_getter(), self._clock, self._login_limiter)
+            call = Call(
+                request,
+                params,
+                store,
+                self._config_getter(),
+                self._clock,
+                self._login_limiter,
+                control=self._control_getter(),
+                live=self._live_state,
+            )
             if route.role is not None:
                 await _authenticate(call, route)
             status, body = await _run(route, call)

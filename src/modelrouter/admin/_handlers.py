@@ -21,9 +21,10 @@ from ._http import Request
 from ._ratelimit import AttemptLimiter, retry_after_header
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
+    from ..control import ConfigControl
     from ..store import AdminRecord, AuditRecord, KeyRecord, Role, Store
 
-__all__ = ["MIN_PASSWORD_LENGTH", "ROLE_RANK", "ROUTES", "Call", "Route"]
+__all__ = ["MIN_PASSWORD_LENGTH", "ROLE_RANK", "Call", "Route", "route"]
 
 log = logging.getLogger("modelrouter.admin")
 
@@ -46,6 +47,8 @@ class Call:
     login_limiter: AttemptLimiter
     admin: AdminRecord | None = None
     token: str | None = None
+    control: ConfigControl | None = None  # the gateway's config source (None: a gateway without one)
+    live: Callable[[], dict[str, Any]] | None = None  # the gateway's live state, for GET /admin/api/state
 
     @property
     def who(self) -> AdminRecord:
@@ -238,27 +241,18 @@ class Route:
         return None if found is None else found.groupdict()
 
 
-def _route(method: str, template: str, handler: Handler, role: Role | None) -> Route:
-    # {id} is a key id: digits only, and few enough to fit a 64-bit integer column.
-    pattern = re.compile(re.escape(template).replace(re.escape("{id}"), r"(?P<id>[0-9]{1,18})"))
-    return Route(method, template, handler, role, pattern)
+_PARAMS = {
+    "id": r"[0-9]{1,18}",  # a key id: digits only, and few enough to fit a 64-bit integer column
+    "version": r"[0-9]{1,9}",
+}
 
 
-ROUTES: tuple[Route, ...] = (
-    _route("POST", "/admin/api/login", login, None),
-    _route("POST", "/admin/api/logout", logout, "viewer"),  # every role may end its own session
-    _route("GET", "/admin/api/me", me, "viewer"),
-    _route("GET", "/admin/api/keys", list_keys, "viewer"),
-    _route("POST", "/admin/api/keys", create_key, "operator"),
-    _route("POST", "/admin/api/keys/{id}/disable", disable_key, "operator"),
-    _route("POST", "/admin/api/keys/{id}/enable", enable_key, "operator"),
-    _route("POST", "/admin/api/keys/{id}/revoke", revoke_key, "operator"),
-    _route("POST", "/admin/api/keys/{id}/rotate", rotate_key, "operator"),
-    _route("DELETE", "/admin/api/keys/{id}", delete_key, "operator"),
-    _route("GET", "/admin/api/admins", list_admins, "viewer"),
-    _route("POST", "/admin/api/admins", create_admin, "admin"),
-    _route("GET", "/admin/api/audit", list_audit, "viewer"),
-)
+def route(method: str, template: str, handler: Handler, role: Role | None) -> Route:
+    """A route; ``{id}`` and ``{version}`` match numbers, other ``{name}``s one path segment."""
+    pattern = re.escape(template)
+    for name in re.findall(r"\{(\w+)\}", template):
+        pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{_PARAMS.get(name, '[^/]+')})")
+    return Route(method, template, handler, role, re.compile(pattern))
 
 
 # --- views: what leaves the API (never a hash, a secret already shown, or a password) --------------------------

@@ -18,7 +18,15 @@ from pydantic import ValidationError
 
 from .model import ADAPTER_SERVICES, Config
 
-__all__ = ["ConfigError", "default_config_text", "expand_env", "load_config", "parse_config"]
+__all__ = [
+    "ConfigError",
+    "default_config_text",
+    "expand_env",
+    "load_config",
+    "parse_config",
+    "parse_yaml",
+    "read_config_text",
+]
 
 
 class ConfigError(Exception):
@@ -151,7 +159,7 @@ def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str
     return config
 
 
-def _parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -160,15 +168,20 @@ def _parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(source, [f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+def read_config_text(path: str | Path) -> str:
+    """A config file's text; ``ConfigError`` if it cannot be read."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [f"<file>: cannot read ({exc.strerror or exc})"]) from None
     except UnicodeDecodeError:
         raise ConfigError(source, ["<file>: not UTF-8 text"]) from None
-    return parse_config(_parse_yaml(text, source), env=env, source=source)
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
+    source = str(path)
+    return parse_config(parse_yaml(read_config_text(path), source), env=env, source=source)
 
 
 def default_config_text() -> str:
@@ -176,4 +189,4 @@ def default_config_text() -> str:
 
 
 def load_default_config(*, env: Mapping[str, str] | None = None) -> Config:
-    return parse_config(_parse_yaml(default_config_text(), "<embedded default>"), env=env, source="<embedded default>")
+    return parse_config(parse_yaml(default_config_text(), "<embedded default>"), env=env, source="<embedded default>")

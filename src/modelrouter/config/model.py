@@ -253,7 +253,7 @@ class StoreConfig(_Strict):
 
 
 class UsageConfig(_Strict):
-    # None: record usage whenever the store is open (auth on); True: always (opens the store); False: never.
+    # None: record usage when client keys are on (auth.enabled); True: always; False: never.
     enabled: bool | None = None
     buffer: int = Field(default=10_000, ge=1)  # records held while the store is slow; beyond: dropped, counted
     batch: int = Field(default=500, ge=1)

@@ -35,6 +35,10 @@ class Concurrency:
     def in_flight(self, key: str) -> int:
         return self._counts.get(key, 0)
 
+    def snapshot(self) -> dict[str, int]:
+        """Requests in flight per key (keys with none are absent)."""
+        return dict(self._counts)
+
     def __len__(self) -> int:
         return len(self._counts)
 

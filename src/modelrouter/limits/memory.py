@@ -86,6 +86,10 @@ class MemoryBackend:
         entry = self._entries.get(key)
         return None if entry is None else entry.state
 
+    def items(self) -> list[tuple[str, State | None]]:
+        """Every key with its state, for the admin view (do not modify the states)."""
+        return [(key, entry.state) for key, entry in self._entries.items()]
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -110,6 +110,11 @@ class CircuitBreaker:
         if self.consecutive >= self.config.consecutive_failures or self._rate_exceeded():
             self._trip()
 
+    def window_counts(self) -> tuple[int, int]:
+        """(requests, failures) within the failure-rate window, for the admin view."""
+        self._slice()  # let slices that have aged out be cleared first
+        return sum(b[0] for b in self._buckets), sum(b[1] for b in self._buckets)
+
     # -- internals -----------------------------------------------------------------------------------
     def _slice(self) -> list[int]:
         slice_no = int(self._clock() / (self.config.window / _BUCKETS))

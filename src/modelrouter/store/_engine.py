@@ -7,14 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config.model import StoreConfig
 
-__all__ = ["WRITE", "create_engine", "database_url", "migrate"]
+__all__ = ["HEAD_REVISION", "WRITE", "create_engine", "database_url", "migrate"]
+
+# The newest migration's revision (tests/test_store.py checks it against the scripts). A database already there is
+# opened without importing Alembic, which would otherwise stay in every gateway's memory (~12 MB) for nothing.
+HEAD_REVISION = "0001"
 
 DB_FILE = "modelrouter.db"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -85,10 +87,24 @@ async def migrate(engine: AsyncEngine) -> None:
     async with engine.execution_options(**{WRITE: True}).begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
-        await connection.run_sync(_upgrade)
+        if await _current_revision(connection) != HEAD_REVISION:
+            await connection.run_sync(_upgrade)
+
+
+async def _current_revision(connection: Any) -> str | None:
+    def read(sync: sa.Connection) -> str | None:
+        if not sa.inspect(sync).has_table("alembic_version"):
+            return None
+        return sync.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+    revision: str | None = await connection.run_sync(read)
+    return revision
 
 
 def _upgrade(connection: sa.Connection) -> None:
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))  # "%" interpolates
     config.attributes["connection"] = connection
