@@ -59,8 +59,8 @@ def start_gateway(
 ) -> Callable[[dict[str, Any]], GatewayServer]:
     """start_gateway(config_dict) -> GatewayServer (``.url``, ``.gateway``); stopped after the test."""
 
-    def start(config: dict[str, Any]) -> GatewayServer:
-        servers.append(server := GatewayServer(bg, config).start())
+    def start(config: dict[str, Any], *, config_source: str | None = None) -> GatewayServer:
+        servers.append(server := GatewayServer(bg, config, config_source=config_source).start())
         return server
 
     return start

@@ -16,6 +16,7 @@ import uvicorn
 from aiohttp import web
 
 from modelrouter import Gateway, create_app, parse_config
+from modelrouter.control import ConfigControl, dump_document
 
 T = TypeVar("T")
 
@@ -65,7 +66,11 @@ class UpstreamServer:
 class GatewayServer:
     """The gateway under uvicorn with httptools/uvloop-free defaults chosen by uvicorn, on a free port."""
 
-    def __init__(self, bg: BackgroundLoop, config: dict[str, Any] | Gateway) -> None:
+    def __init__(
+        self, bg: BackgroundLoop, config: dict[str, Any] | Gateway, *, config_source: str | None = None
+    ) -> None:
+        """``config_source`` ("file" or "store") gives the gateway a config control as ``modelrouter serve`` does,
+        with the config dict as its file text."""
         self.bg = bg
         if isinstance(config, dict) and "health_check" not in config:
             # Probes would show up in the request records of fake upstreams; tests about health opt back in.
@@ -74,6 +79,10 @@ class GatewayServer:
             # Never the working directory's ./data: each gateway gets a store of its own.
             config = {**config, "store": {"data_dir": tempfile.mkdtemp(prefix="modelrouter-test-")}}
         self.gateway = config if isinstance(config, Gateway) else create_app(parse_config(config))
+        if config_source is not None:
+            assert isinstance(config, dict)
+            text = dump_document(config)
+            self.gateway.control = ConfigControl(self.gateway, config_source, text, "test config")  # type: ignore[arg-type]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(

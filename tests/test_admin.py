@@ -575,7 +575,9 @@ async def test_client_api_keys_never_work_on_admin_routes(
     assert await store.list_keys() == [key]
 
 
-@pytest.mark.parametrize("route", [r for r in ROUTES if r.role in ("operator", "admin")], ids=lambda r: f"{r.method} {r.template}")
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r.role in ("operator", "admin")], ids=lambda r: f"{r.method} {r.template}"
+)
 async def test_a_role_below_the_routes_is_refused_and_nothing_is_written(
     store: Store, client: Client, users: dict[Role, str], route: Any
 ) -> None:

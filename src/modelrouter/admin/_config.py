@@ -194,8 +194,11 @@ async def add_instance(call: Call) -> Reply:
         if not isinstance(service, dict):
             raise _invalid(f"services.{name} is not an object in the current config", "service")
         instances = service.setdefault("instances", [])
-        if any(isinstance(i, dict) and i.get("name") == instance.get("name") for i in instances):
-            raise Conflict(f"service {name} already has an instance named {instance.get('name')!r}; PUT to replace it")
+        if any(_same(i, instance.get("name"), instance.get("base_url")) for i in instances):
+            raise Conflict(
+                f"service {name} already has the instance {instance.get('name')!r} at {instance.get('base_url')}; "
+                "PUT or PATCH to change it"
+            )
         instances.append(instance)
 
     return await _edit(call, body, f"instance.add {name}/{instance.get('name')}", add)
@@ -209,7 +212,7 @@ async def put_instance(call: Call) -> Reply:
 
     def put(doc: dict[str, Any]) -> None:
         instances = _instances(doc, service)
-        instances[_instance_index(instances, service, name)] = instance
+        instances[_instance_index(call, instances, service, name)] = instance
 
     return await _edit(call, body, f"instance.put {service}/{name}", put)
 
@@ -222,7 +225,7 @@ async def edit_instance(call: Call) -> Reply:
 
     def edit(doc: dict[str, Any]) -> None:
         instances = _instances(doc, service)
-        instances[_instance_index(instances, service, name)].update(changes)
+        instances[_instance_index(call, instances, service, name)].update(changes)
 
     return await _edit(call, body, f"instance.edit {service}/{name}", edit)
 
@@ -233,7 +236,7 @@ async def delete_instance(call: Call) -> Reply:
 
     def remove(doc: dict[str, Any]) -> None:
         instances = _instances(doc, service)
-        del instances[_instance_index(instances, service, name)]
+        del instances[_instance_index(call, instances, service, name)]
 
     return await _edit(call, body, f"instance.delete {service}/{name}", remove)
 
@@ -389,11 +392,27 @@ def _instances(doc: dict[str, Any], service: str) -> list[dict[str, Any]]:
     return instances if isinstance(instances, list) else []
 
 
-def _instance_index(instances: list[dict[str, Any]], service: str, name: str) -> int:
-    for i, instance in enumerate(instances):
-        if isinstance(instance, dict) and instance.get("name") == name:
-            return i
-    raise NotFound(f"service {service} has no instance named {name!r}", code="instance_not_found")
+def _instance_index(call: Call, instances: list[dict[str, Any]], service: str, name: str) -> int:
+    """The instance named ``name``; several instances of one model share a name, and then ``?base_url=`` says
+    which one is meant."""
+    base_url = call.request.query().get("base_url")
+    found = [i for i, inst in enumerate(instances) if _same(inst, name, base_url)]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        where = f" at {base_url}" if base_url else ""
+        raise NotFound(f"service {service} has no instance named {name!r}{where}", code="instance_not_found")
+    raise Conflict(
+        f"service {service} has {len(found)} instances named {name!r}; say which with ?base_url=",
+        param="base_url",
+    )
+
+
+def _same(instance: Any, name: Any, base_url: str | None) -> bool:
+    if not isinstance(instance, dict) or instance.get("name") != name:
+        return False
+    url = instance.get("base_url")
+    return base_url is None or (isinstance(url, str) and url.rstrip("/") == base_url.rstrip("/"))
 
 
 def _no_service(name: str) -> NotFound:
