@@ -111,7 +111,8 @@ def test_store_mode_edits_and_rollback_under_load(
         assert added.status_code == 200, added.text
         assert added.json()["version"] == 2
         seen = load.since(load.mark(), 200)
-        assert set(seen) == {"a", "b"} and abs(seen["a"] - seen["b"]) <= 0.25 * sum(seen.values()), seen
+        assert set(seen) == {"a", "b"}, seen
+        assert abs(seen["a"] - seen["b"]) <= 0.25 * sum(seen.values()), seen
 
         # Change weights: b gets three times a's share (smooth weighted round robin is exact over a cycle).
         weighted = admin.call(
@@ -139,7 +140,8 @@ def test_store_mode_edits_and_rollback_under_load(
         # Roll back to version 1: a alone again, as a new version 7.
         rolled = admin.call("POST", "/config/versions/1/apply", json={"version": 6})
         assert rolled.status_code == 200, rolled.text
-        assert rolled.json()["version"] == 7 and rolled.json()["current"] is True
+        assert rolled.json()["version"] == 7
+        assert rolled.json()["current"] is True
         assert set(load.since(load.mark())) == {"a"}
     finally:
         load.stop()
@@ -151,7 +153,8 @@ def test_store_mode_edits_and_rollback_under_load(
     assert versions["current"] == 7
     diff = admin.call("GET", "/config/diff", params={"from": 1, "to": 2}).json()
     added = [line for line in diff["diff"].splitlines() if line.startswith("+") and not line.startswith("+++")]
-    assert diff["changed"] and added == ["+    - name: m", f"+      base_url: {upstreams['b']}"], diff["diff"]
+    assert diff["changed"]
+    assert added == ["+    - name: m", f"+      base_url: {upstreams['b']}"], diff["diff"]
     assert not admin.call("GET", "/config/diff", params={"from": 1, "to": 7}).json()["changed"]
     # Every write is in the audit log, with who and from which version.
     audit = admin.call("GET", "/audit").json()["data"]
@@ -172,17 +175,20 @@ def test_stale_and_invalid_changes_are_refused(
     assert stale.status_code == 409
     assert stale.json()["error"]["code"] == "version_conflict"
     missing = admin.call("PATCH", "/services/chat", json={"changes": {"load_balance": "random"}})
-    assert missing.status_code == 400 and missing.json()["error"]["param"] == "version"
+    assert missing.status_code == 400
+    assert missing.json()["error"]["param"] == "version"
     bad = admin.call(
         "PATCH", "/services/chat/instances/m", json={"version": 2, "changes": {"weight": -1, "base_url": "ftp://x"}}
     )
     assert bad.status_code == 400
     error = bad.json()["error"]
     assert error["code"] == "invalid_config"
-    assert "services.chat.instances[0].weight" in error["message"] and "base_url" in error["message"]
+    assert "services.chat.instances[0].weight" in error["message"]
+    assert "base_url" in error["message"]
     assert error["param"].startswith("services.chat.instances[0].")
     alias = admin.call("PUT", "/config/sections/aliases", json={"version": 2, "value": {"gpt-4o": "nope"}})
-    assert alias.status_code == 400 and "aliases.gpt-4o: unknown model 'nope'" in alias.json()["error"]["message"]
+    assert alias.status_code == 400
+    assert "aliases.gpt-4o: unknown model 'nope'" in alias.json()["error"]["message"]
     assert admin.call("GET", "/services/nope").status_code == 404
     assert admin.call("GET", "/config/versions/99").status_code == 404
     assert admin.call("PATCH", "/services/chat/instances/zz", json={"version": 2, "changes": {}}).status_code == 404
@@ -209,10 +215,14 @@ def test_aliases_and_limits_apply_live(upstreams: dict[str, str], start_gateway:
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     state = admin.call("GET", "/state").json()
     assert state["config_version"] == 3
-    assert state["limits"][0]["rule"]["rate"] == 1 and state["limits"][0]["live_buckets"] == 1
+    assert state["limits"][0]["rule"]["rate"] == 1
+    assert state["limits"][0]["live_buckets"] == 1
     (instance,) = state["instances"]
-    assert instance["name"] == "m" and instance["healthy"] and instance["breaker"] == "closed"
-    assert instance["recent_requests"] >= 2 and instance["in_flight"] == 0
+    assert instance["name"] == "m"
+    assert instance["healthy"]
+    assert instance["breaker"] == "closed"
+    assert instance["recent_requests"] >= 2
+    assert instance["in_flight"] == 0
 
 
 def test_file_mode_records_versions_and_refuses_writes(
@@ -277,4 +287,5 @@ def test_store_mode_restart_keeps_the_stored_config(
     client = openai.OpenAI(base_url=again.url + "/v1", api_key="unused", max_retries=0)
     answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == "hello from b"
-    assert again.gateway.control is not None and again.gateway.control.version == 2
+    assert again.gateway.control is not None
+    assert again.gateway.control.version == 2
