@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from modelrouter.config.model import StoreConfig
 
 from .fakes import FakeOllama, FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer, UpstreamServer
@@ -78,3 +86,56 @@ def one_of_each(
     }
     gw = start_gateway({"aliases": {"gpt-4o": "m-chat"}, "services": services})
     return fake, gw
+
+
+# --- stores: SQLite and PostgreSQL ------------------------------------------------------------------------------
+
+# An existing database to connect to while creating the test database.
+PG_ADMIN_URL = os.environ.get("MODELROUTER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_unavailable(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"PostgreSQL is required under CI: {reason}")
+    pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} ({reason}); set MODELROUTER_TEST_POSTGRES to use another")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A new database for this test session; its URL."""
+    asyncpg = pytest.importorskip("asyncpg")
+    name = f"modelrouter_test_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        _postgres_unavailable(f"{type(exc).__name__}: {exc}")
+    yield sa.make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
+    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+async def _empty_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            await conn.execute(sa.text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
+    """An empty database of each kind for one test."""
+    if request.param == "sqlite":
+        return StoreConfig(data_dir=str(tmp_path / "data"))
+    url: str = request.getfixturevalue("pg_database")  # only now: SQLite-only runs need no server
+    asyncio.run(_empty_postgres(url))
+    return StoreConfig(database_url=url)

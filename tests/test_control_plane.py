@@ -16,6 +16,7 @@ import openai
 import pytest
 
 from modelrouter.admin import PASSWORD_ENV, ensure_first_admin
+from modelrouter.config.model import StoreConfig
 
 from .fakes import FakeOpenAI
 from .servers import GatewayServer
@@ -272,9 +273,11 @@ def test_secrets_are_masked_in_views_and_kept_through_edits(
 
 
 def test_store_mode_restart_keeps_the_stored_config(
-    upstreams: dict[str, str], start_gateway: Callable[..., GatewayServer], tmp_path: Any
+    upstreams: dict[str, str], start_gateway: Callable[..., GatewayServer], store_config: StoreConfig
 ) -> None:
-    seed = {**_chat_config({"name": "m", "base_url": upstreams["a"]}), "store": {"data_dir": str(tmp_path)}}
+    """On SQLite and on PostgreSQL: the gateway runs against both."""
+    store = store_config.model_dump(exclude_defaults=True)
+    seed = {**_chat_config({"name": "m", "base_url": upstreams["a"]}), "store": store}
     gw = start_gateway(seed, config_source="store")
     admin = Admin(gw)
     reply = admin.call(

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,9 +37,6 @@ from modelrouter.store import (
 from modelrouter.store._engine import database_url
 from modelrouter.store._schema import metadata
 
-# An existing database to connect to while creating the test database.
-PG_ADMIN_URL = os.environ.get("MODELROUTER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 class Clock:
     """The store's time, moved by the test instead of by sleeping."""
@@ -59,51 +54,10 @@ class Clock:
 # --- fixtures ------------------------------------------------------------------------------------------------
 
 
-def _postgres_unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"PostgreSQL is required under CI: {reason}")
-    pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL} ({reason}); set MODELROUTER_TEST_POSTGRES to use another")
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A new database for this test session; its URL."""
-    asyncpg = pytest.importorskip("asyncpg")
-    name = f"modelrouter_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(PG_ADMIN_URL, timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(admin(f"CREATE DATABASE {name}"))
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        _postgres_unavailable(f"{type(exc).__name__}: {exc}")
-    yield sa.make_url(PG_ADMIN_URL).set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-async def _empty_postgres(url: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(sa.text("DROP SCHEMA public CASCADE"))
-            await conn.execute(sa.text("CREATE SCHEMA public"))
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
-    """Where a test's store lives: an empty database of each kind."""
-    if request.param == "sqlite":
-        return StoreConfig(data_dir=str(tmp_path / "data"))
-    url: str = request.getfixturevalue("pg_database")  # only now: SQLite-only runs need no server
-    asyncio.run(_empty_postgres(url))
-    return StoreConfig(database_url=url)
+@pytest.fixture
+def config(store_config: StoreConfig) -> StoreConfig:
+    """Where a test's store lives: an empty database of each kind (``store_config`` in conftest.py)."""
+    return store_config
 
 
 @pytest.fixture
