@@ -174,11 +174,13 @@ def _where(doc: dict[str, Any], container: Any, key: Any) -> str:
     """A stable name for a secret's place: instances and keys by their names, not their positions."""
     services = doc.get("services")
     for service_name, service in services.items() if isinstance(services, dict) else ():
-        for inst in (service or {}).get("instances") or ():
+        instances = service.get("instances") if isinstance(service, dict) else None
+        for inst in instances if isinstance(instances, list) else ():
             if isinstance(inst, dict) and inst.get("headers") is container:
-                return f"services.{service_name}.instances[{inst.get('name')}].headers.{key}"
+                return f"services.{service_name}.instances[{inst.get('name')}@{inst.get('base_url')}].headers.{key}"
     auth = doc.get("auth")
-    for item in (auth or {}).get("keys") or () if isinstance(auth, dict) else ():
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    for item in keys if isinstance(keys, list) else ():
         if item is container:
             return f"auth.keys[{item.get('name')}].key"
     return f"store.{key}"
