@@ -190,6 +190,10 @@ def test_stale_and_invalid_changes_are_refused(
     alias = admin.call("PUT", "/config/sections/aliases", json={"version": 2, "value": {"gpt-4o": "nope"}})
     assert alias.status_code == 400
     assert "aliases.gpt-4o: unknown model 'nope'" in alias.json()["error"]["message"]
+    for query in ({"since": "253402300800"}, {"until": "1e17"}, {"since": "-1"}, {"until": "soon"}):
+        for path in ("/usage", "/usage/records"):
+            refused = admin.call("GET", path, params=query)
+            assert refused.status_code == 400, (path, query, refused.text)
     assert admin.call("GET", "/services/nope").status_code == 404
     assert admin.call("GET", "/config/versions/99").status_code == 404
     assert admin.call("PATCH", "/services/chat/instances/zz", json={"version": 2, "changes": {}}).status_code == 404

@@ -191,6 +191,8 @@ async def _keys_create(store: Store, args: argparse.Namespace) -> int:
         monthly_tokens=args.monthly_tokens,
     )
     expires_at = None if args.expires_in_days is None else time.time() + args.expires_in_days * 86400
+    if expires_at is not None and expires_at > 253402300799:  # 9999-12-31, the last time the store can hold
+        raise CommandError("--expires-in-days reaches past the year 9999; leave it out for a key that never expires")
     record, secret = await store.create_key(
         args.name, models=args.models, services=args.services, expires_at=expires_at, quotas=quotas
     )

@@ -160,3 +160,10 @@ async def _run(route: Route, call: Call) -> tuple[int, object]:
         raise Conflict(str(exc)) from None
     except ValueError as exc:  # what the store refuses as input
         raise InvalidRequest(str(exc)) from None
+    except Exception as exc:
+        # A value the database driver cannot convert (a time past year 9999, a number too large for its column)
+        # reaches us wrapped in SQLAlchemy's StatementError: bad input, not a server fault.
+        orig = getattr(exc, "orig", None)
+        if type(exc).__name__ == "StatementError" and isinstance(orig, ValueError | OverflowError | OSError):
+            raise InvalidRequest(f"a value is out of range for the store: {orig}") from None
+        raise

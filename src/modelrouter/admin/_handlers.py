@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a st
     from ..control import ConfigControl
     from ..store import AdminRecord, AuditRecord, KeyRecord, Role, Store
 
-__all__ = ["MIN_PASSWORD_LENGTH", "ROLE_RANK", "Call", "Route", "route"]
+__all__ = ["MAX_TIME", "MIN_PASSWORD_LENGTH", "ROLE_RANK", "Call", "Route", "route"]
 
 log = logging.getLogger("modelrouter.admin")
 
@@ -32,6 +32,7 @@ MIN_PASSWORD_LENGTH = 8  # as `modelrouter admin create` asks
 MAX_NAME_LENGTH = 200
 ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")  # as store.ROLES, repeated to keep the store unloaded
 ROLE_RANK: Mapping[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
+MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last time a database timestamp column holds
 ANONYMOUS = "anonymous"  # the audit actor of a failed login: nobody is authenticated yet
 
 
@@ -322,6 +323,8 @@ def _expiry(body: Mapping[str, Any], now: float) -> float | None:
         raise _invalid("'expires_at' must be a unix time in seconds, or null", "expires_at", "invalid_type")
     if value <= now:
         raise _invalid("'expires_at' is in the past", "expires_at")
+    if value > MAX_TIME:
+        raise _invalid("'expires_at' is after the year 9999; leave it out for a key that never expires", "expires_at")
     return float(value)
 
 

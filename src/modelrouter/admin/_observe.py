@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ..errors import GatewayError, PermissionDenied
-from ._handlers import MIN_PASSWORD_LENGTH, ROLES, Call, Reply, _admin_view, _invalid, _only, _text
+from ._handlers import MAX_TIME, MIN_PASSWORD_LENGTH, ROLES, Call, Reply, _admin_view, _invalid, _only, _text
 
 __all__ = ["set_admin_password", "state", "update_admin", "usage", "usage_records"]
 
@@ -126,6 +126,6 @@ def _time(query: dict[str, str] | Any, name: str) -> float | None:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise _invalid(f"'{name}' must be a unix time in seconds", name)
+    if not math.isfinite(value) or not 0 <= value <= MAX_TIME:
+        raise _invalid(f"'{name}' must be a unix time in seconds, up to the year 9999", name)
     return value

@@ -225,6 +225,13 @@ class FrontDoor:
             else:
                 reason = "draining" if not self.accepting else "no usable instance"
                 await _send(send, 503, _JSON_HEADERS, orjson.dumps({"status": "not ready", "reason": reason}))
+        elif path == "/openapi.json":
+            # No auth: the document describes the API and grants nothing. Imported here because openapi.py reads
+            # the admin route table, and the admin package imports this module.
+            _require_get(method, path)
+            from ..openapi import openapi_json
+
+            await _send(send, 200, _JSON_HEADERS, openapi_json())
         else:
             raise NotFound(f"Invalid URL ({method} {path})")
 
