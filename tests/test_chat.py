@@ -397,7 +397,9 @@ def test_chat_non_streaming_response_is_passed_through_byte_for_byte(
     assert raw.status_code == 200
     assert raw.content == upstream_body
     assert raw.headers["content-type"] == "application/json; charset=utf-8"
-    assert raw.headers["x-request-id"] == "req-abc123"
+    # The upstream's request id is kept under another name: x-request-id is the gateway's own.
+    assert raw.headers["x-upstream-request-id"] == "req-abc123"
+    assert raw.headers["x-request-id"] != "req-abc123"
     assert raw.headers["openai-processing-ms"] == "12"
     assert raw.headers["content-length"] == str(len(upstream_body))
     completion = raw.parse()
@@ -1051,6 +1053,8 @@ def test_openai_shaped_upstream_errors_pass_through_unchanged(
     assert info.value.body == error
     assert info.value.code == error["code"]
     for name, value in headers.items():
+        # x-request-id is the gateway's own; the upstream's is kept as x-upstream-request-id.
+        name = "x-upstream-request-id" if name == "x-request-id" else name
         assert info.value.response.headers[name] == value
     assert len(fake.requests) == 1
     assert_no_inflight(gw)

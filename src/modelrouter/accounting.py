@@ -22,6 +22,7 @@ from .endpoints import Endpoint
 from .errors import QuotaExceeded, RateLimited
 from .front.multipart import Form
 from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
+from .metrics import Metrics
 from .routing.router import RoutingTable
 from .usage import Meter, UsageRecord, UsageRecorder, estimate_completion_tokens, estimate_prompt_tokens
 
@@ -89,7 +90,12 @@ class Accounting:
         self.concurrency = Concurrency()
         self.quota = Quota()
         self.recorder = recorder
+        self.metrics: Metrics | None = None  # counts refusals by scope when metrics are on
         self.configure(config)
+
+    def _refused(self, scope: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count(self.metrics.rate_limited, (scope,))
 
     def configure(self, config: Config) -> None:
         """Take new limits (live): buckets of unchanged rules keep their state."""
@@ -113,6 +119,7 @@ class Accounting:
         if refusal is None:
             return None
         rule = items[len(decisions) - 1][2]
+        self._refused("instance")
         return RateLimited(
             f"Every instance of model '{model}' is at its rate limit ({_describe(rule)})",
             headers=_limit_headers(refusal, rule),
@@ -159,10 +166,13 @@ class Accounting:
         ip: str | None,
         principal: Principal | None,
         table: RoutingTable,
+        meter: Meter,
     ) -> Ticket:
         requested = payload.get("model")
         model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
-        ticket = Ticket(endpoint, model, principal, Meter())
+        meter.needs_usage = True
+        meter.model = model  # the routing sets the pool's name; this one shows on a refusal
+        ticket = Ticket(endpoint, model, principal, meter)
         if isinstance(payload, dict):
             # From the text itself, not the body's size: JSON's overhead would over-reserve and refuse requests
             # that real usage would have let through.
@@ -192,6 +202,7 @@ class Accounting:
                 refusal, decisions = await self.limiter.check(items)
             if refusal is not None:
                 rule = items[len(decisions) - 1][2]  # decisions end with the refusing bucket's
+                self._refused(rule.scope)
                 raise RateLimited(
                     f"Rate limit reached ({_describe(rule)}). Try again in {refusal.retry_after:.1f}s.",
                     headers=_limit_headers(refusal, rule),
@@ -204,6 +215,7 @@ class Accounting:
             cap = principal.quotas.max_concurrent
             if cap is not None:
                 if not self.concurrency.try_acquire(principal.id, cap):
+                    self._refused("concurrency")
                     await self._give_back(ticket, items)
                     raise RateLimited(
                         f"Too many concurrent requests for this API key (limit {cap})",
@@ -213,6 +225,7 @@ class Accounting:
             if principal.has_quota:
                 quota = await self.quota.take(principal.id, principal.quotas, float(ticket.estimate))
                 if quota is not None:
+                    self._refused("quota")
                     await self._give_back(ticket, items)
                     raise QuotaExceeded(
                         f"You exceeded your {quota.quota.replace('_', ' ')} quota "

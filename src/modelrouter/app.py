@@ -21,6 +21,7 @@ from .pipeline import Pipeline
 from .redaction import ContentMasks, install_log_redaction
 from .routing.health import HealthChecker
 from .routing.router import RoutingTable
+from .telemetry import Telemetry
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
 from .usage import UsageRecorder
@@ -66,8 +67,10 @@ class Gateway(FrontDoor):
         self.control: ConfigControl | None = None
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
         self.freeze_heap = False
+        self.telemetry = Telemetry(self)
         self._apply_auth(config)
         self._apply_redaction(config)
+        self._apply_observability()
 
     def _apply_auth(self, config: Config) -> None:
         auth = config.auth
@@ -87,11 +90,22 @@ class Gateway(FrontDoor):
             self.accounting = None
         elif self.accounting is None:
             self.accounting = Accounting(config, self.recorder)
+            self.accounting.metrics = self.pipeline.metrics
         else:
             self.accounting.configure(config)
             self.accounting.recorder = self.recorder
         accounting = self.accounting
         self.pipeline.instance_limits = accounting.instance_limit if accounting and accounting.instance_rules else None
+
+    def _apply_observability(self) -> None:
+        """Metrics, access log, response headers and tracing from ``observability`` (after the routing table, whose
+        model names bound the ``model`` label)."""
+        self.observe = self.telemetry.apply(self.config)
+        metrics = self.observe.metrics if self.observe is not None else None
+        self.pipeline.metrics = metrics
+        if self.accounting is not None:
+            self.accounting.metrics = metrics
+        self.metrics_exposition = self.telemetry.exposition if metrics is not None else None
 
     def _apply_redaction(self, config: Config) -> None:
         redaction = config.redaction
@@ -171,6 +185,7 @@ class Gateway(FrontDoor):
         self.max_upload_bytes = server.max_upload_bytes
         self.spool_bytes = server.spool_memory_bytes
         self.config = config
+        self._apply_observability()
 
     async def startup(self) -> None:
         config = self.config
@@ -210,6 +225,7 @@ class Gateway(FrontDoor):
 
     async def shutdown(self) -> None:
         await self.health.aclose()
+        self.telemetry.close()
         if self._refresher is not None:
             self._refresher.cancel()
             await asyncio.gather(self._refresher, return_exceptions=True)

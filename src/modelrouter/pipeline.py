@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from .errors import (
 )
 from .fallback import StaleCaches
 from .front.multipart import Form
+from .metrics import Metrics
+from .observe import RequestTrace
 from .postprocess import EmbeddingsB64, RerankShape
 from .redaction import ContentMasks
 from .routing.instance import Instance
@@ -52,7 +55,8 @@ class ClientInfo:
     ip: str | None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     principal: Principal | None = None  # the client's API key, when auth is on
-    meter: Meter | None = None  # set when token limits or usage records need this request's usage
+    meter: Meter | None = None  # set when limits, usage records or observability need this request's facts
+    trace: RequestTrace | None = None  # set when tracing is on
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:
@@ -72,7 +76,19 @@ class StreamResponse:
     """A streamed answer. ``aclose`` must be called on every path (the front door does it in ``finally``); it
     releases the upstream connection and the instance's in-flight count exactly once."""
 
-    __slots__ = ("_closed", "_first", "_instance", "_out", "_resp", "_translator", "headers", "sse", "status")
+    __slots__ = (
+        "_closed",
+        "_first",
+        "_instance",
+        "_out",
+        "_resp",
+        "_translator",
+        "headers",
+        "metrics",
+        "sent_at",
+        "sse",
+        "status",
+    )
 
     def __init__(
         self,
@@ -91,6 +107,8 @@ class StreamResponse:
         self.headers = headers
         # SSE streams end with an error event when the upstream fails; binary streams just break off.
         self.sse = translator is not None
+        self.metrics: Metrics | None = None  # set (with sent_at) to record the stream's duration when it ends
+        self.sent_at = 0.0
 
     async def prime(self) -> None:
         """Read until the first bytes for the client exist (or the body ended). Until then nothing has reached
@@ -133,6 +151,9 @@ class StreamResponse:
             self._closed = True
             self._resp.close()
             self._instance.release()
+            if self.metrics is not None:
+                instance = self._instance
+                self.metrics.upstream_duration.observe(instance.labels, time.perf_counter() - self.sent_at)
 
 
 class Pipeline:
@@ -143,6 +164,7 @@ class Pipeline:
         self.masks: ContentMasks | None = None  # request/response masking rules, when configured
         # Limits with `scope: instance`: (endpoint, model, instance id) -> a refusal, or None to go ahead.
         self.instance_limits: Callable[[Endpoint, str, str], RateLimited | None] | None = None
+        self.metrics: Metrics | None = None  # upstream timings, retries and fallbacks, when metrics are on
 
     def swap(self, table: RoutingTable) -> None:
         """Install a new routing table; requests already running keep the one they started with."""
@@ -162,6 +184,9 @@ class Pipeline:
         pool = table.resolve(endpoint.service, model)
         if client.principal is not None:
             client.principal.check(endpoint.service, model, pool.model)
+        meter = client.meter
+        if meter is not None:
+            meter.model = pool.model
 
         stale = self.stale.get(pool) if isinstance(payload, dict) and payload.get("stream") is not True else None
         stale_key = stale.key(endpoint, payload) if stale is not None and isinstance(payload, dict) else None
@@ -172,14 +197,24 @@ class Pipeline:
         deadline = None if retry.deadline is None else time.monotonic() + retry.deadline
         tried: list[Instance] = []
         failure: GatewayError | None = None
+        metrics = self.metrics
+        trace = client.trace
         for current in (pool, *table.fallback_pools(pool)) if pool.fallbacks else (pool,):
             key = _hash_key(current.hash_on, payload, client) if current.balancer.needs_key else None
             for _ in range(current.retry.attempts):
                 if deadline is not None and time.monotonic() >= deadline:
                     break
-                instance = current.select(key, tried)
+                if trace is None:
+                    instance = current.select(key, tried)
+                else:
+                    with trace.child("routing") as span:
+                        instance = current.select(key, tried)
+                        span.set("modelrouter.model", current.model)
+                        span.set("modelrouter.instance", instance.id if instance is not None else "")
                 if instance is None:
                     break
+                if tried and metrics is not None:
+                    metrics.count(metrics.retries, (endpoint.service, pool.model))
                 tried.append(instance)
                 if (
                     self.instance_limits is not None
@@ -196,6 +231,8 @@ class Pipeline:
                     continue
                 if stale is not None and stale_key is not None and type(result) is Response and result.status < 300:
                     stale.put(stale_key, result)
+                if current is not pool and metrics is not None:
+                    metrics.count(metrics.fallbacks, (endpoint.service, pool.model))
                 return result
         # Every instance (and fallback model) failed, or none was usable.
         if stale is not None and stale_key is not None and (cached := stale.lookup(stale_key)) is not None:
@@ -231,16 +268,30 @@ class Pipeline:
             left = max(deadline - time.monotonic(), 0.001)
             if timeouts.total is None or timeouts.total > left:
                 timeouts = timeouts.model_copy(update={"total": left})
+        meter = call.client.meter
+        trace = call.client.trace
+        span = None
+        if trace is not None:
+            span = trace.child("upstream")
+            span.set("modelrouter.instance", instance.id)
+            headers = span.inject(dict(headers))
         request = UpstreamRequest("POST", url, headers, body, timeouts)
 
         breaker = instance.breaker
         probe = breaker.on_send()
         instance.acquire()
+        if meter is not None:
+            meter.attempts += 1
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
             resp = await self.transport.send(request)
-            instance.observe_latency(time.perf_counter() - started)
+            to_headers = time.perf_counter() - started
+            instance.observe_latency(to_headers)
         except BaseException as exc:
+            if meter is not None:
+                meter.upstream_s += time.perf_counter() - started
+            if span is not None:
+                span.end(exc)
             instance.release()
             if isinstance(exc, GatewayError):
                 breaker.record(False, probe)
@@ -253,6 +304,8 @@ class Pipeline:
         streaming = False
         try:
             status = resp.status
+            if span is not None:
+                span.set("http.response.status_code", status)
             if status >= 400:
                 breaker.record(not _backend_failure(status), probe)
                 if status in (429, 503):
@@ -271,6 +324,13 @@ class Pipeline:
                 streaming = True
                 try:
                     await stream.prime()
+                    first = time.perf_counter() - started
+                    if meter is not None:
+                        meter.upstream_s += first
+                        meter.ttft_s = first
+                    if self.metrics is not None:
+                        self.metrics.upstream_ttft.observe(instance.labels, first)
+                        stream.metrics, stream.sent_at = self.metrics, started
                 except BaseException as exc:
                     streaming = False  # released below, like any failed attempt
                     if isinstance(exc, GatewayError):
@@ -282,7 +342,9 @@ class Pipeline:
                         breaker.release_probe()
                     raise
                 breaker.record(True, probe)
-                if (meter := call.client.meter) is not None:
+                if span is not None:
+                    span.end()
+                if meter is not None:
                     meter.instance = instance.id
                     meter.status = resp.status
                 return stream
@@ -301,8 +363,17 @@ class Pipeline:
             if not streaming:
                 resp.close()
                 instance.release()
+                total = time.perf_counter() - started
+                if meter is not None:
+                    meter.upstream_s += total
+                if span is not None:
+                    span.end(sys.exc_info()[1])
 
-        if (meter := call.client.meter) is not None:
+        if self.metrics is not None:
+            self.metrics.upstream_ttft.observe(instance.labels, to_headers)
+            self.metrics.upstream_duration.observe(instance.labels, total)
+        if meter is not None:
+            meter.ttft_s = to_headers
             meter.instance = instance.id
             meter.status = resp.status
         if isinstance(payload, Form):
@@ -343,7 +414,7 @@ class _Call:
                 self.post = RerankShape.prepare(payload, model)
             self.wants_stream = endpoint.output == "sse" and payload.get("stream") is True
             meter = client.meter
-            if meter is not None and self.wants_stream:
+            if meter is not None and meter.needs_usage and self.wants_stream:
                 # Ask for usage in the stream; if the client did not, its extra chunk is removed again.
                 options = payload.get("stream_options")
                 if not (isinstance(options, dict) and options.get("include_usage")):

@@ -170,20 +170,34 @@ class StreamUsageTap(StreamTranslator):
 
 
 class Meter:
-    """What one request used, filled in by the request path when token limits or usage records need it."""
+    """What one request used and how it went, filled in by the request path when token limits, usage records
+    or observability (metrics, access log, response headers) need it."""
 
     __slots__ = (
+        "attempts",
         "bytes_out",
         "completion_tokens",
         "first_at",
         "instance",
+        "model",
+        "needs_usage",
         "prompt_tokens",
+        "request_id",
         "status",
         "strip_usage",
         "tap",
+        "ttft_s",
+        "upstream_s",
     )
 
     def __init__(self) -> None:
+        self.request_id: str | None = None
+        # Token limits, quotas or usage records need the real usage: streams are then asked to report it.
+        self.needs_usage = False
+        self.model: str | None = None  # the model the request was routed to (a configured name)
+        self.attempts = 0  # upstream attempts (more than one: failed over)
+        self.upstream_s = 0.0  # time spent waiting on upstreams, summed over attempts (streams: to the first byte)
+        self.ttft_s: float | None = None  # the answering upstream's time to first byte (first token when streaming)
         self.bytes_out = 0
         self.first_at: float | None = None  # monotonic time the first streamed bytes went out
         self.instance: str | None = None

@@ -276,6 +276,23 @@ class AdminConfig(_Strict):
     login_attempts_per_minute: int = Field(default=5, ge=1)
 
 
+class ObservabilityHeaders(_Strict):
+    """Response headers, each switchable off."""
+
+    instance: bool = True  # x-modelrouter-instance: which instance answered
+    overhead: bool = True  # x-modelrouter-overhead-ms: the gateway's own time, the upstream's excluded
+    server_timing: bool = True  # Server-Timing: gateway;dur=…, upstream;dur=…
+
+
+class ObservabilityConfig(_Strict):
+    metrics: bool = True  # GET /metrics (Prometheus text format)
+    access_log: bool = False  # one JSON line per request
+    access_log_path: str | None = None  # a file to append to; default (or "-"): standard output
+    request_id: bool = True  # X-Request-ID taken from the client (or made) and returned
+    headers: ObservabilityHeaders = ObservabilityHeaders()
+    tracing: bool = False  # OpenTelemetry spans (pip install 'modelrouter[otel]'; OTEL_* variables configure it)
+
+
 class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -304,6 +321,7 @@ class Config(_Strict):
     usage: UsageConfig = UsageConfig()
     redaction: RedactionConfig = RedactionConfig()
     admin: AdminConfig = AdminConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
     aliases: dict[str, str] = Field(default_factory=dict)
     services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)
 

@@ -29,6 +29,7 @@ from ..errors import (
     NotFound,
     UnsupportedMediaType,
 )
+from ..observe import Observe, RequestTrace
 from ..pipeline import ClientInfo, Pipeline, Response, StreamResponse
 from ..timers import Alarm, clock
 from ..usage import Meter
@@ -72,6 +73,11 @@ class FrontDoor:
         self.accounting: Accounting | None = None
         # The admin API (an ASGI app of its own) under /admin/; None: not served.
         self.admin: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+        # Metrics, access log, response headers, tracing; None when all are off (nothing is paid).
+        self.observe: Observe | None = None
+        # GET /metrics: the exposition (body, content type); None: not served.
+        self.metrics_exposition: Callable[[], tuple[bytes, str]] | None = None
+        self.active = 0  # requests in progress (counted while observability is on)
 
     async def startup(self) -> None:
         """Called once before the first request."""
@@ -84,19 +90,35 @@ class FrontDoor:
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
             return
+        endpoint = ENDPOINTS_BY_PATH.get(scope["path"])
+        if endpoint is None or scope["method"] != "POST":
+            try:
+                await self._other(endpoint, scope, receive, send)
+            except GatewayError as exc:
+                await _send_error(send, exc)
+            except Exception:
+                log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
+                await _send_error(send, GatewayError("internal error in the gateway (see its log)"))
+            return
         form: Form | None = None
         ticket: Ticket | None = None
         status = 0
+        obs = self.observe
+        meter: Meter | None = None
+        trace: RequestTrace | None = None
+        principal: Principal | None = None
+        ip: str | None = None
+        started = 0.0
+        if obs is not None:
+            started = time.perf_counter()
+            self.active += 1
         try:
-            endpoint = ENDPOINTS_BY_PATH.get(scope["path"])
-            if endpoint is None or scope["method"] != "POST":
-                await self._other(endpoint, scope, receive, send)
-                return
             headers: list[tuple[bytes, bytes]] = scope["headers"]
             content_type: bytes | None = None
             content_length: bytes | None = None
             authorization: bytes | None = None
             api_key: bytes | None = None
+            request_id: bytes | None = None
             for k, v in headers:
                 if k == b"content-type":
                     content_type = v
@@ -106,10 +128,22 @@ class FrontDoor:
                     authorization = v
                 elif k == b"x-api-key":
                     api_key = v
+                elif k == b"x-request-id":
+                    request_id = v
+            if obs is not None or self.accounting is not None:
+                meter = Meter()
+                if obs is not None:
+                    if obs.request_id:
+                        meter.request_id = _request_id(request_id) or obs.new_request_id()
+                    if obs.tracer is not None:
+                        trace = obs.tracer.start(scope, endpoint.name, meter.request_id)
             # Authenticate before reading the body: a caller without a valid key costs us nothing more.
-            principal = None
             if self.keys is not None:
-                principal = self.keys.authenticate_headers(authorization, api_key)
+                if trace is None:
+                    principal = self.keys.authenticate_headers(authorization, api_key)
+                else:
+                    with trace.child("auth"):
+                        principal = self.keys.authenticate_headers(authorization, api_key)
 
             payload: dict[str, Any] | Form
             if endpoint.body == "json":
@@ -143,27 +177,38 @@ class FrontDoor:
             ip = client[0] if client else None
             if self.trusted_proxies and ip is not None:
                 ip = client_ip(ip, headers, self.trusted_proxies)
-            info = ClientInfo(ip, headers, principal)
+            info = ClientInfo(ip, headers, principal, meter, trace)
             if self.accounting is not None:
+                assert meter is not None
                 size = int(content_length) if content_length and content_length.isdigit() else 0
-                ticket = await self.accounting.admit(endpoint, payload, ip, principal, self.pipeline.table)
+                table = self.pipeline.table
+                if trace is None:
+                    ticket = await self.accounting.admit(endpoint, payload, ip, principal, table, meter)
+                else:
+                    with trace.child("limits"):
+                        ticket = await self.accounting.admit(endpoint, payload, ip, principal, table, meter)
                 ticket.bytes_in = size
-                info.meter = ticket.meter
             watch = _DisconnectWatch(receive)
             try:
                 result = await self.pipeline.forward(endpoint, payload, info)
                 if type(result) is Response:
                     status = result.status
                     headers = [*result.headers, (b"content-length", b"%d" % len(result.body))]
+                    if obs is not None:
+                        assert meter is not None
+                        headers = obs.response_headers(meter, started, headers)
                     await send({"type": "http.response.start", "status": result.status, "headers": headers})
                     await send({"type": "http.response.body", "body": result.body})
-                    if info.meter is not None:
-                        info.meter.bytes_out = len(result.body)
+                    if meter is not None:
+                        meter.bytes_out = len(result.body)
                 else:
                     assert isinstance(result, StreamResponse)
                     status = result.status
+                    if obs is not None:
+                        assert meter is not None
+                        result.headers = obs.response_headers(meter, started, list(result.headers))
                     try:
-                        await _stream(send, result, info.meter)
+                        await _stream(send, result, meter)
                     finally:
                         result.aclose()
             except asyncio.CancelledError:
@@ -177,16 +222,24 @@ class FrontDoor:
             status = status or 499
         except GatewayError as exc:
             status = exc.status
-            await _send_error(send, exc)
+            await _send_error(send, exc, _id_header(meter))
         except Exception:
             status = 500
             log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
-            await _send_error(send, GatewayError("internal error in the gateway (see its log)"))
+            await _send_error(send, GatewayError("internal error in the gateway (see its log)"), _id_header(meter))
         finally:
             if form is not None:
                 form.close()
             if ticket is not None and self.accounting is not None:
                 self.accounting.settle(ticket, status)
+            if obs is not None:
+                self.active -= 1
+                assert meter is not None
+                if ticket is None:
+                    meter.settle(0)  # stream usage into the meter (settle did it when accounting is on)
+                obs.finish(endpoint, meter, status, started, principal.id if principal is not None else None, ip)
+                if trace is not None:
+                    trace.end(status, meter)
 
     async def _other(self, endpoint: Endpoint | None, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a POST to an API endpoint: listings, probes, wrong methods, unknown URLs."""
@@ -196,6 +249,11 @@ class FrontDoor:
             raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST", allow="POST")
         if path.startswith("/admin/") and self.admin is not None:
             await self.admin(scope, receive, send)
+            return
+        if path == "/metrics" and self.metrics_exposition is not None:
+            _require_get(method, path)
+            body, content_type = self.metrics_exposition()
+            await _send(send, 200, [(b"content-type", content_type.encode("latin-1"))], body)
             return
         if path in ("/v1/models", "/models") or path.startswith("/v1/models/"):
             _require_get(method, path)
@@ -392,9 +450,26 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, exc: GatewayError) -> None:
+def _request_id(value: bytes | None) -> str | None:
+    """A client's X-Request-ID, if it is a sane token (it goes into logs and response headers)."""
+    if value is None or not 0 < len(value) <= 128:
+        return None
+    text = value.decode("latin-1")
+    return text if text.isprintable() and " " not in text else None
+
+
+def _id_header(meter: Meter | None) -> list[tuple[bytes, bytes]]:
+    if meter is None or meter.request_id is None:
+        return []
+    return [(b"x-request-id", meter.request_id.encode("latin-1"))]
+
+
+async def _send_error(send: Send, exc: GatewayError, request_id: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = exc.headers()
+    if request_id:  # the gateway's id; an upstream's own (an error passed through) is kept under another name
+        headers = [(b"x-upstream-request-id", v) if k == b"x-request-id" else (k, v) for k, v in headers]
     try:
-        await _send(send, exc.status, [*_JSON_HEADERS, *exc.headers()], exc.body())
+        await _send(send, exc.status, [*_JSON_HEADERS, *headers, *(request_id or ())], exc.body())
     except RuntimeError:
         # The response had already started (cannot happen for the paths above, but never mask the cause).
         log.warning("could not send error after response start: %r", exc)

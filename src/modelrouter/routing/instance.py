@@ -40,6 +40,7 @@ class Instance:
         "inflight",
         "json_headers",
         "key",
+        "labels",
         "probe_url",
         "timeouts",
         "upstream_model",
@@ -59,6 +60,7 @@ class Instance:
     ) -> None:
         self.config = config
         self.id = f"{service}/{config.name}@{config.base_url}"
+        self.labels = (service, f"{config.name}@{config.base_url}")  # (service, instance) metric labels
         self.base_url = config.base_url
         # endpoint name -> full upstream URL, computed once per config
         self.urls = urls

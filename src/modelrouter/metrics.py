@@ -1,0 +1,223 @@
+"""Prometheus metrics, kept cheap on the request path.
+
+Counters and histograms the request path moves are plain dicts of numbers keyed by label tuples: one dict lookup
+and an add per event, no locks (one event loop per process), no prometheus_client objects on the hot path. Gauges
+(in-flight, health, breaker state, config version, dropped usage records) are not tracked at all: they are read
+from the live objects when ``/metrics`` is scraped, so they cost nothing between scrapes and cannot drift from
+the truth. ``prometheus_client`` only formats the exposition, through a custom collector.
+
+Labels are bounded: endpoints, configured model names (anything else is ``other``), instances and services from
+the config, HTTP statuses, rate-limit scopes, key ids (created by admins). No raw user input becomes a label.
+
+With several worker processes, each writes a snapshot of its counters to a shared directory and the worker that
+answers a scrape adds them up (``Metrics.snapshot`` / ``merge``), so every scrape sees the whole gateway.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["DURATION_BUCKETS", "Gauge", "Histogram", "Metrics", "render"]
+
+# Seconds. Gateway overhead is sub-millisecond and model answers take seconds to minutes: both ends matter.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+Labels = tuple[str, ...]
+
+
+class Histogram:
+    """Per label tuple: a count per bucket (not cumulative; the +Inf one last) and then the sum."""
+
+    __slots__ = ("buckets", "series")
+
+    def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
+        self.buckets = buckets
+        self.series: dict[Labels, list[float]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = [0.0] * (len(self.buckets) + 2)
+        series[bisect_left(self.buckets, value)] += 1
+        series[-1] += value
+
+
+class Metrics:
+    """The gateway's counters and histograms. ``model_names`` says which model names may be labels."""
+
+    def __init__(self) -> None:
+        self.requests: dict[Labels, float] = {}  # (endpoint, model, status)
+        self.request_duration = Histogram()  # (endpoint, model)
+        self.upstream_duration = Histogram()  # (service, instance)
+        self.upstream_ttft = Histogram()  # (service, instance)
+        self.tokens: dict[Labels, float] = {}  # (model, key, kind)
+        self.retries: dict[Labels, float] = {}  # (service, model)
+        self.fallbacks: dict[Labels, float] = {}  # (service, model)
+        self.rate_limited: dict[Labels, float] = {}  # (scope,)
+        self.usage_dropped: dict[Labels, float] = {}  # (): copied from the usage recorder at each scrape
+        self.model_names: frozenset[str] = frozenset()
+
+    def model_label(self, model: str | None) -> str:
+        if not model:
+            return "none"
+        return model if model in self.model_names else "other"
+
+    @staticmethod
+    def count(counter: dict[Labels, float], labels: Labels, amount: float = 1.0) -> None:
+        counter[labels] = counter.get(labels, 0.0) + amount
+
+    # -- several processes -----------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything this process counted, as JSON-ready data."""
+        out: dict[str, Any] = {}
+        for name, counter in self._counters():
+            out[name] = [[list(k), v] for k, v in counter.items()]
+        for name, hist in self._histograms():
+            out[name] = [[list(k), v] for k, v in hist.series.items()]
+        return out
+
+    def merge(self, snapshots: Iterable[dict[str, Any]]) -> Metrics:
+        """A Metrics holding this process's counts plus those of ``snapshots`` (other processes')."""
+        total = Metrics()
+        total.model_names = self.model_names
+        for source in (self.snapshot(), *snapshots):
+            for name, counter in total._counters():
+                for labels, value in source.get(name, ()):
+                    Metrics.count(counter, tuple(labels), value)
+            for name, hist in total._histograms():
+                for labels, values in source.get(name, ()):
+                    key = tuple(labels)
+                    series = hist.series.get(key)
+                    if series is None or len(series) != len(values):
+                        hist.series[key] = list(values)
+                    else:
+                        hist.series[key] = [a + b for a, b in zip(series, values, strict=True)]
+        return total
+
+    def _counters(self) -> list[tuple[str, dict[Labels, float]]]:
+        return [
+            ("requests", self.requests),
+            ("tokens", self.tokens),
+            ("retries", self.retries),
+            ("fallbacks", self.fallbacks),
+            ("rate_limited", self.rate_limited),
+            ("usage_dropped", self.usage_dropped),
+        ]
+
+    def _histograms(self) -> list[tuple[str, Histogram]]:
+        return [
+            ("request_duration", self.request_duration),
+            ("upstream_duration", self.upstream_duration),
+            ("upstream_ttft", self.upstream_ttft),
+        ]
+
+
+# --- exposition ---------------------------------------------------------------------------------------------------
+
+Gauge = tuple[str, str, list[tuple[dict[str, str], float]]]  # name, help, samples
+
+
+def render(metrics: Metrics, gauges: Callable[[], Iterable[Gauge]]) -> tuple[bytes, str]:
+    """The Prometheus text exposition (body, content type) of ``metrics`` and the live ``gauges``."""
+    from prometheus_client import CollectorRegistry, generate_latest  # only a scrape pays for the import
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(metrics, gauges))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics, gauges: Callable[[], Iterable[Gauge]]) -> None:
+        self.metrics = metrics
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        m = self.metrics
+        counters: list[tuple[str, str, tuple[str, ...], dict[Labels, float]]] = [
+            (
+                "modelrouter_requests",
+                "Requests answered, by endpoint, model and HTTP status",
+                ("endpoint", "model", "status"),
+                m.requests,
+            ),
+            (
+                "modelrouter_tokens",
+                "Tokens used, by model, client key and kind (prompt, completion)",
+                ("model", "key", "kind"),
+                m.tokens,
+            ),
+            (
+                "modelrouter_retries",
+                "Extra upstream attempts after a failed one (failover to another instance)",
+                ("service", "model"),
+                m.retries,
+            ),
+            (
+                "modelrouter_fallbacks",
+                "Requests answered by a fallback model after every instance of theirs failed",
+                ("service", "model"),
+                m.fallbacks,
+            ),
+            (
+                "modelrouter_rate_limited",
+                "Requests refused by a rate limit, concurrency cap or quota, by scope",
+                ("scope",),
+                m.rate_limited,
+            ),
+            (
+                "modelrouter_usage_records_dropped",
+                "Usage records dropped because the store could not keep up",
+                (),
+                m.usage_dropped,
+            ),
+        ]
+        for name, doc, label_names, values in counters:
+            family = CounterMetricFamily(name, doc, labels=label_names)
+            for labels, value in values.items():
+                family.add_metric(list(labels), value)
+            yield family
+        histograms: list[tuple[str, str, tuple[str, ...], Histogram]] = [
+            (
+                "modelrouter_request_duration_seconds",
+                "Time from request to the end of the answer, at the gateway",
+                ("endpoint", "model"),
+                m.request_duration,
+            ),
+            (
+                "modelrouter_upstream_duration_seconds",
+                "Time from sending to an instance to the end of its answer",
+                ("service", "instance"),
+                m.upstream_duration,
+            ),
+            (
+                "modelrouter_upstream_ttft_seconds",
+                "Time from sending to an instance to its first byte (first token when streaming)",
+                ("service", "instance"),
+                m.upstream_ttft,
+            ),
+        ]
+        for name, doc, label_names, hist in histograms:
+            family_h = HistogramMetricFamily(name, doc, labels=label_names)
+            for labels, series in hist.series.items():
+                cumulative, running = [], 0.0
+                for bound, count in zip((*hist.buckets, float("inf")), series[:-1], strict=True):
+                    running += count
+                    cumulative.append((_bound(bound), running))
+                family_h.add_metric(list(labels), cumulative, series[-1])
+            yield family_h
+        for gauge_name, gauge_doc, samples in self.gauges():
+            gauge_labels = sorted({k for sample_labels, _ in samples for k in sample_labels})
+            family_g = GaugeMetricFamily(gauge_name, gauge_doc, labels=gauge_labels)
+            for sample_labels, value in samples:
+                family_g.add_metric([sample_labels.get(k, "") for k in gauge_labels], value)
+            yield family_g
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(float(value))

@@ -1,0 +1,177 @@
+"""What the front door does for observability at the end of each request: metrics, the JSON access log, the
+``X-Request-ID``, ``x-modelrouter-*`` and ``Server-Timing`` response headers, and (optionally) tracing.
+
+All of it hangs off one ``Observe`` object; the front door holds ``None`` when everything is off, and then pays
+nothing. The request's facts travel in its ``Meter`` (usage.py): the pipeline writes the resolved model, the
+instance, attempts and upstream time there, and ``finish`` reads them once the answer is out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from itertools import count
+from typing import IO, Any, Protocol
+
+import orjson
+
+from .config.model import ObservabilityConfig
+from .endpoints import Endpoint
+from .metrics import Metrics
+from .usage import Meter
+
+__all__ = ["AccessLog", "Observe", "RequestTrace", "Span", "Tracer"]
+
+
+class Span(Protocol):
+    """One step of a traced request (auth, limits, routing, upstream). A context manager: ends on exit, marked
+    as an error if an exception left it."""
+
+    def set(self, key: str, value: str | int | float | bool) -> None: ...
+
+    def inject(self, headers: dict[str, str]) -> dict[str, str]:
+        """``headers`` plus this span's W3C ``traceparent`` (and ``tracestate``), for the upstream request."""
+        ...
+
+    def end(self, error: BaseException | None = None) -> None: ...
+
+    def __enter__(self) -> Span: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class RequestTrace(Protocol):
+    """A request's root span, continuing the client's ``traceparent`` if it sent one."""
+
+    def child(self, name: str) -> Span: ...
+
+    def end(self, status: int, meter: Meter | None) -> None: ...
+
+
+class Tracer(Protocol):
+    def start(self, scope: dict[str, Any], endpoint: str, request_id: str | None) -> RequestTrace: ...
+
+
+class AccessLog:
+    """One JSON line per request, never the prompt or the key (only its id). Lines are buffered and flushed
+    within ``FLUSH_AFTER`` seconds (a write per request measured several percent of throughput)."""
+
+    FLUSH_AFTER = 0.2
+
+    def __init__(self, path: str | None) -> None:
+        self._own = path not in (None, "-")
+        self._out: IO[bytes] = open(path, "ab") if self._own and path else sys.stdout.buffer  # noqa: SIM115
+        self._pending: list[bytes] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._pending.append(orjson.dumps(record) + b"\n")
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
+            except RuntimeError:  # no loop (a test calling directly): write through
+                self.flush()
+
+    def flush(self) -> None:
+        self._timer = None
+        if self._pending:
+            lines, self._pending = self._pending, []
+            try:
+                self._out.write(b"".join(lines))
+                self._out.flush()
+            except (OSError, ValueError):  # stdout closed, disk full: losing log lines must not fail requests
+                pass
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.flush()
+        if self._own:
+            self._out.close()
+
+
+class Observe:
+    def __init__(self, config: ObservabilityConfig, metrics: Metrics | None, tracer: Tracer | None = None) -> None:
+        self.metrics = metrics
+        self.access_log = AccessLog(config.access_log_path) if config.access_log else None
+        self.tracer = tracer
+        headers = config.headers
+        self.request_id = config.request_id
+        self.instance_header = headers.instance
+        self.overhead_header = headers.overhead
+        self.server_timing = headers.server_timing
+        # Request ids: unique per process start, cheap to make (no uuid4 per request).
+        self._prefix = os.urandom(4).hex()
+        self._next = count(1).__next__
+
+    def new_request_id(self) -> str:
+        return f"{self._prefix}{self._next():08x}"
+
+    def response_headers(
+        self, meter: Meter, started: float, headers: list[tuple[bytes, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """``headers`` of an answer about to go out, plus request id, instance, gateway overhead, Server-Timing.
+        An upstream's own request id is kept as ``x-upstream-request-id``: ``x-request-id`` is the gateway's,
+        the one its access log and traces carry."""
+        out = headers
+        if self.request_id and meter.request_id:
+            out = [(b"x-upstream-request-id", v) if k == b"x-request-id" else (k, v) for k, v in headers]
+            out.append((b"x-request-id", meter.request_id.encode("latin-1")))
+        if self.instance_header and meter.instance:
+            out.append((b"x-modelrouter-instance", meter.instance.encode("latin-1")))
+        if self.overhead_header or self.server_timing:
+            total = time.perf_counter() - started
+            upstream = meter.upstream_s
+            overhead_ms = max(total - upstream, 0.0) * 1000
+            if self.overhead_header:
+                out.append((b"x-modelrouter-overhead-ms", b"%.3f" % overhead_ms))
+            if self.server_timing:
+                out.append((b"server-timing", b"gateway;dur=%.3f, upstream;dur=%.3f" % (overhead_ms, upstream * 1000)))
+        return out
+
+    def finish(
+        self,
+        endpoint: Endpoint,
+        meter: Meter,
+        status: int,
+        started: float,
+        key_id: str | None,
+        client_ip: str | None,
+    ) -> None:
+        """The request ended (answer sent, error sent, or client gone): count it and log it."""
+        duration = time.perf_counter() - started
+        metrics = self.metrics
+        if metrics is not None:
+            model = metrics.model_label(meter.model)
+            metrics.count(metrics.requests, (endpoint.name, model, str(status)))
+            metrics.request_duration.observe((endpoint.name, model), duration)
+            if meter.prompt_tokens:
+                metrics.count(metrics.tokens, (model, key_id or "none", "prompt"), meter.prompt_tokens)
+            if meter.completion_tokens:
+                metrics.count(metrics.tokens, (model, key_id or "none", "completion"), meter.completion_tokens)
+        if self.access_log is not None:
+            self.access_log.write(
+                {
+                    "ts": round(time.time(), 3),
+                    "request_id": meter.request_id,
+                    "client_ip": client_ip,
+                    "key_id": key_id,
+                    "endpoint": endpoint.name,
+                    "model": meter.model,
+                    "instance": meter.instance,
+                    "status": status,
+                    "latency_ms": round(duration * 1000, 3),
+                    "upstream_ms": round(meter.upstream_s * 1000, 3),
+                    "ttft_ms": None if meter.ttft_s is None else round(meter.ttft_s * 1000, 3),
+                    "prompt_tokens": meter.prompt_tokens,
+                    "completion_tokens": meter.completion_tokens,
+                    "retries": max(meter.attempts - 1, 0),
+                    "bytes_out": meter.bytes_out,
+                }
+            )
+
+    def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()

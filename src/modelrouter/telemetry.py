@@ -1,0 +1,122 @@
+"""Wiring observability into the gateway: builds the ``Observe`` object for a config (keeping counters and the
+access-log file across reloads) and answers ``GET /metrics`` with the counters plus gauges read from the live
+objects (instances, the config version, usage-record drops)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .config.model import Config
+from .metrics import Gauge, Metrics, render
+from .observe import AccessLog, Observe, Tracer
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+__all__ = ["Telemetry"]
+
+log = logging.getLogger("modelrouter")
+
+_BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class Telemetry:
+    """The gateway's metrics and access log, configured (and reconfigured on reload) from ``observability``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.metrics = Metrics()  # kept across reloads: counters must not reset when the config changes
+        self._access_log: AccessLog | None = None
+        self._access_path: str | None = None
+        self._tracer: Tracer | None = None
+        # Other workers' counter snapshots, when the gateway runs several processes (see workers.py).
+        self.peers: Callable[[], Iterable[dict[str, object]]] | None = None
+
+    def apply(self, config: Config) -> Observe | None:
+        settings = config.observability
+        headers = settings.headers
+        wanted = (
+            settings.metrics
+            or settings.access_log
+            or settings.request_id
+            or settings.tracing
+            or headers.instance
+            or headers.overhead
+            or headers.server_timing
+        )
+        metrics = self.metrics if settings.metrics else None
+        if metrics is not None:
+            table = self.gateway.table
+            metrics.model_names = frozenset({model for _service, model in table.pools} | set(table.aliases))
+        tracer = self._tracing(settings.tracing)
+        if not wanted:
+            self._close_log()
+            return None
+        observe = Observe(settings, metrics, tracer)
+        if settings.access_log:
+            # The same file across reloads: requests in flight may still write to it.
+            if self._access_log is None or self._access_path != settings.access_log_path:
+                self._close_log()
+                self._access_log = observe.access_log
+                self._access_path = settings.access_log_path
+            else:
+                observe.access_log = self._access_log
+        else:
+            self._close_log()
+        return observe
+
+    def _tracing(self, on: bool) -> Tracer | None:
+        if not on:
+            return None
+        if self._tracer is None:
+            try:
+                from .tracing import OtelTracer
+            except ImportError as exc:
+                log.error(
+                    "observability.tracing is on, but OpenTelemetry is not installed (%s): "
+                    "pip install 'modelrouter[otel]'; tracing stays off",
+                    exc,
+                )
+                return None
+            self._tracer = OtelTracer()
+        return self._tracer
+
+    def _close_log(self) -> None:
+        if self._access_log is not None:
+            self._access_log.close()
+            self._access_log = None
+            self._access_path = None
+
+    def close(self) -> None:
+        self._close_log()
+
+    # -- GET /metrics ------------------------------------------------------------------------------------------
+
+    def exposition(self) -> tuple[bytes, str]:
+        gateway = self.gateway
+        if gateway.recorder is not None:
+            self.metrics.usage_dropped[()] = float(gateway.recorder.dropped)
+        metrics = self.metrics if self.peers is None else self.metrics.merge(self.peers())
+        return render(metrics, self._gauges)
+
+    def _gauges(self) -> list[Gauge]:
+        gateway = self.gateway
+        in_flight, healthy, breaker = [], [], []
+        for inst in gateway.table.all_instances():
+            labels = {"service": inst.labels[0], "instance": inst.labels[1]}
+            in_flight.append((labels, float(inst.inflight)))
+            healthy.append((labels, 1.0 if inst.healthy else 0.0))
+            breaker.append((labels, _BREAKER_STATES.get(inst.breaker.state, 2.0)))
+        control = gateway.control
+        version = control.version if control is not None and control.version is not None else 0
+        return [
+            ("modelrouter_instance_in_flight", "Requests in flight to an instance", in_flight),
+            ("modelrouter_instance_healthy", "1 if the instance passes its health checks, else 0", healthy),
+            ("modelrouter_instance_breaker_state", "Circuit breaker: 0 closed, 1 half-open, 2 open", breaker),
+            ("modelrouter_active_requests", "Requests in progress at the gateway", [({}, float(gateway.active))]),
+            ("modelrouter_config_version", "The config version serving (0: not recorded)", [({}, float(version))]),
+            ("modelrouter_build_info", "The gateway's version", [({"version": __version__}, 1.0)]),
+        ]

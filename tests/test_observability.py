@@ -1,0 +1,323 @@
+"""Metrics, the access log, request ids and the x-modelrouter-*/Server-Timing headers, through a real gateway,
+real loopback upstreams and the openai SDK. Every metric family is checked by causing the event and scraping
+``/metrics`` before and after: the series must move by exactly the right amount."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .fakes import FakeOpenAI
+from .servers import GatewayServer
+
+Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
+USER = [{"role": "user", "content": "hi"}]
+
+
+def scrape(gw: GatewayServer) -> Series:
+    reply = httpx2.get(gw.url + "/metrics", timeout=10)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/plain")
+    out: Series = {}
+    for family in text_string_to_metric_families(reply.text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def value(series: Series, name: str, **labels: str) -> float:
+    return series.get((name, frozenset(labels.items())), 0.0)
+
+
+def delta(before: Series, after: Series, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def sdk(gw: GatewayServer, **kwargs: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, **kwargs)
+
+
+@pytest.fixture
+def two(start_upstream: Callable[..., tuple[FakeOpenAI, str]]) -> tuple[FakeOpenAI, str, FakeOpenAI, str]:
+    a, url_a = start_upstream("a")
+    b, url_b = start_upstream("b")
+    return a, url_a, b, url_b
+
+
+def test_requests_durations_tokens_and_upstream_timings(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    _, url, _, _ = two
+    gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
+    instance = f"m@{url}"
+    before = scrape(gw)
+    sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    after = scrape(gw)
+    assert delta(before, after, "modelrouter_requests_total", endpoint="chat", model="m", status="200") == 1
+    assert delta(before, after, "modelrouter_request_duration_seconds_count", endpoint="chat", model="m") == 1
+    assert delta(before, after, "modelrouter_request_duration_seconds_sum", endpoint="chat", model="m") > 0
+    # The fake upstream reports 5 prompt and 3 completion tokens.
+    assert delta(before, after, "modelrouter_tokens_total", model="m", key="none", kind="prompt") == 5
+    assert delta(before, after, "modelrouter_tokens_total", model="m", key="none", kind="completion") == 3
+    for name in ("modelrouter_upstream_duration_seconds_count", "modelrouter_upstream_ttft_seconds_count"):
+        assert delta(before, after, name, service="chat", instance=instance) == 1
+    assert (
+        delta(
+            before, after, "modelrouter_upstream_duration_seconds_bucket", service="chat", instance=instance, le="+Inf"
+        )
+        == 1
+    )
+    assert value(after, "modelrouter_instance_in_flight", service="chat", instance=instance) == 0
+    assert value(after, "modelrouter_instance_healthy", service="chat", instance=instance) == 1
+    assert value(after, "modelrouter_instance_breaker_state", service="chat", instance=instance) == 0
+    assert value(after, "modelrouter_build_info", version=__import__("modelrouter").__version__) == 1
+
+    # A name nobody configured is not a label value: it is counted as "none" (it never resolved).
+    with pytest.raises(openai.NotFoundError):
+        sdk(gw).chat.completions.create(model="../../etc/passwd", messages=USER)  # type: ignore[arg-type]
+    later = scrape(gw)
+    assert delta(after, later, "modelrouter_requests_total", endpoint="chat", model="none", status="404") == 1
+    assert not any("passwd" in str(labels) for _, labels in later)
+
+
+def test_streams_count_ttft_duration_and_tokens(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    fake, url, _, _ = two
+    fake.stream_events = 4
+    gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
+    instance = f"m@{url}"
+    before = scrape(gw)
+    chunks = list(
+        sdk(gw).chat.completions.create(
+            model="m",
+            messages=USER,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
+        )
+    )
+    assert chunks[-1].usage is not None
+    after = scrape(gw)
+    assert delta(before, after, "modelrouter_requests_total", endpoint="chat", model="m", status="200") == 1
+    assert delta(before, after, "modelrouter_upstream_ttft_seconds_count", service="chat", instance=instance) == 1
+    assert delta(before, after, "modelrouter_upstream_duration_seconds_count", service="chat", instance=instance) == 1
+    assert delta(before, after, "modelrouter_tokens_total", model="m", key="none", kind="completion") == 4
+    # Without a key or limits the gateway does not change the client's request to ask for usage.
+    list(sdk(gw).chat.completions.create(model="m", messages=USER, stream=True))  # type: ignore[arg-type]
+    assert "stream_options" not in json.loads(fake.requests[-1].body)
+
+
+def test_failover_retries_and_fallbacks(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    a, url_a, _, url_b = two
+    a.fail("/v1/chat/completions", 500, {"error": {"message": "boom", "type": "server_error"}})
+    gw = start_gateway(
+        {
+            "retry": {"on_status": [500]},
+            "services": {
+                "chat": {
+                    "load_balance": "round_robin",
+                    "models": {"small": {"fallbacks": ["big"]}},
+                    "instances": [
+                        {"name": "m", "base_url": url_a},
+                        {"name": "m", "base_url": url_b},
+                        {"name": "small", "base_url": url_a},
+                        {"name": "big", "base_url": url_b},
+                    ],
+                }
+            },
+        }
+    )
+    before = scrape(gw)
+    answers = [sdk(gw).chat.completions.create(model="m", messages=USER).choices[0].message.content for _ in range(4)]  # type: ignore[arg-type]
+    assert set(answers) == {"hello from b"}
+    after = scrape(gw)
+    # Round robin sends two of the four to a first; each of those is retried on b.
+    assert delta(before, after, "modelrouter_retries_total", service="chat", model="m") == 2
+    assert delta(before, after, "modelrouter_requests_total", endpoint="chat", model="m", status="200") == 4
+    assert sdk(gw).chat.completions.create(model="small", messages=USER).choices[0].message.content == "hello from b"  # type: ignore[arg-type]
+    later = scrape(gw)
+    assert delta(after, later, "modelrouter_fallbacks_total", service="chat", model="small") == 1
+
+
+def test_rate_limit_refusals_by_scope(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    _, url, _, _ = two
+    gw = start_gateway(
+        {
+            "limits": [{"scope": "ip", "rate": 1, "period": 3600}],
+            "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}},
+        }
+    )
+    before = scrape(gw)
+    sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError):
+            sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    after = scrape(gw)
+    assert delta(before, after, "modelrouter_rate_limited_total", scope="ip") == 2
+    assert delta(before, after, "modelrouter_requests_total", endpoint="chat", model="m", status="429") == 2
+
+
+def test_breaker_health_in_flight_and_active_gauges(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    a, url_a, b, url_b = two
+    a.fail("/v1/chat/completions", 500, {"error": {"message": "boom", "type": "server_error"}})
+    gw = start_gateway(
+        {
+            "breaker": {"consecutive_failures": 2, "open_for": 60},
+            "services": {
+                "chat": {"instances": [{"name": "m", "base_url": url_a}, {"name": "slow", "base_url": url_b}]},
+            },
+        }
+    )
+    for _ in range(2):
+        with pytest.raises(openai.InternalServerError):
+            sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    series = scrape(gw)
+    assert value(series, "modelrouter_instance_breaker_state", service="chat", instance=f"m@{url_a}") == 2
+    assert value(series, "modelrouter_instance_breaker_state", service="chat", instance=f"slow@{url_b}") == 0
+
+    b.delay = 1.0
+    done = threading.Event()
+    threading.Thread(
+        target=lambda: (sdk(gw).chat.completions.create(model="slow", messages=USER), done.set()),  # type: ignore[arg-type]
+        daemon=True,
+    ).start()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        series = scrape(gw)
+        if value(series, "modelrouter_instance_in_flight", service="chat", instance=f"slow@{url_b}") == 1:
+            break
+        time.sleep(0.02)
+    assert value(series, "modelrouter_instance_in_flight", service="chat", instance=f"slow@{url_b}") == 1
+    assert value(series, "modelrouter_active_requests") == 1
+    assert done.wait(5)
+    series = scrape(gw)
+    assert value(series, "modelrouter_instance_in_flight", service="chat", instance=f"slow@{url_b}") == 0
+    assert value(series, "modelrouter_active_requests") == 0
+
+
+def test_usage_record_drops_and_config_version(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    _, url, _, _ = two
+    # A buffer of one record that is flushed only after a minute: the 2nd and 3rd records are dropped.
+    gw = start_gateway(
+        {
+            "usage": {"enabled": True, "buffer": 1, "flush_interval": 60, "batch": 100},
+            "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}},
+        },
+        config_source="store",
+    )
+    before = scrape(gw)
+    assert value(before, "modelrouter_config_version") == 1
+    for _ in range(3):
+        sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    after = scrape(gw)
+    assert delta(before, after, "modelrouter_usage_records_dropped_total") == 2
+    control = gw.gateway.control
+    assert control is not None
+    doc = control.document()
+    doc["aliases"] = {"gpt-4o": "m"}
+    gw.bg.run(control.change(doc, author="test", comment="alias", based_on=1))
+    assert value(scrape(gw), "modelrouter_config_version") == 2
+
+
+def test_request_id_headers_and_access_log(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
+    _, url, _, _ = two
+    log_path = tmp_path / "access.log"
+    key = "mr-observed-key-0123456789abcdefghij"
+    gw = start_gateway(
+        {
+            "auth": {"enabled": True, "keys": [{"name": "team", "key": key}]},
+            "observability": {"access_log": True, "access_log_path": str(log_path)},
+            "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}},
+        }
+    )
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+    secret_prompt = "the-prompt-must-never-be-logged"
+    raw = client.chat.completions.with_raw_response.create(
+        model="m", messages=[{"role": "user", "content": secret_prompt}], extra_headers={"X-Request-ID": "trace-me-42"}
+    )
+    assert raw.headers["x-request-id"] == "trace-me-42"
+    assert raw.headers["x-modelrouter-instance"] == f"chat/m@{url}"
+    overhead = float(raw.headers["x-modelrouter-overhead-ms"])
+    assert 0 <= overhead < 1000
+    timing = raw.headers["server-timing"]
+    assert timing.startswith(f"gateway;dur={overhead:.3f}, upstream;dur=")
+    generated = client.chat.completions.with_raw_response.create(model="m", messages=USER)  # type: ignore[arg-type]
+    assert len(generated.headers["x-request-id"]) == 16
+    # An unusable client id (spaces) is replaced; an error answer carries the id too.
+    bad = httpx2.post(
+        gw.url + "/v1/chat/completions",
+        json={"model": "nope", "messages": USER},
+        headers={"Authorization": f"Bearer {key}", "X-Request-ID": "has spaces in it"},
+        timeout=10,
+    )
+    assert bad.status_code == 404
+    assert bad.headers["x-request-id"] != "has spaces in it"
+    assert len(bad.headers["x-request-id"]) == 16
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(log_path.read_text().splitlines() if log_path.exists() else []) < 3:
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == [
+        "trace-me-42",
+        generated.headers["x-request-id"],
+        bad.headers["x-request-id"],
+    ]
+    first = lines[0]
+    assert first["key_id"] == "config:team"
+    assert (first["endpoint"], first["model"], first["instance"], first["status"]) == (
+        "chat",
+        "m",
+        f"chat/m@{url}",
+        200,
+    )
+    assert (first["prompt_tokens"], first["completion_tokens"], first["retries"]) == (5, 3, 0)
+    assert first["latency_ms"] >= first["upstream_ms"] > 0
+    assert lines[2]["status"] == 404
+    text = log_path.read_text()
+    assert secret_prompt not in text
+    assert key not in text
+    assert key[-8:] not in text
+
+
+def test_everything_switched_off(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    _, url, _, _ = two
+    off = {
+        "metrics": False,
+        "request_id": False,
+        "headers": {"instance": False, "overhead": False, "server_timing": False},
+    }
+    gw = start_gateway({"observability": off, "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
+    assert gw.gateway.observe is None  # nothing is paid per request
+    raw = sdk(gw).chat.completions.with_raw_response.create(model="m", messages=USER)  # type: ignore[arg-type]
+    assert not {"x-request-id", "x-modelrouter-instance", "x-modelrouter-overhead-ms", "server-timing"} & set(
+        raw.headers
+    )
+    assert httpx2.get(gw.url + "/metrics", timeout=10).status_code == 404
+    # Switched on again by a reload, without a restart; counters start from what this process counted.
+    gw.reload(
+        {"health_check": {"enabled": False}, "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}}
+    )
+    sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    assert value(scrape(gw), "modelrouter_requests_total", endpoint="chat", model="m", status="200") == 1
