@@ -63,6 +63,7 @@ class Gateway(FrontDoor):
             live_state=self.live_state,
         )
         self._refresher: asyncio.Task[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
         # Where the config comes from and its versions (the CLI sets one; a library user may leave it unset).
         self.control: ConfigControl | None = None
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
@@ -212,6 +213,8 @@ class Gateway(FrontDoor):
                 )
                 self.recorder.start()
             self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
+        if self.telemetry.exchange is not None:
+            self._publisher = asyncio.get_running_loop().create_task(self.telemetry.publish_every(), name="metrics")
         log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
         self._apply_accounting(config)
         self._started = True
@@ -225,6 +228,8 @@ class Gateway(FrontDoor):
 
     async def shutdown(self) -> None:
         await self.health.aclose()
+        if self._publisher is not None:
+            self._publisher.cancel()
         self.telemetry.close()
         if self._refresher is not None:
             self._refresher.cancel()

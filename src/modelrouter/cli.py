@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -13,6 +15,7 @@ from .cli_config import register as register_config_commands
 from .cli_store import register as register_store_commands
 from .config.load import ConfigError, default_config_text, load_config, read_config_text
 from .control import ConfigControl, parse_text
+from .workers import FD_ENV
 
 __all__ = ["main"]
 
@@ -46,13 +49,36 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("modelrouter").info(
         "modelrouter %s on http://%s:%d (%s, %s mode)", __version__, host, port, source, args.config_source
     )
+    if args.workers > 1 and FD_ENV not in os.environ:
+        from .workers import supervise
+
+        return supervise(_worker_argv(args), host=host, port=port, workers=args.workers)
     app = create_app(config)
     app.control = ConfigControl(app, args.config_source, text, source, import_text=args.import_)
+    sockets = None
+    if FD_ENV in os.environ:  # a worker of `serve --workers N`: the supervisor's socket, a shared metrics directory
+        from .workers import INDEX_ENV, METRICS_DIR_ENV, MetricsExchange
+
+        sockets = [socket.socket(fileno=int(os.environ[FD_ENV]))]
+        app.telemetry.exchange = MetricsExchange(os.environ[METRICS_DIR_ENV], int(os.environ[INDEX_ENV]))
     _tune_gc()
     app.freeze_heap = True
     # In store mode the file is not watched: the store holds the config (SIGHUP checks the store instead).
     watched = args.config if args.config_source == "file" else None
-    return run(app, host=host, port=port, config_path=watched, log_level=args.log_level)
+    return run(app, host=host, port=port, config_path=watched, log_level=args.log_level, sockets=sockets)
+
+
+def _worker_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of one worker: this one's options, without --workers."""
+    argv = ["serve", "--config-source", args.config_source, "--log-level", args.log_level]
+    for flag, value in (("--config", args.config), ("--host", args.host), ("--data-dir", args.data_dir)):
+        if value is not None:
+            argv += [flag, value]
+    if args.port is not None:
+        argv += ["--port", str(args.port)]
+    if args.import_:
+        argv.append("--import")
+    return argv
 
 
 def _tune_gc() -> None:
@@ -104,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="store mode: save the --config file as a new version and serve it",
     )
     serve.add_argument("--data-dir", metavar="DIR", help="the store's SQLite directory (overrides store.data_dir)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (default 1); metrics are added up across them",
+    )
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a config file; lists every problem by its path")

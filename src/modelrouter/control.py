@@ -214,17 +214,24 @@ class ConfigControl:
             if self.mode == "file":
                 await self._record_file(latest)
                 return
-            if latest is None:
-                saved = await store.add_config_version(
-                    self.text, author="seed", comment=f"seeded from {self.source}", based_on=None
-                )
-                log.info("config: store mode, version %d seeded from %s", saved.id, self.source)
-            elif self.import_text and latest.config != self.text:
-                saved = await store.add_config_version(
-                    self.text, author="import", comment=f"imported from {self.source}", based_on=latest.id
-                )
-                log.info("config: store mode, %s imported as version %d", self.source, saved.id)
-            else:
+            from .store import StaleVersionError
+
+            saved = None
+            try:
+                if latest is None:
+                    saved = await store.add_config_version(
+                        self.text, author="seed", comment=f"seeded from {self.source}", based_on=None
+                    )
+                    log.info("config: store mode, version %d seeded from %s", saved.id, self.source)
+                elif self.import_text and latest.config != self.text:
+                    saved = await store.add_config_version(
+                        self.text, author="import", comment=f"imported from {self.source}", based_on=latest.id
+                    )
+                    log.info("config: store mode, %s imported as version %d", self.source, saved.id)
+            except StaleVersionError:  # another worker or replica starting at the same moment did it first
+                latest = await store.latest_config_version()
+            if saved is None:
+                assert latest is not None
                 saved = latest
                 log.info("config: store mode, serving version %d from the store (%s not read)", saved.id, self.source)
             self._apply(saved)
@@ -242,7 +249,18 @@ class ConfigControl:
         if latest is not None and latest.config == self.text:
             self.version = latest.id  # a restart with the same file is not a new version
             return
-        saved = await self.store.add_config_version(self.text, author="file", comment=f"loaded from {self.source}")
+        from .store import StaleVersionError
+
+        try:
+            saved = await self.store.add_config_version(
+                self.text, author="file", comment=f"loaded from {self.source}", based_on=latest.id if latest else None
+            )
+        except StaleVersionError:  # another worker loaded the file at the same moment: its version is ours
+            latest = await self.store.latest_config_version()
+            if latest is not None and latest.config == self.text:
+                self.version = latest.id
+                return
+            raise
         self.version = saved.id
         log.info("config: version %d recorded from %s", saved.id, self.source)
 

@@ -162,10 +162,10 @@ class Server(uvicorn.Server):
         self._serving: asyncio.Task[Any] | None = None
         self._reloads: set[asyncio.Task[Any]] = set()
 
-    async def serve_until_stopped(self) -> int:
+    async def serve_until_stopped(self, sockets: list[socket.socket] | None = None) -> int:
         """Serve until a signal (or ``should_exit``) stops the server; returns the process exit code."""
         try:
-            await self.serve()
+            await self.serve(sockets)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not self.force_exit or task is None:
@@ -254,9 +254,18 @@ def _loop_factory(config: uvicorn.Config) -> Callable[[], asyncio.AbstractEventL
     return factory
 
 
-def run(gateway: Gateway, *, host: str, port: int, config_path: str | None = None, log_level: str = "info") -> int:
+def run(
+    gateway: Gateway,
+    *,
+    host: str,
+    port: int,
+    config_path: str | None = None,
+    log_level: str = "info",
+    sockets: list[socket.socket] | None = None,
+) -> int:
     """Serve ``gateway`` in this process until SIGTERM/SIGINT; returns the exit code. ``config_path`` is the file
-    the gateway's config came from (reloaded on SIGHUP and when it changes); None for the embedded default."""
+    the gateway's config came from (reloaded on SIGHUP and when it changes); None for the embedded default.
+    ``sockets``: already listening (a worker of ``serve --workers N``); otherwise ``host:port`` is bound."""
     server = Server(gateway, host=host, port=port, config_path=config_path, log_level=log_level)
     with asyncio.Runner(loop_factory=_loop_factory(server.config)) as runner:
-        return runner.run(server.serve_until_stopped())
+        return runner.run(server.serve_until_stopped(sockets))

@@ -4,14 +4,15 @@ objects (instances, the config version, usage-record drops)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ._version import __version__
 from .config.model import Config
 from .metrics import Gauge, Metrics, render
 from .observe import AccessLog, Observe, Tracer
+from .workers import MetricsExchange
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -32,8 +33,8 @@ class Telemetry:
         self._access_log: AccessLog | None = None
         self._access_path: str | None = None
         self._tracer: Tracer | None = None
-        # Other workers' counter snapshots, when the gateway runs several processes (see workers.py).
-        self.peers: Callable[[], Iterable[dict[str, object]]] | None = None
+        # With several worker processes: where they exchange metric snapshots (see workers.py).
+        self.exchange: MetricsExchange | None = None
 
     def apply(self, config: Config) -> Observe | None:
         settings = config.observability
@@ -99,8 +100,33 @@ class Telemetry:
         gateway = self.gateway
         if gateway.recorder is not None:
             self.metrics.usage_dropped[()] = float(gateway.recorder.dropped)
-        metrics = self.metrics if self.peers is None else self.metrics.merge(self.peers())
-        return render(metrics, self._gauges)
+        if self.exchange is None:
+            return render(self.metrics, self._gauges)
+        own = self.publish()
+        peers = list(self.exchange.peers())
+        gauges: dict[str, Gauge] = {}
+        for name, doc, samples in [*own, *(tuple(g) for p in peers for g in p.get("gauges", ()))]:
+            gauges.setdefault(name, (name, doc, []))[2].extend((dict(labels), value) for labels, value in samples)
+        return render(self.metrics.merge(peers), lambda: gauges.values())
+
+    def publish(self) -> list[Gauge]:
+        """Several workers: write this one's counters and gauges (labelled with its index) for the others."""
+        assert self.exchange is not None
+        worker = str(self.exchange.index)
+        gauges = [
+            (name, doc, [({**labels, "worker": worker}, v) for labels, v in samples])
+            for name, doc, samples in self._gauges()
+        ]
+        self.exchange.publish({**self.metrics.snapshot(), "gauges": gauges})
+        return gauges
+
+    async def publish_every(self, seconds: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                self.publish()
+            except OSError as exc:  # the shared directory is gone (the supervisor is shutting down)
+                log.debug("could not publish metrics: %s", exc)
 
     def _gauges(self) -> list[Gauge]:
         gateway = self.gateway
