@@ -1,11 +1,13 @@
 """modelrouter throughput/latency benchmark: wrk -> (fake upstream | bare proxy | gateway -> fake upstream).
 
-Every scenario is run four times, interleaved - straight at the fake upstream ("direct"), through a
+Every scenario is run five times, interleaved - straight at the fake upstream ("direct"), through a
 minimal uvicorn + aiohttp proxy ("bare", bench/bare_proxy.py: the ceiling for this stack on this machine),
-through the gateway, and through a second gateway with client API keys, rate limits and the SQLite store
-enabled ("gateway+auth", limits so high nothing is refused) - so the table shows what the gateway itself
-costs, against no proxy at all and against the cheapest proxy built from the same parts, and what checking
-keys and limits costs on top. See bench/README.md. Entry point: ``bench/run``.
+through the gateway (observability off), through a second gateway with metrics, a JSON access log to a file,
+request ids and the observability headers on ("gateway+obs"), and through a third with client API keys, rate
+limits and the SQLite store enabled ("gateway+auth", limits so high nothing is refused, observability off) -
+so the table shows what the gateway itself costs, against no proxy at all and against the cheapest proxy
+built from the same parts, and what observability and checking keys and limits each cost on top. See
+bench/README.md. Entry point: ``bench/run``.
 """
 
 from __future__ import annotations
@@ -41,12 +43,29 @@ TARGET_RPS_C32 = 7_000.0
 TARGET_P50_OVERHEAD_MS = 0.4
 TARGET_IDLE_RSS_MB = 100.0  # the store is always open under `serve` (config versions): SQLAlchemy is most of it
 TARGET_AUTH_COST_PCT = 15.0  # gateway+auth may lose at most this share of the plain gateway's req/s
+TARGET_OBS_COST_PCT = 5.0  # gateway+obs (metrics + access log + request id + headers) likewise
 
 # The "gateway+auth" target: a second gateway with client keys, limits and the store, and the key wrk sends.
 AUTH_TARGET = "gateway+auth"
 AUTH_KEY = "mr-bench-key-0123456789abcdefghijklmnopqrstuv"
 AUTH_KEY_ENV = "BENCH_API_KEY"  # read by chat.lua / chat_stream.lua; set only for wrk runs against AUTH_TARGET
 AUTH_MIN_REQUESTS = 10_000  # the issue asks for 10,000 requests through limits and auth per measured c32 run
+
+# The "gateway+obs" target: the plain gateway with every observability feature a production setup turns on.
+OBS_TARGET = "gateway+obs"
+# Response headers the observability config adds; the sanity check wants all of them from the gateway+obs and
+# none from the other gateways, so a baseline that silently kept them on cannot hide their cost.
+OBS_HEADERS = ("x-request-id", "x-modelrouter-instance", "x-modelrouter-overhead-ms", "server-timing")
+OBS_LOG_MIN_SHARE = 0.9  # access log lines / requests wrk counted against the gateway+obs (warm-ups included)
+OBS_LOG_FLUSH_WAIT_S = 1.0  # the access log buffers lines for up to 0.2 s (AccessLog.FLUSH_AFTER)
+OBS_METRIC = "modelrouter_requests_total"  # must be in the gateway+obs's GET /metrics after the runs
+
+# Per gateway target: its output log and generated config in bench/results/.
+GATEWAY_FILES = {
+    "gateway": ("gateway.log", "bench-config.yaml"),
+    OBS_TARGET: ("gateway-obs.log", "bench-obs-config.yaml"),
+    AUTH_TARGET: ("gateway-auth.log", "bench-auth-config.yaml"),
+}
 
 EXIT_OK, EXIT_FAILED, EXIT_ENV, EXIT_MISSED = 0, 1, 2, 3
 
@@ -86,7 +105,7 @@ SCENARIOS = (
 @dataclass
 class WrkRun:
     scenario: str
-    target: str  # "direct" | "bare" | "gateway" | "gateway+auth"
+    target: str  # "direct" | "bare" | "gateway" | "gateway+obs" | "gateway+auth"
     connections: int
     threads: int
     duration_s: float
@@ -100,6 +119,7 @@ class WrkRun:
     # CPU use of our processes during the run, % of one core: ~100 means that process was the bottleneck.
     cpu_pct: dict[str, float] = field(default_factory=dict)
     raw: str = ""
+    warmup_requests: int = 0  # answered in the unrecorded warm-up before this run (the access log has them too)
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -201,13 +221,26 @@ def http_request(
     timeout: float = 5.0,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, str, bytes]:
+    status, resp_headers, resp_body = http_exchange(port, method, path, body, timeout, headers)
+    return status, resp_headers.get("content-type", ""), resp_body
+
+
+def http_exchange(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 5.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request; the response headers with lower-cased names."""
     conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         all_headers = {"Content-Type": "application/json"} if body is not None else {}
         all_headers.update(headers or {})
         conn.request(method, path, body=body, headers=all_headers)
         resp = conn.getresponse()
-        return resp.status, resp.getheader("Content-Type") or "", resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
 
@@ -278,7 +311,7 @@ def ensure_wrk() -> str:
 
 @dataclass(frozen=True)
 class Pinning:
-    gateway: list[str]  # argv prefix for both gateways and the bare proxy (measured one at a time)
+    gateway: list[str]  # argv prefix for the gateways and the bare proxy (measured one at a time)
     load: list[str]  # argv prefix for wrk and the fake upstream
     note: str
 
@@ -286,8 +319,8 @@ class Pinning:
 def plan_pinning(enabled: bool) -> Pinning:
     """Gateways (and bare proxy) on one core, wrk + fake upstream on another, so the load generator does not
     steal the proxy's CPU (the proxies are single-process; on 2 cores this is the fairest split). The bare
-    proxy and the gateway+auth share the gateway's core so all are compared on equal terms; only one is under
-    load at a time."""
+    proxy, the gateway+obs and the gateway+auth share the gateway's core so all are compared on equal terms;
+    only one is under load at a time."""
     if not enabled:
         return Pinning([], [], "off (--no-pin)")
     taskset = shutil.which("taskset")
@@ -297,7 +330,7 @@ def plan_pinning(enabled: bool) -> Pinning:
     if len(cores) < 2:
         return Pinning([], [], f"off (only {len(cores)} usable core)")
     gw, load = str(cores[0]), str(cores[1])
-    note = f"gateway, gateway+auth + bare proxy on core {gw}, wrk + upstream on core {load}"
+    note = f"gateway, {OBS_TARGET}, {AUTH_TARGET} + bare proxy on core {gw}, wrk + upstream on core {load}"
     return Pinning([taskset, "-c", gw], [taskset, "-c", load], note)
 
 
@@ -375,10 +408,11 @@ def run_wrk(
     return run
 
 
-def sanity_check(port: int, what: str, api_key: str | None = None) -> list[str]:
+def sanity_check(port: int, what: str, api_key: str | None = None, observability: bool | None = None) -> list[str]:
     """One request of each kind, checked for content: a fast wrong answer must not pass as a fast one.
     With ``api_key``, requests without it (or with a wrong one) must be refused with 401 first; the checked
-    requests then carry it."""
+    requests then carry it. For a gateway, ``observability`` says whether its observability is on (see
+    ``observability_problems``)."""
     problems = []
     base = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
     auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -388,11 +422,13 @@ def sanity_check(port: int, what: str, api_key: str | None = None) -> list[str]:
                 status, _, body = http_request(port, "POST", CHAT_PATH, json.dumps(base).encode(), headers=headers)
                 if status != 401:
                     problems.append(f"{what}: chat {label} answered HTTP {status}, not 401: {body[:300]!r}")
-        status, ctype, body = http_request(port, "POST", CHAT_PATH, json.dumps(base).encode(), headers=auth)
+        status, resp_headers, body = http_exchange(port, "POST", CHAT_PATH, json.dumps(base).encode(), headers=auth)
         if status != 200:
             problems.append(f"{what}: non-streaming chat answered HTTP {status}: {body[:300]!r}")
         elif json.loads(body).get("object") != "chat.completion":
             problems.append(f"{what}: non-streaming chat body is not a chat.completion: {body[:300]!r}")
+        elif observability is not None:
+            problems += observability_problems(port, what, observability, resp_headers)
         stream_body = json.dumps({**base, "stream": True}).encode()
         status, ctype, body = http_request(port, "POST", CHAT_PATH, stream_body, headers=auth)
         events = [line for line in body.split(b"\n") if line.startswith(b"data:")]
@@ -407,6 +443,84 @@ def sanity_check(port: int, what: str, api_key: str | None = None) -> list[str]:
     return problems
 
 
+def observability_problems(port: int, what: str, on: bool, chat_headers: dict[str, str]) -> list[str]:
+    """With ``on``, a chat answer must carry every OBS_HEADERS and GET /metrics must answer 200; otherwise
+    neither: a baseline gateway that quietly kept observability on would hide its cost in the comparison, and
+    a gateway+obs with it off would look free."""
+    present = [h for h in OBS_HEADERS if h in chat_headers]
+    missing = [h for h in OBS_HEADERS if h not in chat_headers]
+    metrics_status, _, _ = http_request(port, "GET", "/metrics")
+    problems = []
+    if on and missing:
+        problems.append(f"{what}: observability headers missing from a chat answer: {', '.join(missing)}")
+    if not on and present:
+        problems.append(f"{what}: observability is meant to be off, yet a chat answer has {', '.join(present)}")
+    if on != (metrics_status == 200):
+        problems.append(f"{what}: GET /metrics answered HTTP {metrics_status} with metrics {'on' if on else 'off'}")
+    return problems
+
+
+def check_obs_gateway(port: int, access_log: Path, runs: list[WrkRun]) -> tuple[dict[str, Any], list[str]]:
+    """After the runs: the gateway+obs's access log must hold about one line per request it answered (the
+    wrk counts of its runs, warm-ups included), and its GET /metrics must answer 200 with OBS_METRIC. A
+    gateway that dropped the log or the counters under load would otherwise look cheap."""
+    requests = sum(r.requests + r.warmup_requests for r in runs if r.target == OBS_TARGET)
+    time.sleep(OBS_LOG_FLUSH_WAIT_S)  # lines are buffered for a moment before they reach the file
+    problems = []
+    lines = count_lines(access_log)
+    if lines is None:
+        problems.append(f"{OBS_TARGET}: no access log at {access_log}")
+    elif lines < OBS_LOG_MIN_SHARE * requests:
+        problems.append(
+            f"{OBS_TARGET}: access log has {lines:,} lines for {requests:,} requests wrk counted "
+            f"(< {100 * OBS_LOG_MIN_SHARE:.0f} %)"
+        )
+    elif not _is_access_record(access_log):
+        problems.append(f"{OBS_TARGET}: the access log's last line is not a JSON request record with a status")
+    metric_total: float | None = None
+    try:
+        status, _, body = http_request(port, "GET", "/metrics")
+    except (OSError, http.client.HTTPException) as exc:
+        problems.append(f"{OBS_TARGET}: GET /metrics failed: {exc!r}")
+    else:
+        if status != 200:
+            problems.append(f"{OBS_TARGET}: GET /metrics answered HTTP {status} after the runs")
+        elif (metric_total := metric_sum(body.decode(errors="replace"), OBS_METRIC)) is None:
+            problems.append(f"{OBS_TARGET}: GET /metrics has no {OBS_METRIC} after the runs")
+    stats = {"requests": requests, "access_log_lines": lines, "requests_total_metric": metric_total}
+    return stats, problems
+
+
+def count_lines(path: Path) -> int | None:
+    """Newlines in ``path`` (None if it does not exist), read in blocks: the log runs to many megabytes."""
+    try:
+        with path.open("rb") as f:
+            return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+    except FileNotFoundError:
+        return None
+
+
+def _is_access_record(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 4096))
+        last = f.read().rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        record = json.loads(last)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and isinstance(record.get("status"), int)
+
+
+def metric_sum(exposition: str, name: str) -> float | None:
+    """The sum of every sample of ``name`` in a Prometheus text exposition; None if it has none."""
+    values = [
+        float(line.rsplit(maxsplit=1)[-1])
+        for line in exposition.splitlines()
+        if line.startswith((name + "{", name + " "))
+    ]
+    return sum(values) if values else None
+
+
 # ---------------------------------------------------------------------------------------------- report
 
 
@@ -418,26 +532,33 @@ def build_rows(runs: list[WrkRun]) -> list[dict[str, Any]]:
     by_key = {(r.scenario, r.target): r for r in runs}
     rows = []
     for sc in SCENARIOS:
-        d, b, g, a = (by_key.get((sc.name, target)) for target in ("direct", "bare", "gateway", AUTH_TARGET))
-        if d is None and b is None and g is None and a is None:
+        targets = ("direct", "bare", "gateway", AUTH_TARGET, OBS_TARGET)
+        d, b, g, a, o = (by_key.get((sc.name, target)) for target in targets)
+        if d is None and b is None and g is None and a is None and o is None:
             continue
         row: dict[str, Any] = {"scenario": sc.name, "connections": sc.connections}
-        for prefix, run in (("direct", d), ("bare", b), ("gateway", g), ("auth", a)):
+        for prefix, run in (("direct", d), ("bare", b), ("gateway", g), ("auth", a), ("obs", o)):
             row[f"{prefix}_rps"] = run.rps if run else None
             row[f"{prefix}_p50_ms"] = run.p50_ms if run else None
             row[f"{prefix}_p99_ms"] = run.p99_ms if run else None
         row["auth_requests"] = a.requests if a else None
+        row["obs_requests"] = o.requests if o else None
         row["ratio"] = g.rps / d.rps if d and g and d.rps else None
         row["gw_bare_ratio"] = g.rps / b.rps if b and g and b.rps else None
-        row["auth_gw_ratio"] = a.rps / g.rps if a and g and g.rps else None
-        row["auth_cost_pct"] = None if row["auth_gw_ratio"] is None else 100 * (1 - row["auth_gw_ratio"])
+        # Both add-ons are compared with the plain gateway of the same scenario in the same run.
+        for prefix, run in (("auth", a), ("obs", o)):
+            ratio = run.rps / g.rps if run and g and g.rps else None
+            row[f"{prefix}_gw_ratio"] = ratio
+            row[f"{prefix}_cost_pct"] = None if ratio is None else 100 * (1 - ratio)
         row["p50_overhead_ms"] = _p50_diff(g, d)
         row["p50_over_bare_ms"] = _p50_diff(g, b)
         row["auth_p50_over_gw_ms"] = _p50_diff(a, g)
-        # "errors" covers the runs the gateway targets are computed from; bare and auth runs are reported apart.
+        row["obs_p50_over_gw_ms"] = _p50_diff(o, g)
+        # "errors" covers the runs the gateway targets are computed from; bare, auth and obs runs are apart.
         row["errors"] = bool((d and d.errors) or (g and g.errors))
         row["bare_errors"] = bool(b and b.errors)
         row["auth_errors"] = bool(a and a.errors)
+        row["obs_errors"] = bool(o and o.errors)
         rows.append(row)
     return rows
 
@@ -450,29 +571,36 @@ def _p50_diff(a: WrkRun | None, b: WrkRun | None) -> float | None:
 
 def print_table(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     header = (
-        f"{'scenario':<16}{'direct rps':>12}{'bare rps':>10}{'gateway rps':>13}{'auth rps':>10}{'ratio':>7}"
-        f"{'gw/bare':>9}{'auth/gw':>9}{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}{'p50 overhead ms':>17}"
-        f"{'p50 over bare':>15}"
+        f"{'scenario':<16}{'direct rps':>12}{'bare rps':>10}{'gateway rps':>13}{'auth rps':>10}{'obs rps':>9}"
+        f"{'ratio':>7}{'gw/bare':>9}{'auth/gw':>9}{'obs/gw':>8}{'direct p50/p99 ms':>20}{'gateway p50/p99 ms':>21}"
+        f"{'p50 overhead ms':>17}{'p50 over bare':>15}"
     )
     print(header, file=out)
     print("-" * len(header), file=out)
     for r in rows:
         direct = f"{_fmt(r['direct_p50_ms'], '.3f')} / {_fmt(r['direct_p99_ms'], '.3f')}"
         gateway = f"{_fmt(r['gateway_p50_ms'], '.3f')} / {_fmt(r['gateway_p99_ms'], '.3f')}"
-        bad = r["errors"] or r["bare_errors"] or r["auth_errors"]
+        bad = r["errors"] or r["bare_errors"] or r["auth_errors"] or r["obs_errors"]
         print(
             f"{r['scenario']:<16}{_fmt(r['direct_rps'], ',.0f'):>12}{_fmt(r['bare_rps'], ',.0f'):>10}"
-            f"{_fmt(r['gateway_rps'], ',.0f'):>13}{_fmt(r['auth_rps'], ',.0f'):>10}{_fmt(r['ratio'], '.2f'):>7}"
-            f"{_fmt(r['gw_bare_ratio'], '.2f'):>9}{_fmt(r['auth_gw_ratio'], '.2f'):>9}"
-            f"{direct:>20}{gateway:>21}{_fmt(r['p50_overhead_ms'], '+.3f'):>17}"
+            f"{_fmt(r['gateway_rps'], ',.0f'):>13}{_fmt(r['auth_rps'], ',.0f'):>10}{_fmt(r['obs_rps'], ',.0f'):>9}"
+            f"{_fmt(r['ratio'], '.2f'):>7}{_fmt(r['gw_bare_ratio'], '.2f'):>9}{_fmt(r['auth_gw_ratio'], '.2f'):>9}"
+            f"{_fmt(r['obs_gw_ratio'], '.2f'):>8}{direct:>20}{gateway:>21}{_fmt(r['p50_overhead_ms'], '+.3f'):>17}"
             f"{_fmt(r['p50_over_bare_ms'], '+.3f'):>15}" + ("   <-- ERRORS" if bad else ""),
             file=out,
         )
 
 
-def info_lines(rows: list[dict[str, Any]], auth_rss: dict[str, Any] | None, gw_rss: dict[str, Any] | None) -> list[str]:
-    """Informational comparisons (not targets): the gateway against the bare proxy measured in this run, and
-    what keys + limits cost in the scenarios that are not a target, and the gateway+auth's memory."""
+def info_lines(
+    rows: list[dict[str, Any]],
+    auth_rss: dict[str, Any] | None,
+    gw_rss: dict[str, Any] | None,
+    obs_rss: dict[str, Any] | None = None,
+    obs_checks: dict[str, Any] | None = None,
+) -> list[str]:
+    """Informational comparisons (not targets): the gateway against the bare proxy measured in this run, what
+    keys + limits and metrics + access log cost in the scenarios that are not a target, the memory of the
+    gateway+auth and the gateway+obs, and what the gateway+obs logged and counted."""
     lines = []
     by_name = {r["scenario"]: r for r in rows}
     c32 = by_name.get("non-stream c32")
@@ -481,20 +609,30 @@ def info_lines(rows: list[dict[str, Any]], auth_rss: dict[str, Any] | None, gw_r
         lines.append(
             f"gateway at {100 * c32['gw_bare_ratio']:.0f} % of the bare proxy at 32 connections non-streaming{note}"
         )
-    for name in ("non-stream c1", "stream c1", "stream c32"):
-        r = by_name.get(name)
-        if r is None or r["auth_cost_pct"] is None:
+    for prefix, label in (("auth", "auth+limits"), ("obs", "metrics+access log")):
+        for name in ("non-stream c1", "stream c1", "stream c32"):
+            r = by_name.get(name)
+            if r is None or r[f"{prefix}_cost_pct"] is None:
+                continue
+            note = "  (run had errors)" if r["errors"] or r[f"{prefix}_errors"] else ""
+            lines.append(
+                f"{label} cost, {name}: {r[f'{prefix}_cost_pct']:.1f} % fewer req/s "
+                f"(p50 {_fmt(r[f'{prefix}_p50_over_gw_ms'], '+.3f')} ms over the gateway){note}"
+            )
+    for what, stats, why in ((AUTH_TARGET, auth_rss, "SQLite store open"), (OBS_TARGET, obs_rss, "metrics on")):
+        if stats is None:
             continue
-        note = "  (run had errors)" if r["errors"] or r["auth_errors"] else ""
+        over = f", {stats['idle_mb'] - gw_rss['idle_mb']:+.1f} MB over the plain gateway" if gw_rss else ""
         lines.append(
-            f"auth+limits cost, {name}: {r['auth_cost_pct']:.1f} % fewer req/s "
-            f"(p50 {_fmt(r['auth_p50_over_gw_ms'], '+.3f')} ms over the gateway){note}"
+            f"{what} idle RSS {stats['idle_mb']:.1f} MB ({why}{over}); after load "
+            f"{stats['after_load_mb']:.1f} MB, peak {stats['peak_mb']:.1f} MB"
         )
-    if auth_rss is not None:
-        over = f", {auth_rss['idle_mb'] - gw_rss['idle_mb']:+.1f} MB over the plain gateway" if gw_rss else ""
+    if obs_checks is not None:
+        metric = obs_checks["requests_total_metric"]
         lines.append(
-            f"gateway+auth idle RSS {auth_rss['idle_mb']:.1f} MB (SQLite store open{over}); after load "
-            f"{auth_rss['after_load_mb']:.1f} MB, peak {auth_rss['peak_mb']:.1f} MB"
+            f"{OBS_TARGET} access log: {_fmt(obs_checks['access_log_lines'], ',')} lines for "
+            f"{obs_checks['requests']:,} requests wrk counted (warm-ups included); {OBS_METRIC} sums to "
+            f"{_fmt(metric, ',.0f')}"
         )
     return lines
 
@@ -548,19 +686,33 @@ def _verdict(
     }
 
 
-def check_targets(rows: list[dict[str, Any]], rss: dict[str, Any] | None) -> list[dict[str, Any]]:
+def check_targets(
+    rows: list[dict[str, Any]], rss: dict[str, Any] | None, obs_failed: bool = False
+) -> list[dict[str, Any]]:
+    """PASS/MISS per target. ``obs_failed``: the gateway+obs's access log or /metrics check after the runs
+    failed, which taints its target like an error in one of its runs."""
     by_name = {r["scenario"]: r for r in rows}
     c32 = by_name.get("non-stream c32", {})
     c1 = by_name.get("non-stream c1", {})
     idle = rss["idle_mb"] if rss else None
     rps, overhead, cost = c32.get("gateway_rps"), c1.get("p50_overhead_ms"), c32.get("auth_cost_pct")
     auth_tainted = bool(c32.get("errors") or c32.get("auth_errors"))
+    obs_tainted = bool(c32.get("errors") or c32.get("obs_errors") or obs_failed)
     return [
         _verdict("gateway rps, non-stream c32", rps, TARGET_RPS_C32, True, c32.get("errors", False)),
         _verdict("p50 overhead ms, non-stream c1", overhead, TARGET_P50_OVERHEAD_MS, False, c1.get("errors", False)),
         _verdict("gateway idle RSS MB", idle, TARGET_IDLE_RSS_MB, False, False),
         _verdict(
             "auth+limits cost, non-stream c32", cost, TARGET_AUTH_COST_PCT, False, auth_tainted, " % fewer req/s", " %"
+        ),
+        _verdict(
+            "metrics+access log cost, non-stream c32",
+            c32.get("obs_cost_pct"),
+            TARGET_OBS_COST_PCT,
+            False,
+            obs_tainted,
+            " % fewer req/s",
+            " %",
         ),
     ]
 
@@ -602,10 +754,18 @@ def git_state() -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- main
 
 
-def write_config(path: Path, upstream_port: int, gateway_port: int, store_dir: Path, auth: bool = False) -> Path:
-    """The plain gateway config (its store - config versions - in ``store_dir``); with ``auth``, plus client
-    keys and rate limits (rates so high that nothing is refused: the benchmark measures the cost of checking,
-    not refusals)."""
+def write_config(
+    path: Path,
+    upstream_port: int,
+    gateway_port: int,
+    store_dir: Path,
+    auth: bool = False,
+    access_log: Path | None = None,
+) -> Path:
+    """The plain gateway config (its store - config versions - in ``store_dir``, observability off); with
+    ``auth``, plus client keys and rate limits (rates so high that nothing is refused: the benchmark measures
+    the cost of checking, not refusals); with ``access_log``, observability on and the access log written there.
+    Every observability switch is spelled out, so a change of the defaults cannot move a baseline."""
     text = (
         "# Generated by bench/bench.py for one benchmark run.\n"
         f"server: {{host: {HOST}, port: {gateway_port}}}\n"
@@ -616,6 +776,16 @@ def write_config(path: Path, upstream_port: int, gateway_port: int, store_dir: P
         f"      - name: {MODEL}\n"
         f"        base_url: http://{HOST}:{upstream_port}\n"
         f"store: {{data_dir: {json.dumps(str(store_dir))}}}\n"
+    )
+    on = "true" if access_log is not None else "false"
+    text += f"observability:\n  metrics: {on}\n  access_log: {on}\n"
+    if access_log is not None:
+        # A file, as in production: on stdout the lines would land in the harness's capture (gateway-obs.log).
+        text += f"  access_log_path: {json.dumps(str(access_log))}\n"
+    text += (
+        f"  request_id: {on}\n"
+        f"  headers: {{instance: {on}, overhead: {on}, server_timing: {on}}}\n"
+        "  tracing: false\n"  # spans need an exporter; not part of what this target measures
     )
     if auth:
         text += (
@@ -683,20 +853,42 @@ def start_bare(
 
 
 def start_gateway(
-    children: Children, pin: Pinning, upstream_port: int, timeout: float, auth: bool = False
+    children: Children,
+    pin: Pinning,
+    upstream_port: int,
+    timeout: float,
+    target: str = "gateway",
+    access_log: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """The gateway, or with ``auth`` the gateway+auth (keys, limits, SQLite store in a fresh temp dir)."""
+    """One of the GATEWAY_FILES targets, each with its SQLite store in a fresh temp dir: the gateway, the
+    gateway+auth (keys, limits) or, given ``access_log``, the gateway+obs."""
     if importlib.util.find_spec("modelrouter") is None:
         raise BenchError(f"modelrouter is not importable by {sys.executable}; run: .venv/bin/pip install -e .")
     port = free_port()
-    log = RESULTS_DIR / ("gateway-auth.log" if auth else "gateway.log")
+    log_name, config_name = GATEWAY_FILES[target]
+    log = RESULTS_DIR / log_name
     store_dir = children.tempdir("modelrouter-bench-store-")
-    config_path = RESULTS_DIR / ("bench-auth-config.yaml" if auth else "bench-config.yaml")
-    config = write_config(config_path, upstream_port, port, store_dir, auth)
+    config = write_config(RESULTS_DIR / config_name, upstream_port, port, store_dir, target == AUTH_TARGET, access_log)
     serve = ["serve", "--config", str(config), "--host", HOST, "--port", str(port)]
     proc = children.start([*pin.gateway, sys.executable, "-m", "modelrouter", *serve], log)
-    wait_ready(proc, port, "/health", timeout, AUTH_TARGET if auth else "gateway", log)
+    wait_ready(proc, port, "/health", timeout, target, log)
     return proc, port
+
+
+def start_measured_gateway(
+    children: Children,
+    pin: Pinning,
+    upstream_port: int,
+    timeout: float,
+    target: str,
+    access_log: Path | None = None,
+) -> tuple[subprocess.Popen[bytes], int, dict[str, Any]]:
+    """``start_gateway`` plus its idle RSS, taken before any request."""
+    proc, port = start_gateway(children, pin, upstream_port, timeout, target, access_log)
+    time.sleep(0.5)  # let startup allocations settle before calling it "idle"
+    idle, _, nprocs = rss_mb(proc.pid)  # taskset execs the command, so this is the gateway's own pid
+    print(f"{target} up on port {port} (pid {proc.pid}, {nprocs} process(es)), idle RSS {idle:.1f} MB")
+    return proc, port, {"idle_mb": round(idle, 1), "processes": nprocs}
 
 
 def measure(
@@ -710,8 +902,9 @@ def measure(
         for what, port in ports.items():
             key = api_keys.get(what)
             # A short unrecorded warm-up: connection pools, caches and lazy imports are not what we measure.
-            run_wrk(wrk, pin.load, port, sc, what, min(1.0, duration), {}, key)
+            warmup = run_wrk(wrk, pin.load, port, sc, what, min(1.0, duration), {}, key)
             run = run_wrk(wrk, pin.load, port, sc, what, duration, watch, key)
+            run.warmup_requests = warmup.requests  # the gateway+obs's access log check counts these too
             if key and run.non_2xx_3xx:
                 run.errors.append("keys + limits must refuse nothing here (429: a limit hit; 401: key not accepted)")
             runs.append(run)
@@ -734,52 +927,55 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     upstream, upstream_port = start_upstream(children, pin)
     ports = {"direct": upstream_port}
     watch = {"upstream": upstream.pid}
-    rss: dict[str, Any] | None = None
-    auth_rss: dict[str, Any] | None = None
+    rss: dict[str, Any] = {}  # per gateway target: idle, after-load and peak RSS
     api_keys: dict[str, str] = {}
+    access_log: Path | None = None
     if not args.direct_only:
         bare, bare_port = start_bare(children, pin, upstream_port, args.startup_timeout)
         ports["bare"] = bare_port
         watch["bare"] = bare.pid  # taskset execs, so this is uvicorn's own pid
         print(f"bare proxy up on port {bare_port} (pid {bare.pid})")
-        gateway, gateway_port = start_gateway(children, pin, upstream_port, args.startup_timeout)
-        ports["gateway"] = gateway_port
-        watch["gateway"] = gateway.pid  # taskset execs the command, so this is the gateway's own pid
-        time.sleep(0.5)  # let startup allocations settle before calling it "idle"
-        idle, _, nprocs = rss_mb(gateway.pid)
-        rss = {"idle_mb": round(idle, 1), "processes": nprocs}
-        print(f"gateway up on port {gateway_port} (pid {gateway.pid}, {nprocs} process(es)), idle RSS {idle:.1f} MB")
-        auth_gw, auth_port = start_gateway(children, pin, upstream_port, args.startup_timeout, auth=True)
-        ports[AUTH_TARGET] = auth_port
-        watch[AUTH_TARGET] = auth_gw.pid
+        # gateway+obs right after the gateway in every scenario: the two compared most closely run closest in time.
+        access_log = children.tempdir("modelrouter-bench-accesslog-") / "access.log"
+        for target, log_file in (("gateway", None), (OBS_TARGET, access_log), (AUTH_TARGET, None)):
+            proc, port, rss[target] = start_measured_gateway(
+                children, pin, upstream_port, args.startup_timeout, target, log_file
+            )
+            ports[target] = port
+            watch[target] = proc.pid
         api_keys[AUTH_TARGET] = AUTH_KEY
-        time.sleep(0.5)
-        idle, _, nprocs = rss_mb(auth_gw.pid)
-        auth_rss = {"idle_mb": round(idle, 1), "processes": nprocs}
-        print(f"{AUTH_TARGET} up on port {auth_port} (pid {auth_gw.pid}, {nprocs} process(es)), idle RSS {idle:.1f} MB")
 
-    problems = [p for what, port in ports.items() for p in sanity_check(port, what, api_keys.get(what))]
+    observability = {"gateway": False, OBS_TARGET: True, AUTH_TARGET: False}
+    problems = [
+        p for what, port in ports.items() for p in sanity_check(port, what, api_keys.get(what), observability.get(what))
+    ]
     shout(problems)
     runs, run_problems = measure(wrk, pin, ports, watch, args.duration, api_keys)
     problems += run_problems
-    for what, stats in (("gateway", rss), (AUTH_TARGET, auth_rss)):
-        if stats is not None:
-            after, peak, nprocs = rss_mb(watch[what])
-            stats.update(after_load_mb=round(after, 1), peak_mb=round(peak, 1), processes=nprocs)
+    for what, stats in rss.items():
+        after, peak, nprocs = rss_mb(watch[what])
+        stats.update(after_load_mb=round(after, 1), peak_mb=round(peak, 1), processes=nprocs)
+    obs_checks: dict[str, Any] | None = None
+    obs_problems: list[str] = []
+    if access_log is not None:
+        obs_checks, obs_problems = check_obs_gateway(ports[OBS_TARGET], access_log, runs)
+        obs_checks["errors"] = obs_problems
+        problems += obs_problems
 
     rows = build_rows(runs)
-    verdicts = check_targets(rows, rss)
+    gw_rss = rss.get("gateway")
+    verdicts = check_targets(rows, gw_rss, obs_failed=bool(obs_problems))
     print()
     print_table(rows)
-    if rss:
+    if gw_rss:
         print(
-            f"\ngateway RSS: idle {rss['idle_mb']:.1f} MB, after load {rss['after_load_mb']:.1f} MB, "
-            f"peak {rss['peak_mb']:.1f} MB ({rss['processes']} process(es))"
+            f"\ngateway RSS: idle {gw_rss['idle_mb']:.1f} MB, after load {gw_rss['after_load_mb']:.1f} MB, "
+            f"peak {gw_rss['peak_mb']:.1f} MB ({gw_rss['processes']} process(es))"
         )
     print()
     print_targets(verdicts)
     volume, notes = auth_volume_lines(runs, args.duration, args.quick)
-    info = info_lines(rows, auth_rss, rss) + volume
+    info = info_lines(rows, rss.get(AUTH_TARGET), gw_rss, rss.get(OBS_TARGET), obs_checks) + volume
     for line in info:
         print(f"INFO  {line}")
     for line in notes:
@@ -796,8 +992,10 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
         "clean": not problems,
         "problems": problems,
         "rows": rows,
-        "gateway_rss": rss,
-        "gateway_auth_rss": auth_rss,
+        "gateway_rss": gw_rss,
+        "gateway_auth_rss": rss.get(AUTH_TARGET),
+        "gateway_obs_rss": rss.get(OBS_TARGET),
+        "obs_checks": obs_checks,
         "targets": verdicts,
         "info": info,
         "notes": notes,

@@ -35,7 +35,7 @@ from .errors import (
 from .fallback import StaleCaches
 from .front.multipart import Form
 from .metrics import Metrics
-from .observe import RequestTrace
+from .observe import RequestTrace, Span
 from .postprocess import EmbeddingsB64, RerankShape
 from .redaction import ContentMasks
 from .routing.instance import Instance
@@ -86,6 +86,7 @@ class StreamResponse:
         "headers",
         "metrics",
         "sent_at",
+        "span",
         "sse",
         "status",
     )
@@ -109,6 +110,7 @@ class StreamResponse:
         self.sse = translator is not None
         self.metrics: Metrics | None = None  # set (with sent_at) to record the stream's duration when it ends
         self.sent_at = 0.0
+        self.span: Span | None = None  # the upstream call's trace span, when tracing
 
     async def prime(self) -> None:
         """Read until the first bytes for the client exist (or the body ended). Until then nothing has reached
@@ -142,8 +144,10 @@ class StreamResponse:
                 raise UpstreamInvalid(f"the backend sent an invalid stream: {exc}") from None
             if out:
                 yield out
-        except GatewayError:
+        except GatewayError as exc:
             self._instance.breaker.record(False, probe=False)
+            if self.span is not None:
+                self.span.end(exc)
             raise
 
     def aclose(self) -> None:
@@ -154,6 +158,8 @@ class StreamResponse:
             if self.metrics is not None:
                 instance = self._instance
                 self.metrics.upstream_duration.observe(instance.labels, time.perf_counter() - self.sent_at)
+            if self.span is not None:
+                self.span.end()  # no-op if a broken stream already ended it with its error
 
 
 class Pipeline:
@@ -342,8 +348,7 @@ class Pipeline:
                         breaker.release_probe()
                     raise
                 breaker.record(True, probe)
-                if span is not None:
-                    span.end()
+                stream.span = span  # ended when the stream ends, with its error if it breaks off
                 if meter is not None:
                     meter.instance = instance.id
                     meter.status = resp.status

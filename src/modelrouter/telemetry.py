@@ -93,6 +93,10 @@ class Telemetry:
 
     def close(self) -> None:
         self._close_log()
+        if self._tracer is not None:  # flush spans still queued for export
+            stop = getattr(self._tracer, "shutdown", None)
+            if stop is not None:
+                stop()
 
     # -- GET /metrics ------------------------------------------------------------------------------------------
 

@@ -235,7 +235,7 @@ class FrontDoor:
             if obs is not None:
                 self.active -= 1
                 assert meter is not None
-                if ticket is None:
+                if ticket is None and meter.tap is not None:
                     meter.settle(0)  # stream usage into the meter (settle did it when accounting is on)
                 obs.finish(endpoint, meter, status, started, principal.id if principal is not None else None, ip)
                 if trace is not None:
