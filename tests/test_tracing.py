@@ -239,6 +239,19 @@ def test_an_invalid_client_traceparent_starts_a_new_trace(
     assert sent_traceparent(fake.last.headers)[0] == ids(root)[0]  # type: ignore[index]
 
 
+def test_behind_a_trusted_proxy_the_client_address_is_the_real_client(
+    start_upstream: StartUpstream, traced: Callable[[dict[str, Any]], GatewayServer], exporter: InMemorySpanExporter
+) -> None:
+    _, url = start_upstream("a")
+    gw = traced(chat_config(url, auth={"trusted_proxies": ["127.0.0.0/8"]}))
+
+    sdk(gw).chat.completions.create(model="m", messages=hi(), extra_headers={"X-Forwarded-For": "203.0.113.9"})
+
+    root = assert_tree(finished(exporter))
+    assert root.attributes is not None
+    assert root.attributes["client.address"] == "203.0.113.9"
+
+
 def test_failover_gives_one_upstream_span_per_attempt_the_failed_one_an_error(
     start_upstream: StartUpstream, traced: Callable[[dict[str, Any]], GatewayServer], exporter: InMemorySpanExporter
 ) -> None:

@@ -78,6 +78,9 @@ class _RequestTrace:
         self._span = span
         self._context = trace.set_span_in_context(span)
 
+    def set(self, key: str, value: str | int | float | bool) -> None:
+        self._span.set_attribute(key, value)
+
     def child(self, name: str) -> _Span:
         kind = _CLIENT if name == "upstream" else _INTERNAL
         return _Span(self._tracer.start_span(name, context=self._context, kind=kind))

@@ -177,6 +177,8 @@ class FrontDoor:
             ip = client[0] if client else None
             if self.trusted_proxies and ip is not None:
                 ip = client_ip(ip, headers, self.trusted_proxies)
+                if trace is not None:
+                    trace.set("client.address", ip)  # the client behind the trusted proxies, not the proxy
             info = ClientInfo(ip, headers, principal, meter, trace)
             if self.accounting is not None:
                 assert meter is not None
