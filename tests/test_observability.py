@@ -321,3 +321,26 @@ def test_everything_switched_off(
     )
     sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
     assert value(scrape(gw), "modelrouter_requests_total", endpoint="chat", model="m", status="200") == 1
+
+
+def test_access_log_without_keys_still_has_token_counts(
+    two: tuple[FakeOpenAI, str, FakeOpenAI, str], start_gateway: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
+    """Without keys or limits the usage is read after the request, in a batch: the line must still carry it."""
+    _, url, _, _ = two
+    log_path = tmp_path / "access.log"
+    gw = start_gateway(
+        {
+            "observability": {"access_log": True, "access_log_path": str(log_path)},
+            "services": {"chat": {"instances": [{"name": "m", "base_url": url}]}},
+        }
+    )
+    for _ in range(3):
+        sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(log_path.read_text().splitlines() if log_path.exists() else []) < 3:
+        time.sleep(0.05)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [(line["prompt_tokens"], line["completion_tokens"], line["key_id"]) for line in lines] == [(5, 3, None)] * 3
+    series = scrape(gw)
+    assert value(series, "modelrouter_tokens_total", model="m", key="none", kind="prompt") == 15

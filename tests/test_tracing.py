@@ -250,6 +250,9 @@ def test_behind_a_trusted_proxy_the_client_address_is_the_real_client(
     root = assert_tree(finished(exporter))
     assert root.attributes is not None
     assert root.attributes["client.address"] == "203.0.113.9"
+    # Without keys or limits the usage is otherwise read after the request; a trace still gets it.
+    assert root.attributes["gen_ai.usage.input_tokens"] == 5
+    assert root.attributes["gen_ai.usage.output_tokens"] == 3
 
 
 def test_failover_gives_one_upstream_span_per_attempt_the_failed_one_an_error(

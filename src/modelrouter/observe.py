@@ -20,7 +20,7 @@ import orjson
 from .config.model import ObservabilityConfig
 from .endpoints import Endpoint
 from .metrics import Metrics
-from .usage import Meter
+from .usage import Meter, usage_from_body
 
 __all__ = ["AccessLog", "Observe", "RequestTrace", "Span", "Tracer"]
 
@@ -138,6 +138,9 @@ class Observe:
         # Request ids: unique per process start, cheap to make (no uuid4 per request).
         self._prefix = os.urandom(4).hex()
         self._next = count(1).__next__
+        # Requests whose token counts are still in their answers: (model, key id, answer, access-log facts).
+        self._unread: list[tuple[str | None, str | None, bytes, tuple[Any, ...] | None]] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def new_request_id(self) -> str:
         return f"{self._prefix}{self._next():08x}"
@@ -180,29 +183,51 @@ class Observe:
         metrics = self.metrics
         if metrics is not None:
             metrics.request(endpoint.name, meter.model, status, duration)
-            if meter.prompt_tokens or meter.completion_tokens:
-                metrics.used_tokens(meter.model, key_id, meter.prompt_tokens, meter.completion_tokens)
+        facts = None
         if self.access_log is not None:
-            self.access_log.add(
-                (
-                    time.time(),
-                    meter.request_id,
-                    client_ip,
-                    key_id,
-                    endpoint.name,
-                    meter.model,
-                    meter.instance,
-                    status,
-                    duration,
-                    meter.upstream_s,
-                    meter.ttft_s,
-                    meter.prompt_tokens,
-                    meter.completion_tokens,
-                    meter.attempts,
-                    meter.bytes_out,
-                )
+            facts = (
+                time.time(),
+                meter.request_id,
+                client_ip,
+                key_id,
+                endpoint.name,
+                meter.model,
+                meter.instance,
+                status,
+                duration,
+                meter.upstream_s,
+                meter.ttft_s,
+                meter.prompt_tokens,
+                meter.completion_tokens,
+                meter.attempts,
+                meter.bytes_out,
             )
+        if meter.body is not None and (metrics is not None or facts is not None):
+            # Reading usage from the answer is the biggest part of this per request: done in a batch instead.
+            self._unread.append((meter.model, key_id, meter.body, facts))
+            if self._timer is None:
+                try:
+                    self._timer = asyncio.get_running_loop().call_later(AccessLog.FLUSH_AFTER, self.read_usage)
+                except RuntimeError:  # no loop (a test calling directly)
+                    self.read_usage()
+            return
+        if metrics is not None and (meter.prompt_tokens or meter.completion_tokens):
+            metrics.used_tokens(meter.model, key_id, meter.prompt_tokens, meter.completion_tokens)
+        if facts is not None:
+            assert self.access_log is not None
+            self.access_log.add(facts)
 
-    def close(self) -> None:
-        if self.access_log is not None:
-            self.access_log.close()
+    def read_usage(self) -> None:
+        """Count the tokens of the answers waiting, and pass their access-log lines on. Also called before a
+        scrape, so that /metrics is never behind."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        unread, self._unread = self._unread, []
+        metrics, access_log = self.metrics, self.access_log
+        for model, key_id, body, facts in unread:
+            prompt, completion = usage_from_body(body) or (0, 0)
+            if metrics is not None and (prompt or completion):
+                metrics.used_tokens(model, key_id, prompt, completion)
+            if facts is not None and access_log is not None:
+                access_log.add((*facts[:11], prompt, completion, *facts[13:]))

@@ -48,6 +48,9 @@ __all__ = ["ClientInfo", "Pipeline", "Response", "StreamResponse"]
 log = logging.getLogger("modelrouter.pipeline")
 
 _JSON = b"application/json"
+# Answers up to this size have their usage read after the request, in a batch, when only observability needs
+# it; larger ones at once (holding many large answers for a batch would cost memory).
+_DEFER_USAGE_MAX = 16 * 1024
 
 
 @dataclass(slots=True)
@@ -394,7 +397,11 @@ class Pipeline:
         if self.masks is not None:
             translated = self.masks.mask_response(translated if translated is not None else raw)
         if meter is not None:
-            meter.from_body(translated if translated is not None else raw)
+            answer = translated if translated is not None else raw
+            if meter.needs_usage or len(answer) > _DEFER_USAGE_MAX:
+                meter.from_body(answer)  # limits and quotas settle with it as soon as the request ends
+            else:
+                meter.body = answer  # for metrics and the access log: read in a batch, off the request path
         if translated is None:
             return Response(resp.status, resp.header_items(), raw)
         return Response(resp.status, [(b"content-type", _JSON)], translated)

@@ -37,6 +37,8 @@ class Telemetry:
         self.exchange: MetricsExchange | None = None
 
     def apply(self, config: Config) -> Observe | None:
+        if self.gateway.observe is not None:
+            self.gateway.observe.read_usage()  # before its access log may be closed or replaced
         settings = config.observability
         headers = settings.headers
         wanted = (
@@ -92,6 +94,8 @@ class Telemetry:
             self._access_path = None
 
     def close(self) -> None:
+        if self.gateway.observe is not None:
+            self.gateway.observe.read_usage()
         self._close_log()
         if self._tracer is not None:  # flush spans still queued for export
             stop = getattr(self._tracer, "shutdown", None)
@@ -102,6 +106,8 @@ class Telemetry:
 
     def exposition(self) -> tuple[bytes, str]:
         gateway = self.gateway
+        if gateway.observe is not None:
+            gateway.observe.read_usage()  # tokens of answers still waiting for their batch
         if gateway.recorder is not None:
             self.metrics.usage_dropped[()] = float(gateway.recorder.dropped)
         if self.exchange is None:

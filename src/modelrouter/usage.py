@@ -175,6 +175,7 @@ class Meter:
 
     __slots__ = (
         "attempts",
+        "body",
         "bytes_out",
         "completion_tokens",
         "first_at",
@@ -192,6 +193,8 @@ class Meter:
 
     def __init__(self) -> None:
         self.request_id: str | None = None
+        # The answer, when only observability wants its usage: read later, in a batch (observe.py).
+        self.body: bytes | None = None
         # Token limits, quotas or usage records need the real usage: streams are then asked to report it.
         self.needs_usage = False
         self.model: str | None = None  # the model the request was routed to (a configured name)

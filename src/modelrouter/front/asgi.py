@@ -239,6 +239,9 @@ class FrontDoor:
                 assert meter is not None
                 if ticket is None and meter.tap is not None:
                     meter.settle(0)  # stream usage into the meter (settle did it when accounting is on)
+                if trace is not None and meter.body is not None:
+                    meter.from_body(meter.body)  # the trace ends now and carries the token counts
+                    meter.body = None
                 obs.finish(endpoint, meter, status, started, principal.id if principal is not None else None, ip)
                 if trace is not None:
                     trace.end(status, meter)
