@@ -556,6 +556,13 @@ def build_rows(runs: list[WrkRun]) -> list[dict[str, Any]]:
             ratio = run.rps / g.rps if run and g and g.rps else None
             row[f"{prefix}_gw_ratio"] = ratio
             row[f"{prefix}_cost_pct"] = None if ratio is None else 100 * (1 - ratio)
+        # CPU time per request of each gateway: on a shared machine it moves less than req/s when other tenants
+        # take the core for a while (the process is then not running, and not charged), so it is reported too.
+        for prefix, run in (("gateway", g), ("auth", a), ("obs", o)):
+            row[f"{prefix}_cpu_us"] = _cpu_us_per_request(run)
+        for prefix in ("auth", "obs"):
+            base, extra = row["gateway_cpu_us"], row[f"{prefix}_cpu_us"]
+            row[f"{prefix}_cpu_cost_pct"] = 100 * (extra / base - 1) if base and extra else None
         row["p50_overhead_ms"] = _p50_diff(g, d)
         row["p50_over_bare_ms"] = _p50_diff(g, b)
         row["auth_p50_over_gw_ms"] = _p50_diff(a, g)
@@ -567,6 +574,12 @@ def build_rows(runs: list[WrkRun]) -> list[dict[str, Any]]:
         row["obs_errors"] = bool(o and o.errors)
         rows.append(row)
     return rows
+
+
+def _cpu_us_per_request(run: WrkRun | None) -> float | None:
+    if run is None or not run.requests or run.target not in run.cpu_pct:
+        return None
+    return run.cpu_pct[run.target] / 100 * run.duration_s / run.requests * 1e6
 
 
 def _p50_diff(a: WrkRun | None, b: WrkRun | None) -> float | None:
@@ -625,6 +638,15 @@ def info_lines(
                 f"{label} cost, {name}: {r[f'{prefix}_cost_pct']:.1f} % fewer req/s "
                 f"(p50 {_fmt(r[f'{prefix}_p50_over_gw_ms'], '+.3f')} ms over the gateway){note}"
             )
+    for name in ("non-stream c32", "stream c32"):
+        r = by_name.get(name)
+        if r is None or r.get("gateway_cpu_us") is None:
+            continue
+        parts = [f"gateway {r['gateway_cpu_us']:.0f} µs"]
+        for prefix, what in (("auth", AUTH_TARGET), ("obs", OBS_TARGET)):
+            if r.get(f"{prefix}_cpu_us") is not None:
+                parts.append(f"{what} {r[f'{prefix}_cpu_us']:.0f} µs ({r[f'{prefix}_cpu_cost_pct']:+.1f} %)")
+        lines.append(f"CPU per request, {name}: " + ", ".join(parts))
     for what, stats, why in ((AUTH_TARGET, auth_rss, "SQLite store open"), (OBS_TARGET, obs_rss, "metrics on")):
         if stats is None:
             continue
