@@ -60,7 +60,7 @@ OBS_HEADERS = ("x-request-id", "x-modelrouter-instance", "x-modelrouter-overhead
 # switches; BENCH_OBS_HEADERS=1 turns them on in the gateway+obs too, to see everything's cost together.
 OBS_WITH_HEADERS = os.environ.get("BENCH_OBS_HEADERS") == "1"
 OBS_LOG_MIN_SHARE = 0.9  # access log lines / requests wrk counted against the gateway+obs (warm-ups included)
-OBS_LOG_FLUSH_WAIT_S = 1.0  # the access log buffers lines for up to 0.2 s (AccessLog.FLUSH_AFTER)
+OBS_LOG_FLUSH_WAIT_S = 1.0  # the access log buffers lines for up to 0.2 s (Observe.FLUSH_AFTER)
 OBS_METRIC = "modelrouter_requests_total"  # must be in the gateway+obs's GET /metrics after the runs
 
 # Per gateway target: its output log and generated config in bench/results/.

@@ -76,37 +76,14 @@ _FIELDS = (
 
 
 class AccessLog:
-    """One JSON line per request, never the prompt or the key (only its id). A request only appends a tuple of
-    its facts; lines are formatted and written in batches within ``FLUSH_AFTER`` seconds, off the request's
-    path (formatting and a write per request measured several percent of throughput)."""
-
-    FLUSH_AFTER = 0.2
-    BATCH = 64  # or as soon as this many lines wait: a long batch held in memory measured slower than short ones
+    """Where the access log goes: one JSON line per request, never the prompt or the key (only its id)."""
 
     def __init__(self, path: str | None) -> None:
         self._own = path not in (None, "-")
         self._out: IO[bytes] = open(path, "ab") if self._own and path else sys.stdout.buffer  # noqa: SIM115
-        self.pending: list[tuple[Any, ...]] = []
-        self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, facts: tuple[Any, ...]) -> None:
-        """``facts`` in ``_FIELDS`` order, times in seconds."""
-        self.pending.append(facts)
-        if len(self.pending) >= self.BATCH:
-            self.flush()
-        elif self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
-            except RuntimeError:  # no loop (a test calling directly): write through
-                self.flush()
-
-    def flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self.pending:
-            return
-        batch, self.pending = self.pending, []
+    def write(self, batch: list[tuple[Any, ...]]) -> None:
+        """Lines for ``batch``: facts in ``_FIELDS`` order, times in seconds, attempts where retries go."""
         lines = []
         for facts in batch:
             record = dict(zip(_FIELDS, facts, strict=True))
@@ -123,17 +100,28 @@ class AccessLog:
             pass
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self.flush()
         if self._own:
             self._out.close()
 
 
 class Observe:
-    def __init__(self, config: ObservabilityConfig, metrics: Metrics | None, tracer: Tracer | None = None) -> None:
+    """Per request: ``finish`` counts it at once and queues what is costly - reading token usage from an answer
+    no limit needed it from, formatting the access-log line - for a batch handled every ``BATCH`` requests and
+    within ``FLUSH_AFTER`` seconds, off the request path. (A batch held longer, or a line written per request,
+    measured several percent of throughput.)"""
+
+    FLUSH_AFTER = 0.2
+    BATCH = 64
+
+    def __init__(
+        self,
+        config: ObservabilityConfig,
+        metrics: Metrics | None,
+        access_log: AccessLog | None = None,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.metrics = metrics
-        self.access_log = AccessLog(config.access_log_path) if config.access_log else None
+        self.access_log = access_log
         self.tracer = tracer
         headers = config.headers
         self.request_id = config.request_id
@@ -143,8 +131,8 @@ class Observe:
         # Request ids: unique per process start, cheap to make (no uuid4 per request).
         self._prefix = os.urandom(4).hex()
         self._next = count(1).__next__
-        # Requests whose token counts are still in their answers: (model, key id, answer, access-log facts).
-        self._unread: list[tuple[str | None, str | None, bytes, tuple[Any, ...] | None]] = []
+        # (model, key id, answer whose usage is still to read or None, access-log facts or None) per request.
+        self._batch: list[tuple[str | None, str | None, bytes | None, tuple[Any, ...] | None]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def new_request_id(self) -> str:
@@ -182,12 +170,23 @@ class Observe:
         started: float,
         key_id: str | None,
         client_ip: str | None,
+        trace: RequestTrace | None,
+        *,
+        settled: bool,
     ) -> None:
-        """The request ended (answer sent, error sent, or client gone): count it and log it."""
+        """The request ended (answer sent, error sent, or client gone): count it, log it, end its trace.
+        ``settled``: accounting already moved the usage into the meter."""
+        if not settled and meter.tap is not None:
+            meter.settle(0)  # a stream's usage into the meter
+        if trace is not None and meter.body is not None:
+            meter.from_body(meter.body)  # the trace ends now and carries the token counts
+            meter.body = None
         duration = time.perf_counter() - started
         metrics = self.metrics
         if metrics is not None:
             metrics.request(endpoint.name, meter.model, status, duration)
+            if meter.body is None and (meter.prompt_tokens or meter.completion_tokens):
+                metrics.used_tokens(meter.model, key_id, meter.prompt_tokens, meter.completion_tokens)
         facts = None
         if self.access_log is not None:
             facts = (
@@ -207,34 +206,36 @@ class Observe:
                 meter.attempts,
                 meter.bytes_out,
             )
-        if meter.body is not None and (metrics is not None or facts is not None):
-            # Reading usage from the answer is the biggest part of this per request: done in a batch instead.
-            self._unread.append((meter.model, key_id, meter.body, facts))
-            if len(self._unread) >= AccessLog.BATCH:
-                self.read_usage()
+        body = meter.body if metrics is not None or facts is not None else None
+        if body is not None or facts is not None:
+            self._batch.append((meter.model, key_id, body, facts))
+            if len(self._batch) >= self.BATCH:
+                self.flush()
             elif self._timer is None:
                 try:
-                    self._timer = asyncio.get_running_loop().call_later(AccessLog.FLUSH_AFTER, self.read_usage)
+                    self._timer = asyncio.get_running_loop().call_later(self.FLUSH_AFTER, self.flush)
                 except RuntimeError:  # no loop (a test calling directly)
-                    self.read_usage()
-            return
-        if metrics is not None and (meter.prompt_tokens or meter.completion_tokens):
-            metrics.used_tokens(meter.model, key_id, meter.prompt_tokens, meter.completion_tokens)
-        if facts is not None:
-            assert self.access_log is not None
-            self.access_log.add(facts)
+                    self.flush()
+        if trace is not None:
+            trace.end(status, meter)
 
-    def read_usage(self) -> None:
-        """Count the tokens of the answers waiting, and pass their access-log lines on. Also called before a
-        scrape, so that /metrics is never behind."""
+    def flush(self) -> None:
+        """Handle the batch now: token counts read from the answers, access-log lines written. Also called
+        before a scrape, so that /metrics is never behind."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        unread, self._unread = self._unread, []
-        metrics, access_log = self.metrics, self.access_log
-        for model, key_id, body, facts in unread:
-            prompt, completion = usage_from_body(body) or (0, 0)
-            if metrics is not None and (prompt or completion):
-                metrics.used_tokens(model, key_id, prompt, completion)
-            if facts is not None and access_log is not None:
-                access_log.add((*facts[:11], prompt, completion, *facts[13:]))
+        batch, self._batch = self._batch, []
+        metrics = self.metrics
+        lines = []
+        for model, key_id, body, facts in batch:
+            if body is not None:
+                prompt, completion = usage_from_body(body) or (0, 0)
+                if metrics is not None and (prompt or completion):
+                    metrics.used_tokens(model, key_id, prompt, completion)
+                if facts is not None:
+                    facts = (*facts[:11], prompt, completion, *facts[13:])
+            if facts is not None:
+                lines.append(facts)
+        if lines and self.access_log is not None:
+            self.access_log.write(lines)

@@ -326,7 +326,7 @@ class Pipeline:
                 out_headers = resp.header_items()
                 if isinstance(payload, dict) and endpoint.output != "binary":
                     translator = instance.adapter.stream_translator(endpoint, payload)
-                    if (meter := call.client.meter) is not None:
+                    if meter is not None:
                         translator = meter.tap = StreamUsageTap(translator, strip=meter.strip_usage)
                     out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
                 stream = StreamResponse(resp, instance, translator, out_headers)

@@ -38,7 +38,7 @@ class Telemetry:
 
     def apply(self, config: Config) -> Observe | None:
         if self.gateway.observe is not None:
-            self.gateway.observe.read_usage()  # before its access log may be closed or replaced
+            self.gateway.observe.flush()  # before its access log may be closed or replaced
         settings = config.observability
         headers = settings.headers
         wanted = (
@@ -58,18 +58,14 @@ class Telemetry:
         if not wanted:
             self._close_log()
             return None
-        observe = Observe(settings, metrics, tracer)
-        if settings.access_log:
-            # The same file across reloads: requests in flight may still write to it.
-            if self._access_log is None or self._access_path != settings.access_log_path:
-                self._close_log()
-                self._access_log = observe.access_log
-                self._access_path = settings.access_log_path
-            else:
-                observe.access_log = self._access_log
-        else:
+        if not settings.access_log:
             self._close_log()
-        return observe
+        elif self._access_log is None or self._access_path != settings.access_log_path:
+            # Otherwise the same file across reloads: requests in flight may still write to it.
+            self._close_log()
+            self._access_log = AccessLog(settings.access_log_path)
+            self._access_path = settings.access_log_path
+        return Observe(settings, metrics, self._access_log, tracer)
 
     def _tracing(self, on: bool) -> Tracer | None:
         if not on:
@@ -95,7 +91,7 @@ class Telemetry:
 
     def close(self) -> None:
         if self.gateway.observe is not None:
-            self.gateway.observe.read_usage()
+            self.gateway.observe.flush()
         self._close_log()
         if self._tracer is not None:  # flush spans still queued for export
             stop = getattr(self._tracer, "shutdown", None)
@@ -107,7 +103,7 @@ class Telemetry:
     def exposition(self) -> tuple[bytes, str]:
         gateway = self.gateway
         if gateway.observe is not None:
-            gateway.observe.read_usage()  # tokens of answers still waiting for their batch
+            gateway.observe.flush()  # tokens of answers still waiting for their batch
         if gateway.recorder is not None:
             self.metrics.usage_dropped[()] = float(gateway.recorder.dropped)
         if self.exchange is None:

@@ -94,11 +94,8 @@ class FrontDoor:
         if endpoint is None or scope["method"] != "POST":
             try:
                 await self._other(endpoint, scope, receive, send)
-            except GatewayError as exc:
-                await _send_error(send, exc)
-            except Exception:
-                log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
-                await _send_error(send, GatewayError("internal error in the gateway (see its log)"))
+            except Exception as exc:
+                await _fail(send, scope, exc)
             return
         form: Form | None = None
         ticket: Ticket | None = None
@@ -222,13 +219,8 @@ class FrontDoor:
                 watch.stop()
         except ClientGone:
             status = status or 499
-        except GatewayError as exc:
-            status = exc.status
-            await _send_error(send, exc, _id_header(meter))
-        except Exception:
-            status = 500
-            log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
-            await _send_error(send, GatewayError("internal error in the gateway (see its log)"), _id_header(meter))
+        except Exception as exc:
+            status = await _fail(send, scope, exc, _id_header(meter))
         finally:
             if form is not None:
                 form.close()
@@ -237,14 +229,8 @@ class FrontDoor:
             if obs is not None:
                 self.active -= 1
                 assert meter is not None
-                if ticket is None and meter.tap is not None:
-                    meter.settle(0)  # stream usage into the meter (settle did it when accounting is on)
-                if trace is not None and meter.body is not None:
-                    meter.from_body(meter.body)  # the trace ends now and carries the token counts
-                    meter.body = None
-                obs.finish(endpoint, meter, status, started, principal.id if principal is not None else None, ip)
-                if trace is not None:
-                    trace.end(status, meter)
+                key_id = principal.id if principal is not None else None
+                obs.finish(endpoint, meter, status, started, key_id, ip, trace, settled=ticket is not None)
 
     async def _other(self, endpoint: Endpoint | None, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a POST to an API endpoint: listings, probes, wrong methods, unknown URLs."""
@@ -453,6 +439,16 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _fail(send: Send, scope: Scope, exc: Exception, request_id: list[tuple[bytes, bytes]] | None = None) -> int:
+    """Answer ``exc`` as an OpenAI error; its status. Called in an ``except`` block: anything but a
+    GatewayError is logged with its traceback and answered as a 500 that reveals nothing."""
+    if not isinstance(exc, GatewayError):
+        log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
+        exc = GatewayError("internal error in the gateway (see its log)")
+    await _send_error(send, exc, request_id)
+    return exc.status
 
 
 def _request_id(value: bytes | None) -> str | None:
