@@ -56,25 +56,6 @@ class Tracer(Protocol):
     def start(self, scope: dict[str, Any], endpoint: str, request_id: str | None) -> RequestTrace: ...
 
 
-_FIELDS = (
-    "ts",
-    "request_id",
-    "client_ip",
-    "key_id",
-    "endpoint",
-    "model",
-    "instance",
-    "status",
-    "latency_ms",
-    "upstream_ms",
-    "ttft_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "retries",
-    "bytes_out",
-)
-
-
 class AccessLog:
     """Where the access log goes: one JSON line per request, never the prompt or the key (only its id)."""
 
@@ -82,19 +63,37 @@ class AccessLog:
         self._own = path not in (None, "-")
         self._out: IO[bytes] = open(path, "ab") if self._own and path else sys.stdout.buffer  # noqa: SIM115
 
-    def write(self, batch: list[tuple[Any, ...]]) -> None:
-        """Lines for ``batch``: facts in ``_FIELDS`` order, times in seconds, attempts where retries go."""
-        lines = []
-        for facts in batch:
-            record = dict(zip(_FIELDS, facts, strict=True))
-            record["ts"] = round(record["ts"], 3)
-            for name in ("latency_ms", "upstream_ms", "ttft_ms"):
-                if record[name] is not None:
-                    record[name] = round(record[name] * 1000, 3)
-            record["retries"] = max(record["retries"] - 1, 0)  # attempts - 1
-            lines.append(orjson.dumps(record))
+    def write(self, batch: list[list[Any]]) -> None:
+        """One line per request in ``batch``; each holds the facts ``Observe.finish`` gathered, times in seconds."""
+        records = [
+            {
+                "ts": int(ts * 1000) / 1000,
+                "request_id": request_id,
+                "client_ip": client_ip,
+                "key_id": key_id,
+                "endpoint": endpoint,
+                "model": model,
+                "instance": instance,
+                "status": status,
+                "latency_ms": _ms(latency),
+                "upstream_ms": _ms(upstream),
+                "ttft_ms": None if ttft is None else _ms(ttft),
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "retries": attempts - 1 if attempts > 1 else 0,
+                "bytes_out": bytes_out,
+            }
+            for (
+                ts, request_id, client_ip, key_id, endpoint, model, instance, status,
+                latency, upstream, ttft, prompt, completion, attempts, bytes_out,
+            ) in batch
+        ]  # fmt: skip
+        # One dumps call for the whole batch, cut into lines: a dumps call per line measured ~4x the cost per
+        # line (each allocates and shrinks its own output buffer). The cut is safe: every record starts with
+        # "ts", and inside a JSON string a quote is always escaped, so '},{"ts":' only occurs between records.
+        data = orjson.dumps(records)[1:-1].replace(b'},{"ts":', b'}\n{"ts":') + b"\n"
         try:
-            self._out.write(b"\n".join(lines) + b"\n")
+            self._out.write(data)
             self._out.flush()
         except (OSError, ValueError):  # stdout closed, disk full: losing log lines must not fail requests
             pass
@@ -102,6 +101,11 @@ class AccessLog:
     def close(self) -> None:
         if self._own:
             self._out.close()
+
+
+def _ms(seconds: float) -> float:
+    """Milliseconds to the microsecond: ``round(x, 3)`` goes through a decimal string and costs twice as much."""
+    return int(seconds * 1_000_000 + 0.5) / 1000
 
 
 class Observe:
@@ -132,7 +136,7 @@ class Observe:
         self._prefix = os.urandom(4).hex()
         self._next = count(1).__next__
         # (model, key id, answer whose usage is still to read or None, access-log facts or None) per request.
-        self._batch: list[tuple[str | None, str | None, bytes | None, tuple[Any, ...] | None]] = []
+        self._batch: list[tuple[str | None, str | None, bytes | None, list[Any] | None]] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def new_request_id(self) -> str:
@@ -189,7 +193,7 @@ class Observe:
                 metrics.used_tokens(meter.model, key_id, meter.prompt_tokens, meter.completion_tokens)
         facts = None
         if self.access_log is not None:
-            facts = (
+            facts = [
                 time.time(),
                 meter.request_id,
                 client_ip,
@@ -205,7 +209,7 @@ class Observe:
                 meter.completion_tokens,
                 meter.attempts,
                 meter.bytes_out,
-            )
+            ]  # the order AccessLog.write unpacks
         body = meter.body if metrics is not None or facts is not None else None
         if body is not None or facts is not None:
             self._batch.append((meter.model, key_id, body, facts))
@@ -234,7 +238,8 @@ class Observe:
                 if metrics is not None and (prompt or completion):
                     metrics.used_tokens(model, key_id, prompt, completion)
                 if facts is not None:
-                    facts = (*facts[:11], prompt, completion, *facts[13:])
+                    facts[11] = prompt
+                    facts[12] = completion
             if facts is not None:
                 lines.append(facts)
         if lines and self.access_log is not None:
