@@ -350,16 +350,22 @@ def test_access_log_lines_survive_any_string(tmp_path: Path) -> None:
     """A batch is serialised in one go and cut into lines: strings that look like the cut (quotes, braces,
     newlines, '},{"ts":') must stay inside their own line, and times come out in milliseconds."""
     from modelrouter.observe import AccessLog
+    from modelrouter.usage import Ended, Meter
+
+    def ended(text: str, at: float) -> Ended:
+        meter = Meter()
+        meter.request_id = meter.model = text
+        meter.attempts, meter.upstream_s, meter.prompt_tokens, meter.bytes_out = 2, 0.01, 3, 99
+        return ("chat", meter, 200, 0.0123456, at, None, "10.0.0.1")
 
     path = tmp_path / "access.log"
     log = AccessLog(str(path))
     nasty = ['},{"ts":1}', 'a"b\\c', "line\nbreak", "ünïcødé ✓", "}{", ""]
-    batch = [
-        [1700000000.1234 + i, rid, "10.0.0.1", None, "chat", rid, None, 200, 0.0123456, 0.01, None, 3, 4, 2, 99]
-        for i, rid in enumerate(nasty)
-    ]
-    log.write(batch)
-    log.write([[1700000001.0, None, None, "k1", "embeddings", None, None, 499, 0.5, 0.0, 0.25, 0, 0, 0, 0]])
+    now = time.perf_counter()
+    log.write([ended(text, now) for text in nasty])
+    last = Meter()
+    last.ttft_s = 0.25
+    log.write([("embeddings", last, 499, 0.5, now + 1, "k1", None)])
     log.close()
     lines = path.read_bytes().split(b"\n")
     assert lines[-1] == b""
@@ -367,11 +373,14 @@ def test_access_log_lines_survive_any_string(tmp_path: Path) -> None:
     assert [r["request_id"] for r in records[:-1]] == nasty
     assert [r["model"] for r in records[:-1]] == nasty
     first = records[0]
-    assert first["ts"] == 1700000000.123
-    assert (first["latency_ms"], first["upstream_ms"], first["ttft_ms"]) == (12.346, 10.0, None)
+    assert abs(first["ts"] - time.time()) < 5
+    assert records[-1]["ts"] - first["ts"] == pytest.approx(1, abs=0.002)
+    # Milliseconds to the microsecond (truncated).
+    assert (first["latency_ms"], first["upstream_ms"], first["ttft_ms"]) == (12.345, 10.0, None)
     assert (first["retries"], first["prompt_tokens"], first["bytes_out"]) == (1, 3, 99)
-    last = records[-1]
-    assert (last["status"], last["key_id"], last["ttft_ms"], last["retries"]) == (499, "k1", 250.0, 0)
+    final = records[-1]
+    assert (final["status"], final["key_id"], final["ttft_ms"], final["retries"]) == (499, "k1", 250.0, 0)
+    assert (final["endpoint"], final["client_ip"], final["model"]) == ("embeddings", None, None)
     assert list(first) == [
         "ts", "request_id", "client_ip", "key_id", "endpoint", "model", "instance", "status", "latency_ms",
         "upstream_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "retries", "bytes_out",

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .usage import Ended
 
 __all__ = ["DURATION_BUCKETS", "Gauge", "Histogram", "Metrics", "render"]
 
@@ -64,17 +67,31 @@ class Metrics:
     def count(counter: dict[Labels, float], labels: Labels, amount: float = 1.0) -> None:
         counter[labels] = counter.get(labels, 0.0) + amount
 
-    def request(self, endpoint: str, model: str | None, status: int, seconds: float) -> None:
-        labels = (endpoint, (model if model in self.model_names else "other") if model else "none", str(status))
-        self.requests.observe(labels, seconds)
-
-    def used_tokens(self, model: str | None, key: str | None, prompt: int, completion: int) -> None:
-        labels = ((model if model in self.model_names else "other") if model else "none", key or "none")
-        counts = self.tokens.get(labels)
-        if counts is None:
-            counts = self.tokens[labels] = [0.0, 0.0]
-        counts[0] += prompt
-        counts[1] += completion
+    def ended(self, batch: Iterable[Ended]) -> None:
+        """Count requests that ended: by endpoint, model and status with their durations, and their tokens by
+        model and key. Called for a batch at a time (observe.py), so the loop is written out in full."""
+        series = self.requests.series
+        buckets = self.requests.buckets
+        known = self.model_names
+        tokens = self.tokens
+        for endpoint, meter, status, seconds, _, key_id, _ in batch:
+            model = meter.model
+            label = (model if model in known else "other") if model else "none"
+            labels = (endpoint, label, str(status))
+            counts = series.get(labels)
+            if counts is None:
+                counts = series[labels] = [0.0] * (len(buckets) + 2)
+            counts[bisect_left(buckets, seconds)] += 1
+            counts[-1] += seconds
+            prompt = meter.prompt_tokens
+            completion = meter.completion_tokens
+            if prompt or completion:
+                key = (label, key_id or "none")
+                pair = tokens.get(key)
+                if pair is None:
+                    pair = tokens[key] = [0.0, 0.0]
+                pair[0] += prompt
+                pair[1] += completion
 
     # -- several processes -----------------------------------------------------------------------------------
 

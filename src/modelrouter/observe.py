@@ -20,7 +20,7 @@ import orjson
 from .config.model import ObservabilityConfig
 from .endpoints import Endpoint
 from .metrics import Metrics
-from .usage import Meter, usage_from_body
+from .usage import Ended, Meter, usage_from_body
 
 __all__ = ["AccessLog", "Observe", "RequestTrace", "Span", "Tracer"]
 
@@ -63,31 +63,34 @@ class AccessLog:
         self._own = path not in (None, "-")
         self._out: IO[bytes] = open(path, "ab") if self._own and path else sys.stdout.buffer  # noqa: SIM115
 
-    def write(self, batch: list[list[Any]]) -> None:
-        """One line per request in ``batch``; each holds the facts ``Observe.finish`` gathered, times in seconds."""
-        records = [
-            {
-                "ts": int(ts * 1000) / 1000,
-                "request_id": request_id,
-                "client_ip": client_ip,
-                "key_id": key_id,
-                "endpoint": endpoint,
-                "model": model,
-                "instance": instance,
-                "status": status,
-                "latency_ms": _ms(latency),
-                "upstream_ms": _ms(upstream),
-                "ttft_ms": None if ttft is None else _ms(ttft),
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "retries": attempts - 1 if attempts > 1 else 0,
-                "bytes_out": bytes_out,
-            }
-            for (
-                ts, request_id, client_ip, key_id, endpoint, model, instance, status,
-                latency, upstream, ttft, prompt, completion, attempts, bytes_out,
-            ) in batch
-        ]  # fmt: skip
+    def write(self, batch: list[Ended]) -> None:
+        """One line per request that ended, in the order given."""
+        wall = time.time() - time.perf_counter()  # each line's wall-clock time from its perf_counter time
+        records = []
+        for endpoint, meter, status, seconds, end, key_id, client_ip in batch:
+            attempts = meter.attempts
+            ttft = meter.ttft_s
+            records.append(
+                {
+                    "ts": (wall + end) * 1000 // 1 / 1000,
+                    "request_id": meter.request_id,
+                    "client_ip": client_ip,
+                    "key_id": key_id,
+                    "endpoint": endpoint,
+                    "model": meter.model,
+                    "instance": meter.instance,
+                    "status": status,
+                    # Milliseconds to the microsecond, in float arithmetic only: round(x, 3) goes through a
+                    # decimal string, int(...) / 1000 through an int division, each about twice the cost.
+                    "latency_ms": seconds * 1e6 // 1 / 1e3,
+                    "upstream_ms": meter.upstream_s * 1e6 // 1 / 1e3,
+                    "ttft_ms": None if ttft is None else ttft * 1e6 // 1 / 1e3,
+                    "prompt_tokens": meter.prompt_tokens,
+                    "completion_tokens": meter.completion_tokens,
+                    "retries": attempts - 1 if attempts > 1 else 0,
+                    "bytes_out": meter.bytes_out,
+                }
+            )
         # One dumps call for the whole batch, cut into lines: a dumps call per line measured ~4x the cost per
         # line (each allocates and shrinks its own output buffer). The cut is safe: every record starts with
         # "ts", and inside a JSON string a quote is always escaped, so '},{"ts":' only occurs between records.
@@ -103,16 +106,12 @@ class AccessLog:
             self._out.close()
 
 
-def _ms(seconds: float) -> float:
-    """Milliseconds to the microsecond: ``round(x, 3)`` goes through a decimal string and costs twice as much."""
-    return int(seconds * 1_000_000 + 0.5) / 1000
-
-
 class Observe:
-    """Per request: ``finish`` counts it at once and queues what is costly - reading token usage from an answer
-    no limit needed it from, formatting the access-log line - for a batch handled every ``BATCH`` requests and
-    within ``FLUSH_AFTER`` seconds, off the request path. (A batch held longer, or a line written per request,
-    measured several percent of throughput.)"""
+    """Per request, ``finish`` only queues the request's meter; a batch is handled every ``BATCH`` requests and
+    within ``FLUSH_AFTER`` seconds: requests counted, token usage read from answers no limit needed it from,
+    access-log lines written. Code run 64 times in a row runs warm; spread over the request path, the same work
+    measured several times the cost. Anything that reads the counters (a scrape, a worker publishing its own)
+    flushes first, so none of them is ever behind."""
 
     FLUSH_AFTER = 0.2
     BATCH = 64
@@ -135,8 +134,10 @@ class Observe:
         # Request ids: unique per process start, cheap to make (no uuid4 per request).
         self._prefix = os.urandom(4).hex()
         self._next = count(1).__next__
-        # (model, key id, answer whose usage is still to read or None, access-log facts or None) per request.
-        self._batch: list[tuple[str | None, str | None, bytes | None, list[Any] | None]] = []
+        # Whether answers get headers at all, and whether ended requests are queued (nothing reads them otherwise).
+        self.headers = self.request_id or headers.instance or headers.overhead or headers.server_timing
+        self._queue = metrics is not None or access_log is not None
+        self._batch: list[Ended] = []
         self._timer: asyncio.TimerHandle | None = None
 
     def new_request_id(self) -> str:
@@ -178,42 +179,18 @@ class Observe:
         *,
         settled: bool,
     ) -> None:
-        """The request ended (answer sent, error sent, or client gone): count it, log it, end its trace.
-        ``settled``: accounting already moved the usage into the meter."""
+        """The request ended (answer sent, error sent, or client gone): queue it to be counted and logged, end
+        its trace. ``settled``: accounting already moved the usage into the meter."""
         if not settled and meter.tap is not None:
             meter.settle(0)  # a stream's usage into the meter
         if trace is not None and meter.body is not None:
             meter.from_body(meter.body)  # the trace ends now and carries the token counts
             meter.body = None
-        duration = time.perf_counter() - started
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.request(endpoint.name, meter.model, status, duration)
-            if meter.body is None and (meter.prompt_tokens or meter.completion_tokens):
-                metrics.used_tokens(meter.model, key_id, meter.prompt_tokens, meter.completion_tokens)
-        facts = None
-        if self.access_log is not None:
-            facts = [
-                time.time(),
-                meter.request_id,
-                client_ip,
-                key_id,
-                endpoint.name,
-                meter.model,
-                meter.instance,
-                status,
-                duration,
-                meter.upstream_s,
-                meter.ttft_s,
-                meter.prompt_tokens,
-                meter.completion_tokens,
-                meter.attempts,
-                meter.bytes_out,
-            ]  # the order AccessLog.write unpacks
-        body = meter.body if metrics is not None or facts is not None else None
-        if body is not None or facts is not None:
-            self._batch.append((meter.model, key_id, body, facts))
-            if len(self._batch) >= self.BATCH:
+        if self._queue:
+            end = time.perf_counter()
+            batch = self._batch
+            batch.append((endpoint.name, meter, status, end - started, end, key_id, client_ip))
+            if len(batch) >= self.BATCH:
                 self.flush()
             elif self._timer is None:
                 try:
@@ -224,23 +201,22 @@ class Observe:
             trace.end(status, meter)
 
     def flush(self) -> None:
-        """Handle the batch now: token counts read from the answers, access-log lines written. Also called
-        before a scrape, so that /metrics is never behind."""
+        """Handle the batch now: token counts read from the answers that still carry them, requests and tokens
+        counted, access-log lines written."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         batch, self._batch = self._batch, []
-        metrics = self.metrics
-        lines = []
-        for model, key_id, body, facts in batch:
-            if body is not None:
-                prompt, completion = usage_from_body(body) or (0, 0)
-                if metrics is not None and (prompt or completion):
-                    metrics.used_tokens(model, key_id, prompt, completion)
-                if facts is not None:
-                    facts[11] = prompt
-                    facts[12] = completion
-            if facts is not None:
-                lines.append(facts)
-        if lines and self.access_log is not None:
-            self.access_log.write(lines)
+        if not batch:
+            return
+        for ended in batch:
+            meter = ended[1]
+            if meter.body is not None:
+                usage = usage_from_body(meter.body)
+                meter.body = None
+                if usage is not None:
+                    meter.prompt_tokens, meter.completion_tokens = usage
+        if self.metrics is not None:
+            self.metrics.ended(batch)
+        if self.access_log is not None:
+            self.access_log.write(batch)

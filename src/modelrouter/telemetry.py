@@ -118,6 +118,8 @@ class Telemetry:
     def publish(self) -> list[Gauge]:
         """Several workers: write this one's counters and gauges (labelled with its index) for the others."""
         assert self.exchange is not None
+        if self.gateway.observe is not None:
+            self.gateway.observe.flush()  # requests still waiting for their batch
         worker = str(self.exchange.index)
         gauges = [
             (name, doc, [({**labels, "worker": worker}, v) for labels, v in samples])

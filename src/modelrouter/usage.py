@@ -22,6 +22,7 @@ import orjson
 from .adapters.base import StreamTranslator
 
 __all__ = [
+    "Ended",
     "Meter",
     "StreamUsageTap",
     "UsageRecord",
@@ -78,7 +79,9 @@ def estimate_completion_tokens(payload: dict[str, Any]) -> int:
 
 
 _NUMBER = re.compile(rb"\s*:\s*(\d+)")
-# How OpenAI and most servers write it; anything else takes the field-by-field path.
+# How OpenAI and most servers write it, compact (vLLM, llama.cpp...) and with spaces; anything else takes the
+# field-by-field path. The compact pattern alone matches in ~2/3 of the time.
+_COMPACT_USAGE = re.compile(rb'"usage":\{"prompt_tokens":(\d+),"completion_tokens":(\d+)')
 _OPENAI_USAGE = re.compile(rb'"usage"\s*:\s*\{\s*"prompt_tokens"\s*:\s*(\d+)\s*,\s*"completion_tokens"\s*:\s*(\d+)')
 
 
@@ -98,7 +101,7 @@ def usage_from_body(body: bytes) -> tuple[int, int] | None:
     at = body.rfind(b'"usage"')
     if at < 0:
         return None
-    common = _OPENAI_USAGE.match(body, at)
+    common = _COMPACT_USAGE.match(body, at) or _OPENAI_USAGE.match(body, at)
     if common is not None:
         return int(common[1]), int(common[2])
     prompt = _count(body, b'"prompt_tokens"', at)
@@ -229,6 +232,11 @@ class Meter:
     @property
     def total(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+# A request that ended, as observability handles it in batches (observe.py): endpoint name, its meter, status,
+# seconds taken, perf_counter() at its end, key id, client address. A plain tuple: one is made per request.
+Ended = tuple[str, Meter, int, float, float, str | None, str | None]
 
 
 @dataclass(slots=True, frozen=True)

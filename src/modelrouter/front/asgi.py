@@ -193,7 +193,7 @@ class FrontDoor:
                 if type(result) is Response:
                     status = result.status
                     headers = [*result.headers, (b"content-length", b"%d" % len(result.body))]
-                    if obs is not None:
+                    if obs is not None and obs.headers:
                         assert meter is not None
                         headers = obs.response_headers(meter, started, headers)
                     await send({"type": "http.response.start", "status": result.status, "headers": headers})
@@ -203,7 +203,7 @@ class FrontDoor:
                 else:
                     assert isinstance(result, StreamResponse)
                     status = result.status
-                    if obs is not None:
+                    if obs is not None and obs.headers:
                         assert meter is not None
                         result.headers = obs.response_headers(meter, started, list(result.headers))
                     try:
