@@ -50,6 +50,27 @@ def test_stream_tap_reads_usage_and_hides_the_chunk_nobody_asked_for() -> None:
             assert out == stream
 
 
+def test_stream_tap_takes_the_final_usage_of_a_stream_that_reports_it_in_every_chunk() -> None:
+    # vLLM's continuous usage stats: every chunk carries the running totals; the last report is the count.
+    events = [
+        _event({"choices": [{"delta": {"content": "x"}}], "usage": {"prompt_tokens": 7, "completion_tokens": i}})
+        for i in range(1, 6)
+    ]
+    tap = StreamUsageTap(SSEPassThrough(), strip=False)
+    out = b"".join(tap.feed(e) for e in [*events, b"data: [DONE]\n\n"]) + tap.end()
+    assert out == b"".join(events) + b"data: [DONE]\n\n"
+    assert tap.usage == (7, 5)
+    assert tap.estimated_completion() == 5
+
+
+def test_stream_tap_counts_text_events_of_completions() -> None:
+    events = b"".join(_event({"choices": [{"text": "x", "index": 0}]}) for _ in range(3))
+    tap = StreamUsageTap(SSEPassThrough(), strip=False, marker=b'"text"')
+    assert tap.feed(events) == events
+    tap.end()
+    assert (tap.usage, tap.estimated_completion()) == (None, 3)
+
+
 def test_stream_tap_estimates_when_no_usage_arrives() -> None:
     tap = StreamUsageTap(SSEPassThrough(), strip=True)
     events = b"".join(_event({"choices": [{"delta": {"content": "x"}}]}) for _ in range(4))

@@ -327,7 +327,8 @@ class Pipeline:
                 if isinstance(payload, dict) and endpoint.output != "binary":
                     translator = instance.adapter.stream_translator(endpoint, payload)
                     if meter is not None:
-                        translator = meter.tap = StreamUsageTap(translator, strip=meter.strip_usage)
+                        marker = b'"text"' if endpoint.name == "completions" else b'"content"'
+                        translator = meter.tap = StreamUsageTap(translator, strip=meter.strip_usage, marker=marker)
                     out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
                 stream = StreamResponse(resp, instance, translator, out_headers)
                 streaming = True
