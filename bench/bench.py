@@ -897,7 +897,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=3,
         help=f"rounds of the gateways in {TARGET_SCENARIO}; the cost targets take the median (default 3)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count each gateway's instructions per request under valgrind's callgrind (bench/instructions.py)",
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="requests per target with --instructions")
+    parser.add_argument("--stream", action="store_true", help="streaming requests with --instructions")
     args = parser.parse_args(argv)
+    if not 100 <= args.requests <= 100_000:
+        parser.error("--requests must be from 100 to 100,000")
     if args.quick:
         args.duration = 3.0
     if not 0 < args.duration <= 600:
@@ -1133,6 +1142,11 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _on_signal)
     children = Children()
     try:
+        if args.instructions:
+            sys.modules.setdefault("bench", sys.modules[__name__])  # instructions.py imports from "bench"
+            from instructions import run_instructions
+
+            return run_instructions(children, args.requests, args.stream, args.startup_timeout * 10)
         return run_bench(args, children)
     except BenchError as exc:
         print(f"\nbench: error: {exc}", file=sys.stderr)
