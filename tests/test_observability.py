@@ -385,3 +385,50 @@ def test_access_log_lines_survive_any_string(tmp_path: Path) -> None:
         "ts", "request_id", "client_ip", "key_id", "endpoint", "model", "instance", "status", "latency_ms",
         "upstream_ms", "ttft_ms", "prompt_tokens", "completion_tokens", "retries", "bytes_out",
     ]  # fmt: skip
+
+
+def test_a_mixed_batch_is_counted_per_label_exactly() -> None:
+    """Metrics.ended reuses a series while consecutive requests share labels: any change of endpoint, model,
+    status or key must still land in the right series."""
+    from modelrouter.metrics import Metrics
+    from modelrouter.usage import Ended, Meter
+
+    metrics = Metrics()
+    metrics.model_names = frozenset({"m1", "m2"})
+
+    def ended(endpoint: str, model: str | None, status: int, key: str | None, tokens: tuple[int, int]) -> Ended:
+        meter = Meter()
+        meter.model = model
+        meter.prompt_tokens, meter.completion_tokens = tokens
+        return (endpoint, meter, status, 0.003, 0.0, key, None)
+
+    batch = [
+        ended("chat", "m1", 200, "k1", (1, 2)),
+        ended("chat", "m1", 200, "k1", (1, 2)),
+        ended("chat", "m1", 200, "k2", (10, 20)),
+        ended("chat", "m1", 200, "k1", (1, 2)),
+        ended("chat", "m1", 429, "k1", (0, 0)),
+        ended("chat", "m2", 200, "k1", (100, 200)),
+        ended("embeddings", "m2", 200, "k1", (5, 0)),
+        ended("chat", "unknown", 200, None, (7, 7)),
+        ended("chat", None, 400, None, (0, 0)),
+        ended("chat", "m1", 200, "k1", (1, 2)),
+    ]
+    metrics.ended(batch[:6])
+    metrics.ended(batch[6:])
+    counts = {labels: series[:-1] for labels, series in metrics.requests.series.items()}
+    assert {labels: sum(c) for labels, c in counts.items()} == {
+        ("chat", "m1", "200"): 5,
+        ("chat", "m1", "429"): 1,
+        ("chat", "m2", "200"): 1,
+        ("embeddings", "m2", "200"): 1,
+        ("chat", "other", "200"): 1,
+        ("chat", "none", "400"): 1,
+    }
+    assert metrics.requests.series[("chat", "m1", "200")][-1] == pytest.approx(5 * 0.003)
+    assert metrics.tokens == {
+        ("m1", "k1"): [4, 8],
+        ("m1", "k2"): [10, 20],
+        ("m2", "k1"): [105, 200],
+        ("other", "none"): [7, 7],
+    }

@@ -69,27 +69,34 @@ class Metrics:
 
     def ended(self, batch: Iterable[Ended]) -> None:
         """Count requests that ended: by endpoint, model and status with their durations, and their tokens by
-        model and key. Called for a batch at a time (observe.py), so the loop is written out in full."""
+        model and key. Called for a batch at a time (observe.py), so the loop is written out in full; a request
+        with the same labels as the one before (most of a batch) reuses its series without a lookup."""
         series = self.requests.series
         buckets = self.requests.buckets
         known = self.model_names
         tokens = self.tokens
+        last: tuple[str, str | None, int] | None = None
+        last_key: str | None = None
+        counts: list[float] = []
+        pair: list[float] = []
+        label = ""
         for endpoint, meter, status, seconds, _, key_id, _ in batch:
             model = meter.model
-            label = (model if model in known else "other") if model else "none"
-            labels = (endpoint, label, str(status))
-            counts = series.get(labels)
-            if counts is None:
-                counts = series[labels] = [0.0] * (len(buckets) + 2)
+            if last is None or last[0] is not endpoint or last[1] is not model or last[2] != status:
+                last = (endpoint, model, status)
+                label = (model if model in known else "other") if model else "none"
+                labels = (endpoint, label, str(status))
+                counts = series.get(labels) or series.setdefault(labels, [0.0] * (len(buckets) + 2))
+                pair = []
             counts[bisect_left(buckets, seconds)] += 1
             counts[-1] += seconds
             prompt = meter.prompt_tokens
             completion = meter.completion_tokens
             if prompt or completion:
-                key = (label, key_id or "none")
-                pair = tokens.get(key)
-                if pair is None:
-                    pair = tokens[key] = [0.0, 0.0]
+                if not pair or key_id is not last_key:
+                    last_key = key_id
+                    key = (label, key_id or "none")
+                    pair = tokens.get(key) or tokens.setdefault(key, [0.0, 0.0])
                 pair[0] += prompt
                 pair[1] += completion
 
