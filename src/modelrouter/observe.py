@@ -20,7 +20,7 @@ import orjson
 from .config.model import ObservabilityConfig
 from .endpoints import Endpoint
 from .metrics import Metrics
-from .usage import Ended, Meter, usage_from_body
+from .usage import Ended, Meter
 
 __all__ = ["AccessLog", "Observe", "RequestTrace", "Span", "Tracer"]
 
@@ -183,9 +183,8 @@ class Observe:
         its trace. ``settled``: accounting already moved the usage into the meter."""
         if not settled and meter.tap is not None:
             meter.settle(0)  # a stream's usage into the meter
-        if trace is not None and meter.body is not None:
-            meter.from_body(meter.body)  # the trace ends now and carries the token counts
-            meter.body = None
+        if trace is not None:
+            meter.read_body()  # the trace ends now and carries the token counts
         if self._queue:
             end = time.perf_counter()
             batch = self._batch
@@ -210,12 +209,7 @@ class Observe:
         if not batch:
             return
         for ended in batch:
-            meter = ended[1]
-            if meter.body is not None:
-                usage = usage_from_body(meter.body)
-                meter.body = None
-                if usage is not None:
-                    meter.prompt_tokens, meter.completion_tokens = usage
+            ended[1].read_body()
         if self.metrics is not None:
             self.metrics.ended(batch)
         if self.access_log is not None:

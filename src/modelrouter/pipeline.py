@@ -398,11 +398,10 @@ class Pipeline:
         if self.masks is not None:
             translated = self.masks.mask_response(translated if translated is not None else raw)
         if meter is not None:
-            answer = translated if translated is not None else raw
-            if meter.needs_usage or len(answer) > _DEFER_USAGE_MAX:
-                meter.from_body(answer)  # limits and quotas settle with it as soon as the request ends
-            else:
-                meter.body = answer  # for metrics and the access log: read in a batch, off the request path
+            # For metrics and the access log only, the usage is read in a batch, off the request path.
+            meter.body = translated if translated is not None else raw
+            if meter.needs_usage or len(meter.body) > _DEFER_USAGE_MAX:
+                meter.read_body()  # limits and quotas settle with it as soon as the request ends
         if translated is None:
             return Response(resp.status, resp.header_items(), raw)
         return Response(resp.status, [(b"content-type", _JSON)], translated)

@@ -216,7 +216,8 @@ class Meter:
 
     def __init__(self) -> None:
         self.request_id: str | None = None
-        # The answer, when only observability wants its usage: read later, in a batch (observe.py).
+        # A non-streamed answer whose usage is still to read (read_body): when only observability wants it, that
+        # happens later, in a batch (observe.py).
         self.body: bytes | None = None
         # Token limits, quotas or usage records need the real usage: streams are then asked to report it.
         self.needs_usage = False
@@ -233,10 +234,13 @@ class Meter:
         self.strip_usage = False  # the gateway asked for stream usage on its own account
         self.tap: StreamUsageTap | None = None
 
-    def from_body(self, body: bytes) -> None:
-        usage = usage_from_body(body)
-        if usage is not None:
-            self.prompt_tokens, self.completion_tokens = usage
+    def read_body(self) -> None:
+        """The usage of the answer kept in ``body``, into the meter; the answer is let go."""
+        body, self.body = self.body, None
+        if body is not None:
+            usage = usage_from_body(body)
+            if usage is not None:
+                self.prompt_tokens, self.completion_tokens = usage
 
     def settle(self, prompt_estimate: int) -> None:
         """After the answer ended: take the stream's usage, or estimate what the upstream did not report."""
