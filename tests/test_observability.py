@@ -346,11 +346,19 @@ def test_access_log_without_keys_still_has_token_counts(
     assert value(series, "modelrouter_tokens_total", model="m", key="none", kind="prompt") == 15
 
 
-def test_access_log_lines_survive_any_string(tmp_path: Path) -> None:
-    """A batch is serialised in one go and cut into lines: strings that look like the cut (quotes, braces,
-    newlines, '},{"ts":') must stay inside their own line, and times come out in milliseconds."""
+@pytest.mark.parametrize("path", ["compiled", "pure-python"])
+def test_access_log_lines_survive_any_string(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """A batch is serialised in one go: strings that look like the cut between lines (quotes, braces,
+    newlines, '},{"ts":') must stay inside their own line, and times come out in milliseconds; whether the
+    compiled helper writes the lines or orjson does."""
+    from modelrouter import observe, speedups
     from modelrouter.observe import AccessLog
     from modelrouter.usage import Ended, Meter
+
+    if path == "compiled" and speedups.json_lines is None:
+        pytest.skip("modelrouter._speedups is not built (no C compiler at install time)")
+    if path == "pure-python":
+        monkeypatch.setattr(observe, "compiled_json_lines", None)
 
     def ended(text: str, at: float) -> Ended:
         meter = Meter()
@@ -358,8 +366,8 @@ def test_access_log_lines_survive_any_string(tmp_path: Path) -> None:
         meter.attempts, meter.upstream_s, meter.prompt_tokens, meter.bytes_out = 2, 0.01, 3, 99
         return ("chat", meter, 200, 0.0123456, at, None, "10.0.0.1")
 
-    path = tmp_path / "access.log"
-    log = AccessLog(str(path))
+    log_path = tmp_path / "access.log"
+    log = AccessLog(str(log_path))
     nasty = ['},{"ts":1}', 'a"b\\c', "line\nbreak", "ünïcødé ✓", "}{", ""]
     now = time.perf_counter()
     log.write([ended(text, now) for text in nasty])
@@ -367,7 +375,7 @@ def test_access_log_lines_survive_any_string(tmp_path: Path) -> None:
     last.ttft_s = 0.25
     log.write([("embeddings", last, 499, 0.5, now + 1, "k1", None)])
     log.close()
-    lines = path.read_bytes().split(b"\n")
+    lines = log_path.read_bytes().split(b"\n")
     assert lines[-1] == b""
     records = [json.loads(line) for line in lines[:-1]]
     assert [r["request_id"] for r in records[:-1]] == nasty

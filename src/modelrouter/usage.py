@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from .adapters.base import StreamTranslator
+from .speedups import usage as compiled_usage
 
 __all__ = [
     "Ended",
@@ -238,7 +239,7 @@ class Meter:
         """The usage of the answer kept in ``body``, into the meter; the answer is let go."""
         body, self.body = self.body, None
         if body is not None:
-            usage = usage_from_body(body)
+            usage = (compiled_usage(body) if compiled_usage is not None else None) or usage_from_body(body)
             if usage is not None:
                 self.prompt_tokens, self.completion_tokens = usage
 

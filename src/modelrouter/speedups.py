@@ -1,0 +1,33 @@
+"""Optional compiled helpers (``_speedups.c``), or None where they were not built.
+
+Metrics and the access log cost every request something; in pure Python most of it went into two things:
+reading an answer's token usage (a reverse search, a regular expression, two ``int()`` calls) and writing the
+access-log lines (a 15-key dict per request and its encoding). ``_speedups.c`` does both in C, several times
+cheaper (docs/observability.md has the figures). It is built when the project is installed if a C compiler is
+there (setup.py). Without it, or with ``MODELROUTER_NO_SPEEDUPS=1`` in the environment, callers take their
+pure-Python paths, which are the reference: the compiled functions return None for anything they do not handle
+exactly as those do, and the tests compare the two byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["json_lines", "usage"]
+
+# usage(body) -> (prompt, completion) | None: the answer's last "usage" object when it is written compactly
+# with prompt_tokens first (OpenAI, vLLM, llama.cpp...); usage.usage_from_body reads every other form.
+usage: Callable[[bytes], tuple[int, int] | None] | None = None
+# json_lines(keys, rows) -> bytes | None: one JSON object per row, a line each; floats written floored to
+# 3 decimals; None for a value it does not write exactly as orjson would (observe.AccessLog then encodes).
+json_lines: Callable[[tuple[str, ...], list[tuple[Any, ...]]], bytes | None] | None = None
+
+if os.environ.get("MODELROUTER_NO_SPEEDUPS") != "1":
+    try:
+        from . import _speedups
+    except ImportError:  # not built (no compiler at install time): the pure-Python paths serve
+        pass
+    else:
+        usage, json_lines = _speedups.usage, _speedups.json_lines

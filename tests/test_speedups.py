@@ -1,0 +1,202 @@
+"""The compiled helpers (modelrouter._speedups) against the pure-Python code they stand in for: on the same
+inputs they must give the same answer byte for byte, or None (and the caller then takes the pure-Python path).
+Inputs are generated from fixed seeds, so a failure replays; the nasty cases are written out as well."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelrouter import observe, speedups
+from modelrouter.usage import Ended, Meter, usage_from_body
+
+compiled = pytest.mark.skipif(
+    speedups.usage is None and os.environ.get("CI") != "true",
+    reason="modelrouter._speedups is not built (no C compiler at install time); the pure-Python paths serve",
+)
+
+
+def test_the_helpers_are_built_in_ci() -> None:
+    """CI installs with a compiler: the benchmark figures assume the compiled helpers, so a build that silently
+    fell back to pure Python must not pass there."""
+    if os.environ.get("CI") != "true" and speedups.usage is None:
+        pytest.skip("not built here (no C compiler at install time)")
+    assert speedups.usage is not None
+    assert speedups.json_lines is not None
+
+
+# --- usage -----------------------------------------------------------------------------------------------------
+
+USAGE_BODIES = [
+    b'{"id":"x","usage":{"prompt_tokens":9,"completion_tokens":41,"total_tokens":50}}',
+    b'{"usage":{"prompt_tokens":0,"completion_tokens":0}}',
+    b'{"usage":{"prompt_tokens":123456789012345678,"completion_tokens":1}}',  # 18 digits: still read
+    b'{"usage":{"prompt_tokens":1234567890123456789,"completion_tokens":1}}',  # 19: left to Python
+    b'{"usage": {"prompt_tokens": 9, "completion_tokens": 41}}',  # spaces: Python's regular expression
+    b'{"usage":{"completion_tokens":41,"prompt_tokens":9}}',  # other order
+    b'{"usage":{"input_tokens":7,"output_tokens":2}}',  # other names
+    b'{"usage":{"prompt_tokens":5,"total_tokens":5}}',  # embeddings
+    b'{"a":{"usage":{"prompt_tokens":1,"completion_tokens":1}},"usage":{"prompt_tokens":2,"completion_tokens":3}}',
+    b'{"choices":[{"message":{"content":"say \\"usage\\":{\\"prompt_tokens\\":1"}}]}',  # inside a string
+    b'{"usage":{"prompt_tokens":,"completion_tokens":1}}',
+    b'{"usage":{"prompt_tokens":12',  # cut short
+    b'"usage"',
+    b"",
+    b"no usage here",
+]
+
+
+@compiled
+@pytest.mark.parametrize("body", USAGE_BODIES)
+def test_usage_matches_the_python_reader(body: bytes) -> None:
+    assert speedups.usage is not None
+    fast = speedups.usage(body)
+    assert fast is None or fast == usage_from_body(body)
+
+
+@compiled
+def test_usage_reads_the_common_form_and_leaves_the_rest() -> None:
+    assert speedups.usage is not None
+    assert speedups.usage(USAGE_BODIES[0]) == (9, 41)
+    assert speedups.usage(USAGE_BODIES[8]) == (2, 3)  # the last usage object
+    assert speedups.usage(USAGE_BODIES[3]) is None
+    assert speedups.usage(USAGE_BODIES[4]) is None
+    assert usage_from_body(USAGE_BODIES[4]) == (9, 41)
+    assert all(speedups.usage(body) is None for body in USAGE_BODIES[9:])
+
+
+@compiled
+def test_usage_on_random_near_misses() -> None:
+    """Well-formed answers, mutated a few bytes at a time: whatever the compiled reader accepts, the Python
+    reader must read the same."""
+    assert speedups.usage is not None
+    rng = random.Random(7)
+    alphabet = b'{}":, 0123456789\\usageprompt_tokenscompletion_x\xc3\xa9'
+    read = 0
+    for _ in range(5000):
+        body = bytearray(rng.choice(USAGE_BODIES[:3] + USAGE_BODIES[8:9]))
+        for _ in range(rng.randrange(0, 4)):
+            at = rng.randrange(0, len(body) + 1)
+            kind = rng.randrange(3)
+            if kind == 0:
+                body.insert(at, rng.choice(alphabet))
+            elif kind == 1 and at < len(body):
+                del body[at]
+            elif at < len(body):
+                body[at] = rng.choice(alphabet)
+        fast = speedups.usage(bytes(body))
+        if fast is not None:
+            read += 1
+            assert fast == usage_from_body(bytes(body)), bytes(body)
+    assert read > 1000  # most mutations leave the usage readable
+
+
+# --- access-log lines -------------------------------------------------------------------------------------------
+
+NASTY = [
+    '},{"ts":1}',
+    'a"b\\c',
+    "line\nbreak\r\t\b\f",
+    "\x00\x01\x1f\x7f",
+    "ünïcødé ✓ \u2028 \U0001f600",
+    "</script>",
+    "",
+]
+
+
+def _batch(rng: random.Random, size: int) -> list[Ended]:
+    batch: list[Ended] = []
+    for _ in range(size):
+        meter = Meter()
+        meter.request_id = rng.choice([None, "0a1b2c3d00000001", *NASTY])
+        meter.model = rng.choice([None, "m", "llama-3.1-8b", *NASTY])
+        meter.instance = rng.choice([None, "chat/m@http://127.0.0.1:8000", *NASTY])
+        meter.attempts = rng.randrange(0, 4)
+        meter.upstream_s = rng.choice([0.0, rng.random(), rng.random() * 1e-4, rng.random() * 600])
+        meter.ttft_s = rng.choice([None, 0.0, rng.random(), 1e-7, 0.0123456])
+        meter.prompt_tokens = rng.choice([0, 9, rng.randrange(0, 2**40)])
+        meter.completion_tokens = rng.choice([0, 41, rng.randrange(0, 2**40)])
+        meter.bytes_out = rng.randrange(0, 2**31)
+        seconds = rng.choice([0.0, rng.random() * 1e-3, rng.random() * 300, 0.0005, 1.0])
+        end = rng.random() * 1e6
+        status = rng.choice([200, 400, 429, 499, 502])
+        key_id = rng.choice([None, "config:team", *NASTY])
+        client_ip = rng.choice([None, "127.0.0.1", "2001:db8::1", *NASTY])
+        batch.append((rng.choice(["chat", "embeddings"]), meter, status, seconds, end, key_id, client_ip))
+    return batch
+
+
+@compiled
+def test_access_log_lines_match_orjson_byte_for_byte() -> None:
+    assert speedups.json_lines is not None
+    rng = random.Random(11)
+    for size in (0, 1, 2, 64, 300):
+        for _ in range(20):
+            batch = _batch(rng, size)
+            wall = rng.choice([0.0, 1.7e9, 1795666767.6885])
+            fast = speedups.json_lines(observe._FIELDS, observe._rows(batch, wall))
+            assert fast == observe.encode(observe._records(batch, wall))
+            assert fast is not None
+            assert len(fast.splitlines()) == size
+            for line in fast.splitlines():
+                assert list(json.loads(line)) == list(observe._FIELDS)
+
+
+@compiled
+@pytest.mark.parametrize(
+    "row",
+    [
+        (1e16,),  # orjson writes it in exponent form
+        (float("nan"),),  # written as null, by both
+        (2**63,),  # beyond 64 bits
+        ("\ud800",),  # a lone surrogate is not UTF-8
+        (b"bytes",),
+        (1.5, "extra"),  # not as wide as the keys
+    ],
+)
+def test_json_lines_declines_what_it_does_not_write_exactly(row: tuple[object, ...]) -> None:
+    assert speedups.json_lines is not None
+    out = speedups.json_lines(("ts",), [row])
+    if isinstance(row[0], float) and row[0] != row[0]:
+        assert out == b'{"ts":null}\n'
+    else:
+        assert out is None
+
+
+def test_a_line_the_compiled_helper_declines_is_still_written(tmp_path: Path) -> None:
+    """Numbers orjson writes in exponent form, strings it cannot encode either (lone surrogates): the batch
+    is still logged, as valid JSON, one line per request."""
+    path = tmp_path / "access.log"
+    log = observe.AccessLog(str(path))
+    huge, odd, plain = Meter(), Meter(), Meter()
+    huge.upstream_s = 1e14
+    odd.model = "bad \ud800 model"
+    plain.model = "m"
+    log.write([("chat", huge, 200, 0.001, 1.0, None, None)])
+    log.write([("chat", odd, 200, 0.001, 1.0, None, None), ("chat", plain, 200, 0.002, 2.0, None, None)])
+    log.close()
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["upstream_ms"] == pytest.approx(1e17)
+    assert [line["model"] for line in lines] == [None, "bad \ud800 model", "m"]
+
+
+def test_the_pure_python_paths_serve_when_switched_off() -> None:
+    """MODELROUTER_NO_SPEEDUPS=1 (or no compiler at install time): nothing compiled is used, and the access log
+    and usage reading still work (the rest of the suite runs them too, through the monkeypatched paths)."""
+    import subprocess
+
+    code = (
+        "from modelrouter import speedups, usage, observe\n"
+        "assert speedups.usage is None and speedups.json_lines is None\n"
+        "assert usage.compiled_usage is None and observe.compiled_json_lines is None\n"
+        'm = usage.Meter(); m.body = b\'{"usage":{"prompt_tokens":9,"completion_tokens":41}}\'; m.read_body()\n'
+        "assert (m.prompt_tokens, m.completion_tokens) == (9, 41)\n"
+    )
+    env = {**os.environ, "MODELROUTER_NO_SPEEDUPS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
