@@ -68,18 +68,31 @@ class Metrics:
         counter[labels] = counter.get(labels, 0.0) + amount
 
     def ended(self, batch: Iterable[Ended]) -> None:
-        """Count requests that ended: by endpoint, model and status with their durations, and their tokens by
-        model and key. Called for a batch at a time (observe.py), so the loop is written out in full; a request
-        with the same labels as the one before (most of a batch) reuses its series without a lookup."""
+        """Count requests that ended: by endpoint, model and status with their durations, their tokens by model
+        and key, and a non-streamed answer's upstream timings by instance. Called for a batch at a time
+        (observe.py), so the loop is written out in full; a request with the same labels as the one before
+        (most of a batch) reuses its series without a lookup."""
         series = self.requests.series
         buckets = self.requests.buckets
         known = self.model_names
         tokens = self.tokens
+        ttft_series = self.upstream_ttft.series
+        duration_series = self.upstream_duration.series
+        ttft_buckets = self.upstream_ttft.buckets
+        duration_buckets = self.upstream_duration.buckets
         last: tuple[str, str | None, int] | None = None
         last_key: str | None = None
+        last_upstream: Labels | None = None
         counts: list[float] = []
         pair: list[float] = []
+        ttft: list[float] = []
+        duration: list[float] = []
         label = ""
+        # Each series is its bucket counts then their sum. Adding float to float, at a non-negative index, is
+        # what CPython's specialised instructions cover: `+= 1` or `[-1]` take the slower generic path.
+        total = len(buckets) + 1
+        ttft_total = len(ttft_buckets) + 1
+        duration_total = len(duration_buckets) + 1
         for endpoint, meter, status, seconds, _, key_id, _ in batch:
             model = meter.model
             if last is None or last[0] is not endpoint or last[1] is not model or last[2] != status:
@@ -88,17 +101,33 @@ class Metrics:
                 labels = (endpoint, label, str(status))
                 counts = series.get(labels) or series.setdefault(labels, [0.0] * (len(buckets) + 2))
                 pair = []
-            counts[bisect_left(buckets, seconds)] += 1
-            counts[-1] += seconds
+            counts[bisect_left(buckets, seconds)] += 1.0
+            counts[total] += seconds
             prompt = meter.prompt_tokens
             completion = meter.completion_tokens
             if prompt or completion:
                 if not pair or key_id is not last_key:
                     last_key = key_id
                     key = (label, key_id or "none")
-                    pair = tokens.get(key) or tokens.setdefault(key, [0.0, 0.0])
+                    pair = tokens.get(key) or tokens.setdefault(key, [0, 0])  # ints, added to ints
                 pair[0] += prompt
                 pair[1] += completion
+            upstream = meter.upstream_labels
+            if upstream is not None:
+                if upstream is not last_upstream:
+                    last_upstream = upstream
+                    ttft = ttft_series.get(upstream) or ttft_series.setdefault(
+                        upstream, [0.0] * (len(ttft_buckets) + 2)
+                    )
+                    duration = duration_series.get(upstream) or duration_series.setdefault(
+                        upstream, [0.0] * (len(duration_buckets) + 2)
+                    )
+                first = meter.ttft_s or 0.0
+                ttft[bisect_left(ttft_buckets, first)] += 1.0
+                ttft[ttft_total] += first
+                answer = meter.answer_s
+                duration[bisect_left(duration_buckets, answer)] += 1.0
+                duration[duration_total] += answer
 
     # -- several processes -----------------------------------------------------------------------------------
 

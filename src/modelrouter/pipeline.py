@@ -378,10 +378,10 @@ class Pipeline:
                 if span is not None:
                     span.end(sys.exc_info()[1])
 
-        if self.metrics is not None:
-            self.metrics.upstream_ttft.observe(instance.labels, to_headers)
-            self.metrics.upstream_duration.observe(instance.labels, total)
         if meter is not None:
+            if self.metrics is not None:  # observed in the batch, with the request's own counts (observe.py)
+                meter.upstream_labels = instance.labels
+                meter.answer_s = total
             meter.ttft_s = to_headers
             meter.instance = instance.id
             meter.status = resp.status

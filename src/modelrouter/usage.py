@@ -198,6 +198,7 @@ class Meter:
     or observability (metrics, access log, response headers) need it."""
 
     __slots__ = (
+        "answer_s",
         "attempts",
         "body",
         "bytes_out",
@@ -212,6 +213,7 @@ class Meter:
         "strip_usage",
         "tap",
         "ttft_s",
+        "upstream_labels",
         "upstream_s",
     )
 
@@ -229,6 +231,10 @@ class Meter:
         self.bytes_out = 0
         self.first_at: float | None = None  # monotonic time the first streamed bytes went out
         self.instance: str | None = None
+        # A non-streamed answer's upstream timings, observed in the metrics batch: its instance's labels, and
+        # the time from sending to the end of its body (ttft_s being the time to its headers).
+        self.upstream_labels: tuple[str, str] | None = None
+        self.answer_s = 0.0
         self.status = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0

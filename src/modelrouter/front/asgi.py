@@ -230,7 +230,7 @@ class FrontDoor:
                 self.active -= 1
                 assert meter is not None
                 key_id = principal.id if principal is not None else None
-                obs.finish(endpoint, meter, status, started, key_id, ip, trace, settled=ticket is not None)
+                obs.finish(endpoint, meter, status, started, key_id, ip, trace, ticket is not None)
 
     async def _other(self, endpoint: Endpoint | None, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything but a POST to an API endpoint: listings, probes, wrong methods, unknown URLs."""
