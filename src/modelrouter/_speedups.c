@@ -254,8 +254,10 @@ json_lines(PyObject *module, PyObject *args)
         starts[width] = names.len;
     }
     Py_ssize_t count = PyList_GET_SIZE(rows);
-    /* Room for typical lines up front: growing the buffer copies it. */
-    ok = ok && reserve(&out, count * (names.len + 64 * width));
+    /* Room for typical lines up front (growing the buffer copies it); batches are small, the guess bounded. */
+    if (ok && count <= 4096 && width <= 256) {
+        ok = reserve(&out, count * (names.len + 64 * width));
+    }
     for (Py_ssize_t r = 0; ok && r < count; r++) {
         PyObject *row = PyList_GET_ITEM(rows, r);
         if (!PyTuple_CheckExact(row) || PyTuple_GET_SIZE(row) != width) {
