@@ -139,8 +139,9 @@ def test_access_log_lines_match_orjson_byte_for_byte() -> None:
         for _ in range(20):
             batch = _batch(rng, size)
             wall = rng.choice([0.0, 1.7e9, 1795666767.6885])
-            fast = speedups.json_lines(observe._FIELDS, observe._rows(batch, wall))
-            assert fast == observe.encode(observe._records(batch, wall))
+            rows = observe._rows(batch, wall)
+            fast = speedups.json_lines(observe._FIELDS, rows)
+            assert fast == observe.encode(observe._records(rows))
             assert fast is not None
             assert len(fast.splitlines()) == size
             for line in fast.splitlines():

@@ -33,18 +33,16 @@ Labels = tuple[str, ...]
 class Histogram:
     """Per label tuple: a count per bucket (not cumulative; the +Inf one last) and then the sum."""
 
-    __slots__ = ("buckets", "series")
+    __slots__ = ("buckets", "series", "total")
 
     def __init__(self, buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
         self.buckets = buckets
         self.series: dict[Labels, list[float]] = {}
+        self.total = len(buckets) + 1  # where a series keeps its sum
 
-    def observe(self, labels: Labels, value: float) -> None:
-        series = self.series.get(labels)
-        if series is None:
-            series = self.series[labels] = [0.0] * (len(self.buckets) + 2)
-        series[bisect_left(self.buckets, value)] += 1
-        series[-1] += value
+    def at(self, labels: Labels) -> list[float]:
+        """The series of ``labels``, made on first use."""
+        return self.series.get(labels) or self.series.setdefault(labels, [0.0] * (self.total + 1))
 
 
 class Metrics:
@@ -69,17 +67,17 @@ class Metrics:
 
     def ended(self, batch: Iterable[Ended]) -> None:
         """Count requests that ended: by endpoint, model and status with their durations, their tokens by model
-        and key, and a non-streamed answer's upstream timings by instance. Called for a batch at a time
+        and key, and the answering upstream's timings by instance. Called for a batch at a time
         (observe.py), so the loop is written out in full; a request with the same labels as the one before
         (most of a batch) reuses its series without a lookup."""
-        series = self.requests.series
-        buckets = self.requests.buckets
+        requests = self.requests
+        buckets = requests.buckets
         known = self.model_names
         tokens = self.tokens
-        ttft_series = self.upstream_ttft.series
-        duration_series = self.upstream_duration.series
-        ttft_buckets = self.upstream_ttft.buckets
-        duration_buckets = self.upstream_duration.buckets
+        upstream_ttft = self.upstream_ttft
+        upstream_duration = self.upstream_duration
+        ttft_buckets = upstream_ttft.buckets
+        duration_buckets = upstream_duration.buckets
         last: tuple[str, str | None, int] | None = None
         last_key: str | None = None
         last_upstream: Labels | None = None
@@ -88,18 +86,17 @@ class Metrics:
         ttft: list[float] = []
         duration: list[float] = []
         label = ""
-        # Each series is its bucket counts then their sum. Adding float to float, at a non-negative index, is
-        # what CPython's specialised instructions cover: `+= 1` or `[-1]` take the slower generic path.
-        total = len(buckets) + 1
-        ttft_total = len(ttft_buckets) + 1
-        duration_total = len(duration_buckets) + 1
+        # Adding float to float, at a non-negative index, is what CPython's specialised instructions cover:
+        # `+= 1` or `[-1]` take the slower generic path.
+        total = requests.total
+        ttft_total = upstream_ttft.total
+        duration_total = upstream_duration.total
         for endpoint, meter, status, seconds, _, key_id, _ in batch:
             model = meter.model
             if last is None or last[0] is not endpoint or last[1] is not model or last[2] != status:
                 last = (endpoint, model, status)
                 label = (model if model in known else "other") if model else "none"
-                labels = (endpoint, label, str(status))
-                counts = series.get(labels) or series.setdefault(labels, [0.0] * (len(buckets) + 2))
+                counts = requests.at((endpoint, label, str(status)))
                 pair = []
             counts[bisect_left(buckets, seconds)] += 1.0
             counts[total] += seconds
@@ -116,12 +113,8 @@ class Metrics:
             if upstream is not None:
                 if upstream is not last_upstream:
                     last_upstream = upstream
-                    ttft = ttft_series.get(upstream) or ttft_series.setdefault(
-                        upstream, [0.0] * (len(ttft_buckets) + 2)
-                    )
-                    duration = duration_series.get(upstream) or duration_series.setdefault(
-                        upstream, [0.0] * (len(duration_buckets) + 2)
-                    )
+                    ttft = upstream_ttft.at(upstream)
+                    duration = upstream_duration.at(upstream)
                 first = meter.ttft_s or 0.0
                 ttft[bisect_left(ttft_buckets, first)] += 1.0
                 ttft[ttft_total] += first

@@ -87,7 +87,7 @@ class StreamResponse:
         "_resp",
         "_translator",
         "headers",
-        "metrics",
+        "meter",
         "sent_at",
         "span",
         "sse",
@@ -111,7 +111,8 @@ class StreamResponse:
         self.headers = headers
         # SSE streams end with an error event when the upstream fails; binary streams just break off.
         self.sse = translator is not None
-        self.metrics: Metrics | None = None  # set (with sent_at) to record the stream's duration when it ends
+        # Set (with sent_at) when metrics are on: the stream's upstream duration goes into it when it ends.
+        self.meter: Meter | None = None
         self.sent_at = 0.0
         self.span: Span | None = None  # the upstream call's trace span, when tracing
 
@@ -158,9 +159,8 @@ class StreamResponse:
             self._closed = True
             self._resp.close()
             self._instance.release()
-            if self.metrics is not None:
-                instance = self._instance
-                self.metrics.upstream_duration.observe(instance.labels, time.perf_counter() - self.sent_at)
+            if self.meter is not None:
+                self.meter.answer_s = time.perf_counter() - self.sent_at
             if self.span is not None:
                 self.span.end()  # no-op if a broken stream already ended it with its error
 
@@ -338,9 +338,10 @@ class Pipeline:
                     if meter is not None:
                         meter.upstream_s += first
                         meter.ttft_s = first
-                    if self.metrics is not None:
-                        self.metrics.upstream_ttft.observe(instance.labels, first)
-                        stream.metrics, stream.sent_at = self.metrics, started
+                        if self.metrics is not None:  # observed in the batch, once the stream ended
+                            meter.upstream_labels = instance.labels
+                            meter.answer_s = first  # until aclose has the whole duration
+                            stream.meter, stream.sent_at = meter, started
                 except BaseException as exc:
                     streaming = False  # released below, like any failed attempt
                     if isinstance(exc, GatewayError):
@@ -379,7 +380,7 @@ class Pipeline:
                     span.end(sys.exc_info()[1])
 
         if meter is not None:
-            if self.metrics is not None:  # observed in the batch, with the request's own counts (observe.py)
+            if self.metrics is not None:  # observed in the batch, with the request's counts (observe.py)
                 meter.upstream_labels = instance.labels
                 meter.answer_s = total
             meter.ttft_s = to_headers

@@ -231,8 +231,8 @@ class Meter:
         self.bytes_out = 0
         self.first_at: float | None = None  # monotonic time the first streamed bytes went out
         self.instance: str | None = None
-        # A non-streamed answer's upstream timings, observed in the metrics batch: its instance's labels, and
-        # the time from sending to the end of its body (ttft_s being the time to its headers).
+        # The answering upstream's timings, observed in the metrics batch: its instance's labels, and the time
+        # from sending to the end of its answer (ttft_s being the time to its first byte).
         self.upstream_labels: tuple[str, str] | None = None
         self.answer_s = 0.0
         self.status = 0
