@@ -52,6 +52,8 @@ class FakeOpenAI:
         self.stream_events = 3  # content events per stream
         self.break_stream_after: int | None = None  # drop the connection after this many events
         self.disconnects = 0  # streams whose client (the gateway) went away
+        # False: like llama.cpp's server, never report usage (streams ignore stream_options.include_usage).
+        self.reports_usage = True
 
     def fail(
         self,
@@ -116,23 +118,24 @@ class FakeOpenAI:
         model = payload["model"]
         created = int(time.time())
         if not payload.get("stream"):
-            return web.json_response(
-                {
-                    "id": f"chatcmpl-{self.name}",
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": f"hello from {self.name}"},
-                            "logprobs": None,
-                            "finish_reason": "stop",
-                        }
-                    ],
-                    "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
-                }
-            )
+            answer = {
+                "id": f"chatcmpl-{self.name}",
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": f"hello from {self.name}"},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+            if not self.reports_usage:
+                del answer["usage"]
+            return web.json_response(answer)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
@@ -152,7 +155,7 @@ class FakeOpenAI:
         events += [event({"content": f"tok{i} "}) for i in range(self.stream_events)]
         events.append(event({}, "stop"))
         opts = payload.get("stream_options") or {}
-        if opts.get("include_usage"):
+        if opts.get("include_usage") and self.reports_usage:
             events.append(
                 event(
                     {},
@@ -205,17 +208,17 @@ class FakeOpenAI:
         inputs = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
         dims = payload.get("dimensions") or 8
         # Like many servers: floats only, whatever encoding_format says.
-        return web.json_response(
-            {
-                "object": "list",
-                "data": [
-                    {"object": "embedding", "index": i, "embedding": vector_for(str(t), dims)}
-                    for i, t in enumerate(inputs)
-                ],
-                "model": payload["model"],
-                "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
-            }
-        )
+        answer = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": vector_for(str(t), dims)} for i, t in enumerate(inputs)
+            ],
+            "model": payload["model"],
+            "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+        }
+        if not self.reports_usage:
+            del answer["usage"]
+        return web.json_response(answer)
 
     async def _rerank(self, request: web.Request) -> web.Response:
         rec = await self._record(request)

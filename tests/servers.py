@@ -121,7 +121,13 @@ class GatewayServer:
         self.bg.run(self._stop())
 
     def reload(self, config: dict[str, Any]) -> None:
-        self.gateway.reload(parse_config(config))
+        """Reload on the gateway's own loop, as a SIGHUP or an admin edit does."""
+        parsed = parse_config(config)
+
+        async def apply() -> None:
+            self.gateway.reload(parsed)
+
+        self.bg.run(apply())
 
 
 @contextlib.contextmanager

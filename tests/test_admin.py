@@ -347,7 +347,20 @@ async def test_key_lifecycle(store: Store, client: Client, users: dict[Role, str
     for method, url in (("DELETE", path), ("POST", path + "/disable"), ("POST", "/admin/api/keys/999/rotate")):
         missing = await client.request(method, url, token=token)
         assert missing.status == 404, url
-        assert missing.error["type"] == "invalid_request_error"
+        assert missing.error["type"] == "not_found_error"
+
+
+async def test_key_names_are_unique_so_commands_can_take_them(client: Client, users: dict[Role, str]) -> None:
+    token = users["operator"]
+    first = await client.request("POST", "/admin/api/keys", json={"name": "team-a"}, token=token)
+    assert first.status == 201
+    again = await client.request("POST", "/admin/api/keys", json={"name": "team-a"}, token=token)
+    assert again.status == 409
+    assert (again.error["type"], again.error["code"]) == ("invalid_request_error", "conflict")
+    assert f"id {first.json['id']}" in again.error["message"]
+    digits = await client.request("POST", "/admin/api/keys", json={"name": "123"}, token=token)
+    assert digits.status == 400
+    assert "only digits" in digits.error["message"]
 
 
 @pytest.mark.parametrize(
@@ -399,7 +412,7 @@ async def test_no_store_is_503(settings: Settings, clock: Clock) -> None:
     client = Client(AdminApp(lambda: None, settings, clock=clock))
     reply = await client.attempt("a", "b")
     assert reply.status == 503
-    assert reply.error["type"] == "server_error"
+    assert reply.error["type"] == "overloaded_error"
     assert (await client.request("GET", "/admin/api/keys")).status == 503
 
 

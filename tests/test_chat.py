@@ -617,7 +617,7 @@ def test_upstream_breaking_mid_stream_ends_with_one_error_event(one_of_each: tup
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert second["choices"][0]["delta"] == {"content": "tok0 "}
     err = assert_error_shape(last)
-    assert err["type"] == "server_error"
+    assert err["type"] == "api_error"
     assert b"[DONE]" not in resp.body
     assert_no_inflight(gw)
 
@@ -664,7 +664,7 @@ def test_upstream_dying_mid_body_of_non_streaming_answer_is_502(
     with pytest.raises(openai.InternalServerError) as info:
         sdk(gw).chat.completions.create(model="m-chat", messages=user())
     assert info.value.status_code == 502
-    assert assert_error_shape(info.value.response.content)["type"] == "server_error"
+    assert assert_error_shape(info.value.response.content)["type"] == "api_error"
     assert_no_inflight(gw)
 
 
@@ -885,7 +885,7 @@ def test_unknown_url_is_404(one_of_each: tuple[FakeOpenAI, GatewayServer], metho
     _fake, gw = one_of_each
     resp = raw_request(gw.url, method, path, {"model": "m-chat"} if method == "POST" else None)
     assert resp.status == 404
-    assert assert_error_shape(resp.body)["type"] == "invalid_request_error"
+    assert assert_error_shape(resp.body)["type"] == "not_found_error"
 
 
 @pytest.mark.parametrize(
@@ -962,7 +962,7 @@ def test_upstream_connection_refused_is_503_quickly(start_gateway: StartGateway)
     assert time.monotonic() - started < 2.0
     assert info.value.status_code == 503
     err = assert_error_shape(info.value.response.content)
-    assert err["type"] == "server_error"
+    assert err["type"] == "overloaded_error"
     assert_no_inflight(gw)
 
 
@@ -974,7 +974,7 @@ def test_upstream_not_speaking_http_is_502(
     gw = chat_gateway(start_gateway, broken_upstream(behaviour))
     resp = raw_request(gw.url, "POST", CHAT, {"model": "m-chat", "messages": user(), "stream": stream})
     assert resp.status == 502, resp.body
-    assert assert_error_shape(resp.body)["type"] == "server_error"
+    assert assert_error_shape(resp.body)["type"] == "api_error"
     with pytest.raises(openai.InternalServerError) as info:
         sdk(gw).chat.completions.create(model="m-chat", messages=user())
     assert info.value.status_code == 502
@@ -1086,7 +1086,7 @@ def test_upstream_error_on_stream_request_is_an_http_error_not_a_stream(
             "text/html",
             openai.InternalServerError,
             None,
-            "server_error",
+            "api_error",
         ),
         (
             502,
@@ -1094,7 +1094,7 @@ def test_upstream_error_on_stream_request_is_an_http_error_not_a_stream(
             "text/html; charset=utf-8",
             openai.InternalServerError,
             None,
-            "server_error",
+            "api_error",
         ),
         (
             422,
@@ -1119,7 +1119,7 @@ def test_upstream_error_on_stream_request_is_an_http_error_not_a_stream(
             "application/json",
             openai.NotFoundError,
             "model 'llama9' not found, try pulling it first",
-            "invalid_request_error",
+            "not_found_error",
         ),
         (
             503,
@@ -1127,7 +1127,7 @@ def test_upstream_error_on_stream_request_is_an_http_error_not_a_stream(
             "text/plain",
             openai.InternalServerError,
             "Service Unavailable: model is loading",
-            "server_error",
+            "overloaded_error",
         ),
         (
             400,
@@ -1137,7 +1137,7 @@ def test_upstream_error_on_stream_request_is_an_http_error_not_a_stream(
             "context length exceeded",
             "invalid_request_error",
         ),
-        (500, b"", "text/plain", openai.InternalServerError, None, "server_error"),
+        (500, b"", "text/plain", openai.InternalServerError, None, "api_error"),
     ],
     ids=[
         "html-500",

@@ -3,17 +3,20 @@ store mode that picks up what the CLI imports and rolls back."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from modelrouter.config.model import StoreConfig
 from modelrouter.store import Store
 
 from .servers import free_port
-from .test_cli_store import cli, ok, with_store
+from .test_cli_store import cli, make_store, ok, store_file, store_line, with_store
 from .test_lifecycle import GatewayProcess, wait_until
 
 UNSET_VAR = "MODELROUTER_TEST_CLI_CONFIG_TOKEN"  # set only where a test passes it
@@ -37,11 +40,12 @@ services:
       - {name: x, base_url: not-a-url, wieght: 2}
 """
 STORE_MODE_NOTE = "a gateway running with --config-source store applies it within a second"
+STORE_MODE = ("--config-source", "store")
 
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+    return make_store(tmp_path / "data")
 
 
 def write(path: Path, text: str) -> Path:
@@ -87,7 +91,11 @@ def test_import_list_show_diff_rollback_export(tmp_path: Path, data_dir: Path) -
     assert not [line for line in diff.splitlines()[2:] if line.startswith("-")]
     assert ok("config", "diff", "2", "1", data_dir=data_dir).startswith("--- version 2\n+++ version 1\n")
     same = cli("config", "diff", "2", "2", data_dir=data_dir)
-    assert (same.returncode, same.stdout, same.stderr) == (0, "", "versions 2 and 2 are the same\n")
+    assert (same.returncode, same.stdout, same.stderr) == (
+        0,
+        "",
+        store_line(data_dir) + "versions 2 and 2 are the same\n",
+    )
 
     out = ok("config", "rollback", "1", data_dir=data_dir)
     assert out.startswith("version 3 saved; ")
@@ -95,7 +103,7 @@ def test_import_list_show_diff_rollback_export(tmp_path: Path, data_dir: Path) -
     assert ok("config", "show", "3", data_dir=data_dir) == FIRST
     assert ok("config", "versions", data_dir=data_dir).splitlines()[1].split()[0:3:2] == ["3*", "cli"]
     assert "rollback to version 1" in ok("config", "versions", data_dir=data_dir).splitlines()[1]
-    assert cli("config", "diff", "1", data_dir=data_dir).stderr == "versions 1 and 3 are the same\n"
+    assert cli("config", "diff", "1", data_dir=data_dir).stderr.endswith("\nversions 1 and 3 are the same\n")
 
     backup = tmp_path / "backup.yaml"
     assert ok("config", "export", "-o", str(backup), data_dir=data_dir) == f"version 3 written to {backup}\n"
@@ -114,14 +122,15 @@ def test_import_list_show_diff_rollback_export(tmp_path: Path, data_dir: Path) -
 
 def test_invalid_import_lists_problems_and_saves_nothing(tmp_path: Path, data_dir: Path) -> None:
     bad = write(tmp_path / "bad.yaml", INVALID)
-    result = cli("config", "import", str(bad), data_dir=data_dir)
+    nowhere = tmp_path / "nowhere"
+    result = cli("config", "import", str(bad), data_dir=nowhere)
     assert result.returncode == 1
     assert result.stdout == ""
     problems = result.stderr.splitlines()
     assert f"{bad}: services.chat.instances[0].base_url: not a URL" in result.stderr
-    assert f"{bad}: services.chat.instances[0].wieght: unknown key" in problems
+    assert f"{bad}: services.chat.instances[0].wieght: unknown key (did you mean `weight`?)" in problems
     assert problems[-1] == f"{bad}: 2 problem(s); nothing saved"
-    assert not data_dir.exists()  # validated before the store is opened: not even an empty one is made
+    assert not nowhere.exists()  # validated before the store is opened: not even an empty one is made
 
     ok("config", "import", str(write(tmp_path / "good.yaml", FIRST)), data_dir=data_dir)
     for text in (INVALID, "services: [\n"):
@@ -159,7 +168,10 @@ def test_rollback_validates_with_this_environment(tmp_path: Path, data_dir: Path
 
 def test_missing_versions(tmp_path: Path, data_dir: Path) -> None:
     empty = cli("config", "show", data_dir=data_dir)
-    assert (empty.returncode, empty.stderr) == (1, "modelrouter: no config versions in the store yet\n")
+    assert (empty.returncode, empty.stderr) == (
+        1,
+        store_line(data_dir) + "modelrouter: no config versions in the store yet\n",
+    )
     none = cli("config", "versions", data_dir=data_dir)
     assert (none.returncode, none.stdout) == (0, "")
 
@@ -167,7 +179,7 @@ def test_missing_versions(tmp_path: Path, data_dir: Path) -> None:
     for args in (("show", "7"), ("export", "7"), ("diff", "7"), ("diff", "1", "7"), ("rollback", "7")):
         result = cli("config", *args, data_dir=data_dir)
         assert (result.returncode, result.stdout) == (1, ""), args
-        assert result.stderr == "modelrouter: no version 7\n", args
+        assert result.stderr == store_line(data_dir) + "modelrouter: no version 7\n", args
     unwritable = cli("config", "export", "-o", str(tmp_path / "no" / "such" / "dir.yaml"), data_dir=data_dir)
     assert unwritable.returncode == 1
     assert "cannot write" in unwritable.stderr
@@ -199,6 +211,7 @@ def test_config_locates_the_store_and_file_is_what_is_imported(tmp_path: Path) -
     elsewhere = tmp_path / "elsewhere"
     where = write(tmp_path / "modelrouter.yaml", f"store:\n  data_dir: {elsewhere}\n")
     first = write(tmp_path / "first.yaml", FIRST)
+    ok("store", "init", "--config", str(where), data_dir=None)
     ok("config", "import", str(first), "--config", str(where), data_dir=None)
     assert newest(elsewhere) == 1
     assert ok("config", "--config", str(where), "show", data_dir=None) == FIRST  # the imported file, not --config's
@@ -208,16 +221,16 @@ def test_config_locates_the_store_and_file_is_what_is_imported(tmp_path: Path) -
 # ------------------------------------------------------------------------------------------------- end to end
 
 
-class StoreModeGateway(GatewayProcess):
-    """``modelrouter serve --config FILE --config-source store --data-dir DIR`` in a child process."""
+class ServeProcess(GatewayProcess):
+    """``modelrouter serve --config FILE --data-dir DIR [OPTION ...]`` in a child process."""
 
-    def __init__(self, config_path: Path, log_path: Path, data_dir: Path) -> None:
+    def __init__(self, config_path: Path, log_path: Path, data_dir: Path, *options: str) -> None:
         self.config_path = config_path
         self.log_path = log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "modelrouter", "serve", "--config", str(config_path)]
-        command += ["--config-source", "store", "--data-dir", str(data_dir), "--host", "127.0.0.1"]
+        command = [sys.executable, "-m", "modelrouter", "serve", "--config", str(config_path), *options]
+        command += ["--data-dir", str(data_dir), "--host", "127.0.0.1"]
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [*command, "--port", str(self.port)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
@@ -225,8 +238,8 @@ class StoreModeGateway(GatewayProcess):
 
 
 @pytest.fixture
-def store_mode_gateway(tmp_path: Path, data_dir: Path) -> Iterator[StoreModeGateway]:
-    gw = StoreModeGateway(write(tmp_path / "seed.yaml", FIRST), tmp_path / "gateway.log", data_dir)
+def store_mode_gateway(tmp_path: Path, data_dir: Path) -> Iterator[ServeProcess]:
+    gw = ServeProcess(write(tmp_path / "seed.yaml", FIRST), tmp_path / "gateway.log", data_dir, *STORE_MODE)
     try:
         gw.wait_ready()
         yield gw
@@ -235,7 +248,7 @@ def store_mode_gateway(tmp_path: Path, data_dir: Path) -> Iterator[StoreModeGate
 
 
 def test_a_store_mode_gateway_applies_import_and_rollback(
-    tmp_path: Path, data_dir: Path, store_mode_gateway: StoreModeGateway
+    tmp_path: Path, data_dir: Path, store_mode_gateway: ServeProcess
 ) -> None:
     gw = store_mode_gateway
     assert gw.models() == {"m-a", "gpt-4o"}
@@ -250,3 +263,64 @@ def test_a_store_mode_gateway_applies_import_and_rollback(
     wait_until(lambda: gw.models() == {"m-a", "gpt-4o"}, "the rollback to be served")
     assert "version 3 serving (rollback to version 1, by cli)" in gw.log()
     assert gw.proc.poll() is None
+
+
+def test_import_into_a_missing_store_is_refused(tmp_path: Path) -> None:
+    nowhere = tmp_path / "nowhere"
+    result = cli("config", "import", str(write(tmp_path / "a.yaml", FIRST)), data_dir=nowhere)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert f"no store at {(nowhere / 'modelrouter.db').resolve()}" in result.stderr
+    assert not nowhere.exists()
+
+
+def test_rollback_and_import_are_refused_while_the_store_is_served_in_file_mode(tmp_path: Path, data_dir: Path) -> None:
+    """In file mode the gateway serves its file: a version saved by the CLI would be marked newest and never served.
+    Once a gateway serves the same store in store mode, the rollback is saved and served."""
+    path = write(tmp_path / "gateway.yaml", FIRST)
+    both = {"m-a", "m-b", "gpt-4o"}
+    gw = ServeProcess(path, tmp_path / "file-mode.log", data_dir)  # file mode: the default
+    try:
+        gw.wait_ready()
+        write(path, SECOND)  # the gateway reloads its file and records it: version 2
+        wait_until(lambda: gw.models() == both, "the changed file to be served")
+        wait_until(lambda: newest(data_dir) == 2, "the reloaded file to be recorded")
+        other = write(tmp_path / "other.yaml", FIRST.replace("m-a", "m-c"))
+        for args in (("rollback", "1"), ("import", str(other))):
+            result = cli("config", *args, data_dir=data_dir)
+            assert (result.returncode, result.stdout) == (1, ""), args
+            assert "modelrouter: file mode: " in result.stderr, args
+            assert "edit the file (or write version N to it with `modelrouter config export N -o FILE`)" in (
+                result.stderr
+            ), args
+        assert newest(data_dir) == 2  # the newest version is the one served
+        assert gw.models() == both
+    finally:
+        gw.kill()
+
+    gw = ServeProcess(path, tmp_path / "store-mode.log", data_dir, *STORE_MODE)
+    try:
+        gw.wait_ready()
+        assert ok("config", "rollback", "1", data_dir=data_dir).startswith("version 3 saved")
+        wait_until(lambda: gw.models() == {"m-a", "gpt-4o"}, "the rollback to be served")
+    finally:
+        gw.kill()
+
+
+def test_the_mode_a_gateway_last_started_in_decides(store_config: StoreConfig, tmp_path: Path) -> None:
+    """On SQLite and PostgreSQL: the mode is noted at each start (the last one wins), and rollback follows it."""
+    where = store_file(tmp_path, store_config)
+
+    async def start(mode: Literal["file", "store"]) -> None:  # what ConfigControl.start does first
+        async with await Store.open(store_config) as store:
+            if await store.latest_config_version_id() is None:
+                await store.add_config_version(FIRST, author="file", comment="seed")
+                await store.add_config_version(SECOND, author="file", comment="edit")
+            await store.record_config_mode(mode)
+
+    for mode in ("store", "file"):
+        asyncio.run(start(mode))
+    refused = cli("config", "rollback", "1", "--config", str(where), data_dir=None)
+    assert refused.returncode == 1
+    assert "file mode: " in refused.stderr
+    asyncio.run(start("store"))
+    assert ok("config", "rollback", "1", "--config", str(where), data_dir=None).startswith("version 3 saved")

@@ -24,7 +24,11 @@ SECRET_LINE = re.compile(r"^secret: (mr-\S+)$", re.MULTILINE)
 
 
 def cli(
-    *args: str, data_dir: Path | None, env: dict[str, str] | None = None, stdin: str | None = None
+    *args: str,
+    data_dir: Path | None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run modelrouter with ``args`` (plus ``--data-dir``), no terminal on stdin."""
     environ = {k: v for k, v in os.environ.items() if k != "MODELROUTER_ADMIN_PASSWORD"}
@@ -36,6 +40,7 @@ def cli(
         text=True,
         env={**environ, **(env or {})},
         timeout=60,
+        cwd=cwd,
     )
 
 
@@ -58,9 +63,19 @@ def secret_in(output: str) -> str:
     return str(secret)
 
 
+async def _nothing(store: Store) -> None:
+    return None
+
+
+def make_store(data_dir: Path) -> Path:
+    """A store as `modelrouter serve` or `store init` leaves it."""
+    with_store(data_dir, _nothing)
+    return data_dir
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+    return make_store(tmp_path / "data")
 
 
 def test_create_prints_the_secret_once_and_list_never(data_dir: Path) -> None:
@@ -85,7 +100,7 @@ def test_create_prints_the_secret_once_and_list_never(data_dir: Path) -> None:
     assert record.expires_at - record.created_at == pytest.approx(30 * 86400, abs=5)
 
     listing = ok("keys", "list", data_dir=data_dir)
-    assert listing.splitlines()[0].split() == ["ID", "NAME", "PREFIX", "ENABLED", "EXPIRES", "REVOKED"]
+    assert listing.splitlines()[0].split() == ["ID", "NAME", "PREFIX", "STATUS", "EXPIRES", "REVOKED"]
     assert "ci-bot" in listing
     assert record.prefix in listing
     as_json = ok("keys", "list", "--json", data_dir=data_dir)
@@ -151,7 +166,7 @@ def test_keys_by_prefix_and_unknown_keys(data_dir: Path) -> None:
     for command in ("disable", "enable", "revoke", "rotate", "delete"):
         result = cli("keys", command, "42", data_dir=data_dir)
         assert result.returncode == 1, command
-        assert "no key with id or prefix '42'" in result.stderr
+        assert "no key with id, prefix or name '42'" in result.stderr
     assert "deleted" in ok("keys", "delete", "1", data_dir=data_dir)
     assert json.loads(ok("keys", "list", "--json", data_dir=data_dir)) == []
 
@@ -185,7 +200,8 @@ def test_bad_usage_exits_2(data_dir: Path, args: tuple[str, ...]) -> None:
 
 def test_store_from_config_file(tmp_path: Path) -> None:
     config = tmp_path / "modelrouter.yaml"
-    config.write_text(f"store:\n  data_dir: {tmp_path / 'elsewhere'}\n")
+    config.write_text(f"store:\n  data_dir: {tmp_path / 'elsewhere'}\n")  # only store: locating it needs no services
+    ok("store", "init", "--config", str(config), data_dir=None)
     ok("keys", "create", "a", "--config", str(config), data_dir=None)
     assert (tmp_path / "elsewhere" / "modelrouter.db").is_file()
     assert "a" in ok("keys", "list", "--config", str(config), data_dir=None)
@@ -245,3 +261,190 @@ def test_cli_changes_are_audited(data_dir: Path) -> None:
         ("key.create", "key:1"),
     ]
     assert all(e.actor.startswith("cli") for e in entries)
+
+
+# --- which store: shown, and never created by accident -------------------------------------------------------
+
+
+def store_line(data_dir: Path) -> str:
+    """What every store command prints first on stderr for a SQLite store in ``data_dir``."""
+    return f"store: {(data_dir / 'modelrouter.db').resolve()}\n"
+
+
+def store_file(tmp_path: Path, config: StoreConfig) -> Path:
+    """A config file that locates ``config``'s store, with nothing else in it."""
+    path = tmp_path / "where.yaml"
+    where = {"database_url": config.database_url} if config.database_url else {"data_dir": config.data_dir}
+    path.write_text(json.dumps({"store": where}), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+READ_AND_WRITE_COMMANDS = [
+    ("keys", "list"),
+    ("keys", "create", "ci-bot"),
+    ("keys", "revoke", "ci-bot"),
+    ("admin", "list"),
+    ("admin", "create", "root"),
+    ("config", "versions"),
+    ("config", "rollback", "1"),
+]
+
+
+def test_store_commands_from_another_directory_refuse_instead_of_creating_a_store(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    expected = elsewhere / "data" / "modelrouter.db"
+    for args in READ_AND_WRITE_COMMANDS:
+        result = cli(*args, data_dir=None, cwd=elsewhere, env={"MODELROUTER_ADMIN_PASSWORD": "password1"})
+        assert (result.returncode, result.stdout) == (1, ""), (args, result.stderr)
+        lines = result.stderr.splitlines()
+        assert lines[0] == f"store: {expected}", args
+        assert f"no store at {expected}" in result.stderr, args
+        assert "modelrouter store init" in result.stderr, args  # how to make one ...
+        assert "--data-dir" in result.stderr, args  # ... or how to point at the right one
+    assert list(elsewhere.iterdir()) == []  # not even ./data
+
+
+def test_store_init_creates_the_store_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    created = cli("store", "init", data_dir=data_dir)
+    assert created.returncode == 0, created.stderr
+    assert created.stderr == store_line(data_dir)
+    assert created.stdout == f"Created the store at {(data_dir / 'modelrouter.db').resolve()}.\n"
+    again = ok("store", "init", data_dir=data_dir)
+    assert "exists already" in again
+    assert with_store(data_dir, lambda s: s.list_keys()) == []
+    # Now the commands work on it; their tables on stdout, where the store is on stderr.
+    ok("keys", "create", "a", data_dir=data_dir)
+    listed = cli("keys", "list", "--json", data_dir=data_dir)
+    assert result_ok(listed).startswith("[")
+    assert [item["name"] for item in json.loads(listed.stdout)] == ["a"]
+    assert listed.stderr == store_line(data_dir)
+
+
+def result_ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_database_without_the_schema_is_refused_and_left_alone(store_config: StoreConfig, tmp_path: Path) -> None:
+    """PostgreSQL: "exists" means reachable and migrated. Read commands never create the schema, and the
+    password in the URL is never printed."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    password = "pw-never-printed"
+    if store_config.database_url:  # the test server trusts local users: any password is accepted
+        url = sa.make_url(store_config.database_url).set(password=password)
+        store_config = StoreConfig(database_url=url.render_as_string(hide_password=False))
+    where = store_file(tmp_path, store_config)
+    for args in READ_AND_WRITE_COMMANDS:
+        result = cli(*args, "--config", str(where), data_dir=None, env={"MODELROUTER_ADMIN_PASSWORD": "password1"})
+        assert (result.returncode, result.stdout) == (1, ""), (args, result.stderr)
+        assert result.stderr.startswith("store: "), args
+        assert f"modelrouter store init --config {where}" in result.stderr, args
+        assert password not in result.stderr, args
+
+    async def tables(url: str) -> list[str]:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+        finally:
+            await engine.dispose()
+
+    if store_config.database_url:
+        assert asyncio.run(tables(store_config.database_url)) == []  # not even the schema's version table
+    else:
+        assert not Path(store_config.data_dir).exists()  # not even the directory
+
+    created = cli("store", "init", "--config", str(where), data_dir=None)
+    assert created.returncode == 0, created.stderr
+    assert password not in created.stdout + created.stderr
+    if store_config.database_url:
+        assert created.stderr.startswith("store: postgresql")
+        assert ":***@127.0.0.1" in created.stderr
+    assert json.loads(ok("keys", "list", "--json", "--config", str(where), data_dir=None)) == []
+
+
+# --- keys by name ----------------------------------------------------------------------------------------------
+
+
+def key_rows(data_dir: Path) -> dict[str, list[str]]:
+    """`keys list` as {name: [id, name, prefix, status, ...]}."""
+    return {row.split()[1]: row.split() for row in ok("keys", "list", data_dir=data_dir).splitlines()[1:]}
+
+
+def test_keys_by_name(data_dir: Path) -> None:
+    ok("keys", "create", "ci-bot", data_dir=data_dir)
+    ok("keys", "create", "other", data_dir=data_dir)
+    assert "Key 1 'ci-bot' disabled." in ok("keys", "disable", "ci-bot", data_dir=data_dir)
+    assert [row[3] for row in key_rows(data_dir).values()] == ["disabled", "active"]
+    ok("keys", "enable", "ci-bot", data_dir=data_dir)
+    new = secret_in(ok("keys", "rotate", "ci-bot", data_dir=data_dir))
+    record = with_store(data_dir, lambda s: s.get_key(1))
+    assert record is not None
+    assert record.hash == hash_secret(new)
+    assert "Key 1 'ci-bot' revoked." in ok("keys", "revoke", "ci-bot", data_dir=data_dir)
+    assert "Key 1 'ci-bot' deleted." in ok("keys", "delete", "ci-bot", data_dir=data_dir)
+    assert list(key_rows(data_dir)) == ["other"]
+
+
+def test_a_name_two_keys_share_is_refused_listing_their_ids(data_dir: Path) -> None:
+    async def twins(store: Store) -> None:  # as an older modelrouter allowed: written past the store's check
+        import sqlalchemy as sa
+
+        from modelrouter.store._schema import api_keys
+
+        await store.create_key("twin")
+        await store.create_key("twin-2")
+        async with store._write() as conn:
+            await conn.execute(sa.update(api_keys).where(api_keys.c.name == "twin-2").values(name="twin"))
+
+    with_store(data_dir, twins)
+    for command in ("disable", "revoke", "rotate", "delete"):
+        result = cli("keys", command, "twin", data_dir=data_dir)
+        assert result.returncode == 1, command
+        assert "2 keys are named 'twin' (ids 1, 2)" in result.stderr, command
+    assert [row[3] for row in key_rows(data_dir).values()] == ["active"]  # both keys untouched (one name shown)
+    assert len(json.loads(ok("keys", "list", "--json", data_dir=data_dir))) == 2
+
+
+def test_create_refuses_a_name_in_use(data_dir: Path) -> None:
+    ok("keys", "create", "ci-bot", data_dir=data_dir)
+    again = cli("keys", "create", "ci-bot", data_dir=data_dir)
+    assert (again.returncode, again.stdout) == (1, "")
+    assert "a key named 'ci-bot' exists already (id 1)" in again.stderr
+    digits = cli("keys", "create", "42", data_dir=data_dir)  # it would read as an id
+    assert digits.returncode == 1
+    assert "only digits" in digits.stderr
+    assert [item["name"] for item in json.loads(ok("keys", "list", "--json", data_dir=data_dir))] == ["ci-bot"]
+
+
+def test_list_shows_each_keys_status(data_dir: Path) -> None:
+    for name in ("live", "paused", "gone"):
+        ok("keys", "create", name, data_dir=data_dir)
+    ok("keys", "disable", "paused", data_dir=data_dir)
+    ok("keys", "revoke", "gone", data_dir=data_dir)
+
+    async def expired(store: Store) -> None:
+        await store.create_key("old", expires_at=1.0)
+
+    with_store(data_dir, expired)
+    rows = key_rows(data_dir)
+    assert {name: row[3] for name, row in rows.items()} == {
+        "live": "active",
+        "paused": "disabled",
+        "gone": "revoked",
+        "old": "expired",
+    }
+    assert rows["gone"][-1] == "UTC"  # when it was revoked
+
+
+@pytest.mark.parametrize("url", ["nonsense:pw-never-printed", "postgresql://u:pw-never-printed@host:99x/db"])
+def test_a_malformed_database_url_is_refused_without_its_password(tmp_path: Path, url: str) -> None:
+    where = store_file(tmp_path, StoreConfig(database_url=url))
+    result = cli("keys", "list", "--config", str(where), data_dir=None)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert "store.database_url is not a database URL" in result.stderr
+    assert "pw-never-printed" not in result.stderr

@@ -151,7 +151,7 @@ def test_structural_problems_are_reported_together() -> None:
     problems = problems_of(BAD)
     joined = "\n".join(problems)
     assert any(p.startswith("services.chat.instances[1].base_url: not a URL") for p in problems), joined
-    assert "services.chat.instancez: unknown key" in problems, joined
+    assert any(p.startswith("services.chat.instancez: unknown key") for p in problems), joined
     assert any(p.startswith("services.chat.load_balance: must be one of") and "'round_robin'" in p for p in problems)
     assert any(p.startswith("services.audio: unknown name") for p in problems), joined
 
@@ -204,6 +204,9 @@ def test_cross_field_problems_are_reported_together() -> None:
         ({"name": "m", "base_url": "http://"}, "services.chat.instances[0].base_url: not a URL"),
         ({"name": "m", "base_url": "http://h:99999"}, "services.chat.instances[0].base_url: not a URL (bad port)"),
         ({"name": "m", "base_url": "http://h:1/?q=1"}, "services.chat.instances[0].base_url: not a URL prefix"),
+        ({"name": "m", "base_url": "http://host with space"}, "services.chat.instances[0].base_url: not a URL (it "),
+        ({"name": "m", "base_url": "http://h:1/v1 "}, "services.chat.instances[0].base_url: not a URL (it "),
+        ({"name": "m", "base_url": "http://:8080/v1"}, "services.chat.instances[0].base_url: not a URL"),
         ({"name": "m", "base_url": "http://h:1", "path": "v1/x"}, "services.chat.instances[0].path: must start"),
         ({"name": "m", "base_url": "http://h:1", "weight": 0}, "services.chat.instances[0].weight: "),
         ({"name": "", "base_url": "http://h:1"}, "services.chat.instances[0].name: "),
@@ -243,6 +246,89 @@ def test_load_config_reports_unreadable_and_invalid_yaml(tmp_path: Path) -> None
     assert len(exc.value.problems) == 1
     assert exc.value.problems[0].startswith("line ")
     assert "not valid YAML" in exc.value.problems[0]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # JAiRouter writes its keys in kebab-case.
+        (
+            chat({"name": "m", "base-url": "http://h:1"}),
+            "services.chat.instances[0].base-url: unknown key (did you mean `base_url`?)",
+        ),
+        (
+            chat({"name": "m", "base_url": "http://h:1", "upstream-model": "x"}),
+            "services.chat.instances[0].upstream-model: unknown key (did you mean `upstream_model`?)",
+        ),
+        (
+            chat({"name": "m", "base_ulr": "http://h:1"}),
+            "services.chat.instances[0].base_ulr: unknown key (did you mean `base_url`?)",
+        ),
+        (
+            chat({"name": "m", "base_url": "http://h:1"}, loadbalance="random"),
+            "services.chat.loadbalance: unknown key (did you mean `load_balance`?)",
+        ),
+        ({"service": {}}, "service: unknown key (did you mean `services`?)"),
+        (
+            chat({"name": "m", "base_url": "http://h:1", "timeouts": {"conect": 1}}),
+            "services.chat.instances[0].timeouts.conect: unknown key (did you mean `connect`?)",
+        ),
+        (
+            {"limits": [{"scope": "ip", "rate": 1, "perod": 60}]},
+            "limits[0].perod: unknown key (did you mean `period`?)",
+        ),
+        ({"services": {"embeddings": {}}}, "services.embeddings: unknown name (did you mean `embedding`?)"),
+    ],
+)
+def test_an_unknown_key_suggests_the_closest_known_one(data: dict[str, Any], expected: str) -> None:
+    assert expected in problems_of(data)
+
+
+def test_an_unknown_key_far_from_any_known_one_gets_no_guess() -> None:
+    assert "services.chat.instances[0].colour: unknown key" in problems_of(
+        chat({"name": "m", "base_url": "http://h:1", "colour": "red"})
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            chat({"name": "m", "base_url": "http://h:1"}, timeouts={"connect": "10s"}),
+            'services.chat.timeouts.connect: give a number of seconds, e.g. 10 (not "10s")',
+        ),
+        (
+            chat({"name": "m", "base_url": "http://h:1", "timeouts": {"total": "500ms"}}),
+            'services.chat.instances[0].timeouts.total: give a number of seconds, e.g. 0.5 (not "500ms")',
+        ),
+        ({"breaker": {"window": "2m"}}, 'breaker.window: give a number of seconds, e.g. 120 (not "2m")'),
+        (
+            {"store": {"refresh_interval": "soon"}},
+            'store.refresh_interval: give a number of seconds, e.g. 10 (not "soon")',
+        ),
+    ],
+)
+def test_a_duration_with_a_unit_asks_for_seconds(data: dict[str, Any], expected: str) -> None:
+    assert expected in problems_of(data)
+
+
+def test_a_number_that_is_no_duration_keeps_its_message() -> None:
+    [problem] = problems_of(chat({"name": "m", "base_url": "http://h:1", "weight": "2s"}))
+    assert problem.startswith("services.chat.instances[0].weight: Input should be a valid number")
+
+
+def test_a_file_must_route_something_but_a_parsed_config_need_not(tmp_path: Path) -> None:
+    """Library users build configs without services (tests, embedding); a file without any is a mistake."""
+    assert parse_config({"server": {"port": 1}}).services == {}
+    empty, no_services = tmp_path / "empty.yaml", tmp_path / "server-only.yaml"
+    empty.write_text("# nothing yet\n")
+    no_services.write_text("server: {port: 8081}\nservices: {}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(empty)
+    assert exc.value.problems == ["<root>: the file is empty: a config needs at least one service under services:"]
+    with pytest.raises(ConfigError) as exc:
+        load_config(no_services)
+    assert exc.value.problems == ["services: no services: the gateway would route nothing; add at least one"]
 
 
 # --- the CLI ---------------------------------------------------------------------------------------------------
@@ -326,6 +412,40 @@ def test_check_config_lists_cross_field_and_env_problems(tmp_path: Path) -> None
         "services.chat.instances[0].headers.Authorization: environment variable MODELROUTER_TEST_UNSET_KEY is not set",
     ):
         assert f"{path}: {expected}" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "<root>: the file is empty: a config needs at least one service under services:"),
+        ("server: {port: 8081}\n", "services: no services: the gateway would route nothing; add at least one"),
+        (
+            "services:\n  chat:\n    timeouts: {connect: 10s}\n    instances:\n      - {name: m, base-url: 'http://h:1'}\n",
+            'services.chat.timeouts.connect: give a number of seconds, e.g. 10 (not "10s")',
+        ),
+        (
+            "services:\n  chat:\n    instances:\n      - {name: m, base_url: 'http://host with space'}\n",
+            "services.chat.instances[0].base_url: not a URL (it contains a space)",
+        ),
+    ],
+)
+def test_check_config_refuses_what_serve_would_not_serve(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(text)
+    checked = run_cli("check-config", str(path))
+    assert (checked.returncode, checked.stdout) == (1, "")
+    assert f"{path}: {expected}\n" in checked.stderr
+    served = run_cli("serve", "--config", str(path), "--port", "0", timeout=30)
+    assert served.returncode == 2
+    assert expected in served.stderr
+
+
+def test_check_config_hints_at_the_snake_case_key(tmp_path: Path) -> None:
+    path = tmp_path / "jairouter.yaml"
+    path.write_text("services:\n  chat:\n    instances:\n      - {name: m, base-url: 'http://h:1'}\n")
+    result = run_cli("check-config", str(path))
+    assert result.returncode == 1
+    assert f"{path}: services.chat.instances[0].base-url: unknown key (did you mean `base_url`?)" in result.stderr
 
 
 def test_check_config_missing_file(tmp_path: Path) -> None:

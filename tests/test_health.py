@@ -558,3 +558,25 @@ async def test_aclose_waits_for_probes_in_flight() -> None:
     await checker.aclose()
     assert all(t.done() for t in tasks)
     assert not health_tasks()
+
+
+def test_an_instance_whose_base_url_ends_in_v1_is_probed_where_requests_go(
+    start_upstream: Callable[..., Any], start_gateway: Callable[..., Any]
+) -> None:
+    """The README says `base_url: http://host:port/v1` is fine: probes must not ask for /v1/v1/models."""
+    import openai
+
+    fake, url = start_upstream("a")
+    cfg = chat_config([{"name": "m", "base_url": url + "/v1"}], interval=0.05, unhealthy_after=1)
+    gw = start_gateway(cfg)
+    [inst] = gw.gateway.table.all_instances()
+    assert inst.probe_url == url + "/v1/models"
+    checker = gw.gateway.health
+    deadline = time.monotonic() + 5
+    while (state := checker.state(inst)) is None or state.probes < 3:
+        assert time.monotonic() < deadline, "no probes ran"
+        time.sleep(0.02)
+    assert inst.healthy, state.last_error
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    assert client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}]).choices
+    assert fake.last.path == "/v1/chat/completions"

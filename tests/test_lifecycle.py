@@ -400,6 +400,12 @@ async def test_reloader_keeps_the_config_when_the_file_has_problems(
     assert await reloader.reload("test") is False
     assert gateway.table.resolve("chat", "m-a")
 
+    # A file emptied by mistake (or saved half written) would route nothing: refused as at startup.
+    for text in ("", "server: {port: 8080}\n"):
+        path.write_text(text)
+        assert await reloader.reload("test") is False
+        assert gateway.table.resolve("chat", "m-a")
+
 
 async def test_watcher_waits_for_the_file_to_settle(tmp_path: Path) -> None:
     path = _gateway_config(tmp_path, watch_config=True, watch_interval=0.05)

@@ -299,7 +299,7 @@ def test_ollama_error_becomes_openai_error(ollama: tuple[FakeOllama, GatewayServ
     assert exc.value.status_code == 404
     assert exc.value.body == {
         "message": "model 'missing' not found",
-        "type": "invalid_request_error",
+        "type": "not_found_error",
         "param": None,
         "code": None,
     }

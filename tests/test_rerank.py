@@ -8,10 +8,15 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx2
+import orjson
 import pytest
+from aiohttp import web
+
+from modelrouter.postprocess import RerankShape
+from modelrouter.usage import estimate_tokens
 
 from .fakes import FakeOpenAI
-from .servers import GatewayServer
+from .servers import GatewayServer, UpstreamServer
 
 QUERY = "capital of France"
 DOCS = [
@@ -30,27 +35,36 @@ def expected_score(query: str, doc: str) -> float:
     return len(words & set(doc.lower().split())) / (1 + len(doc.split()))
 
 
+def estimated_tokens(query: str, docs: list[str]) -> int:
+    """The gateway's estimate when the upstream reports no count: about 4 characters a token, per text."""
+    return sum(estimate_tokens(t) for t in (query, *docs))
+
+
 def rerank(url: str, body: dict[str, Any], path: str = "/v1/rerank") -> httpx2.Response:
     return httpx2.post(url + path, json=body, timeout=10)
 
 
-def check_answer(answer: dict[str, Any], *, model: str, order: list[int], with_documents: bool) -> None:
-    assert set(answer) == {"id", "model", "results", "usage"}
+def check_answer(answer: dict[str, Any], *, model: str, order: list[int], documents: list[Any] | None = None) -> None:
+    """``documents``: what the client sent, when it asked for them back (each result carries its own, as sent)."""
+    assert list(answer) == ["id", "results", "model", "usage"]
     assert isinstance(answer["id"], str)
     assert answer["id"]
     assert answer["model"] == model
-    assert isinstance(answer["usage"], dict)
+    assert type(answer["usage"]["total_tokens"]) is int
+    assert answer["usage"]["total_tokens"] > 0
     results = answer["results"]
     assert [r["index"] for r in results] == order
-    scores = [r["relevance_score"] for r in results]
+    scores = [r["score"] for r in results]
     assert scores == sorted(scores, reverse=True)
     for r in results:
-        assert r["relevance_score"] == pytest.approx(expected_score(QUERY, DOCS[r["index"]]))
-        if with_documents:
-            assert set(r) == {"index", "relevance_score", "document"}
-            assert r["document"] == {"text": DOCS[r["index"]]}
+        # The unified API's name and the one Cohere/Jina clients read, with the same number.
+        assert r["score"] == r["relevance_score"]
+        assert r["score"] == pytest.approx(expected_score(QUERY, DOCS[r["index"]]))
+        if documents is not None:
+            assert set(r) == {"index", "score", "relevance_score", "document"}
+            assert r["document"] == documents[r["index"]]
         else:
-            assert set(r) == {"index", "relevance_score"}
+            assert set(r) == {"index", "score", "relevance_score"}
 
 
 DOC_SHAPES = [
@@ -68,7 +82,7 @@ def test_cohere_jina_request_is_normalised(one_of_each: tuple[FakeOpenAI, Gatewa
     )
     assert resp.status_code == 200, resp.text
     assert resp.headers["content-type"].startswith("application/json")
-    check_answer(resp.json(), model="m-rerank", order=ORDER[:2], with_documents=True)
+    check_answer(resp.json(), model="m-rerank", order=ORDER[:2], documents=documents)
 
     sent = fake.last.json
     assert fake.last.path == "/v1/rerank"
@@ -86,14 +100,14 @@ def test_documents_only_when_asked(one_of_each: tuple[FakeOpenAI, GatewayServer]
     resp = rerank(gw.url, body)
     assert resp.status_code == 200, resp.text
     # No top_n: every document, best first. The (Jina-style) upstream sends documents back; they are dropped.
-    check_answer(resp.json(), model="m-rerank", order=ORDER, with_documents=False)
+    check_answer(resp.json(), model="m-rerank", order=ORDER)
 
 
 def test_top_n_larger_than_documents_returns_all(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
     _fake, gw = one_of_each
     resp = rerank(gw.url, {"model": "m-rerank", "query": QUERY, "documents": DOCS, "top_n": 50})
     assert resp.status_code == 200, resp.text
-    check_answer(resp.json(), model="m-rerank", order=ORDER, with_documents=False)
+    check_answer(resp.json(), model="m-rerank", order=ORDER)
 
 
 def test_answer_names_the_model_the_client_asked_for(
@@ -115,7 +129,7 @@ def test_answer_names_the_model_the_client_asked_for(
     for asked in ("my-reranker", "bge"):
         resp = rerank(gw.url, {"model": asked, "query": QUERY, "documents": DOCS, "top_n": 1})
         assert resp.status_code == 200, resp.text
-        check_answer(resp.json(), model=asked, order=ORDER[:1], with_documents=False)
+        check_answer(resp.json(), model=asked, order=ORDER[:1])
         assert fake.last.json["model"] == "BAAI/bge-reranker"
 
 
@@ -134,24 +148,25 @@ def test_upstream_dialects_are_normalised(
     gw = start_gateway(
         {"services": {"rerank": {"instances": [{"name": "rr", "base_url": url, "upstream_model": f"up-{style}"}]}}}
     )
+    documents = [{"text": d} for d in DOCS]
     for return_documents in (True, False):
         resp = rerank(
             gw.url,
             {
                 "model": "rr",
                 "query": QUERY,
-                "documents": [{"text": d} for d in DOCS],
+                "documents": documents,
                 "top_n": 3,
                 "return_documents": return_documents,
             },
         )
         assert resp.status_code == 200, resp.text
         answer = resp.json()
-        check_answer(answer, model="rr", order=ORDER[:3], with_documents=return_documents)
+        check_answer(answer, model="rr", order=ORDER[:3], documents=documents if return_documents else None)
         if usage is not None:
             assert answer["usage"] == usage
-        else:  # TEI reports no usage; the field is still there, OpenAI-shaped
-            assert isinstance(answer["usage"].get("total_tokens"), int)
+        else:  # TEI reports no usage: the gateway estimates it rather than answer 0
+            assert answer["usage"] == {"total_tokens": estimated_tokens(QUERY, DOCS)}
         if upstream_id is not None:
             assert answer["id"] == upstream_id
         assert fake.last.json["documents"] == DOCS
@@ -174,7 +189,7 @@ def test_rerank_paths(one_of_each: tuple[FakeOpenAI, GatewayServer], path: str) 
         gw.url, {"model": "m-rerank", "query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": True}, path
     )
     assert resp.status_code == 200, resp.text
-    check_answer(resp.json(), model="m-rerank", order=ORDER[:2], with_documents=True)
+    check_answer(resp.json(), model="m-rerank", order=ORDER[:2], documents=DOCS)
     assert fake.last.path == "/v1/rerank"
 
 
@@ -189,12 +204,12 @@ def test_rerank_paths_only_post(one_of_each: tuple[FakeOpenAI, GatewayServer]) -
 @pytest.mark.parametrize(
     ("body", "param", "code"),
     [
-        ({"model": "m-rerank", "documents": DOCS}, "query", "missing_required_parameter"),
-        ({"model": "m-rerank", "query": None, "documents": DOCS}, "query", "missing_required_parameter"),
-        ({"model": "m-rerank", "query": QUERY}, "documents", "missing_required_parameter"),
+        ({"model": "m-rerank", "documents": DOCS}, "query", "missing_parameter"),
+        ({"model": "m-rerank", "query": None, "documents": DOCS}, "query", "missing_parameter"),
+        ({"model": "m-rerank", "query": QUERY}, "documents", "missing_parameter"),
         ({"model": "m-rerank", "query": QUERY, "documents": "Paris"}, "documents", "invalid_type"),
         ({"model": "m-rerank", "query": ["capital"], "documents": DOCS}, "query", "invalid_type"),
-        ({"query": QUERY, "documents": DOCS}, "model", "missing_required_parameter"),
+        ({"query": QUERY, "documents": DOCS}, "model", "missing_parameter"),
     ],
     ids=["no-query", "null-query", "no-documents", "documents-not-array", "query-not-string", "no-model"],
 )
@@ -222,7 +237,6 @@ def test_unknown_rerank_model_is_404(one_of_each: tuple[FakeOpenAI, GatewayServe
 
 def tei_app(received: list[dict[str, Any]]) -> Any:
     """A TEI-like native /rerank: takes `texts` (not `documents`), no model, answers a bare [{index, score}]."""
-    from aiohttp import web
 
     async def handle(request: web.Request) -> web.Response:
         body = await request.json()
@@ -244,8 +258,6 @@ def tei_app(received: list[dict[str, Any]]) -> Any:
 def test_tei_adapter_speaks_tei_native_rerank(
     bg: Any, servers: list[Any], start_gateway: Callable[..., GatewayServer]
 ) -> None:
-    from .servers import UpstreamServer
-
     received: list[dict[str, Any]] = []
     servers.append(tei := UpstreamServer(bg, tei_app(received)).start())
     gw = start_gateway(
@@ -254,5 +266,93 @@ def test_tei_adapter_speaks_tei_native_rerank(
     docs = [{"text": d} for d in DOCS]
     resp = rerank(gw.url, {"model": "bge", "query": QUERY, "documents": docs, "top_n": 2, "return_documents": True})
     assert resp.status_code == 200, resp.text
-    check_answer(resp.json(), model="bge", order=ORDER[:2], with_documents=True)
+    check_answer(resp.json(), model="bge", order=ORDER[:2], documents=docs)
     assert received == [{"query": QUERY, "texts": DOCS, "return_text": False, "raw_scores": False}]
+
+
+def test_documents_come_back_exactly_as_sent(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
+    fake, gw = one_of_each
+    documents: list[Any] = [
+        DOCS[0],
+        {"text": DOCS[1], "id": "doc-7", "meta": {"lang": "en", "page": 3}},
+        {"text": DOCS[2], "title": None},
+        DOCS[3],
+    ]
+    resp = rerank(
+        gw.url, {"model": "m-rerank", "query": QUERY, "documents": documents, "top_n": 4, "return_documents": True}
+    )
+    assert resp.status_code == 200, resp.text
+    check_answer(resp.json(), model="m-rerank", order=ORDER, documents=documents)
+    assert fake.last.json["documents"] == DOCS  # only the text went upstream
+
+
+def scripted_rerank(bg: Any, servers: list[Any], answer: Any) -> str:
+    """An upstream /v1/rerank that always answers ``answer``; its base URL."""
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/v1/rerank", handle)
+    servers.append(upstream := UpstreamServer(bg, app).start())
+    return upstream.url
+
+
+RESULTS = [{"index": i, "relevance_score": expected_score(QUERY, d)} for i, d in enumerate(DOCS)]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"results": RESULTS},
+        {"results": RESULTS, "usage": {"total_tokens": 0}},
+        {"results": RESULTS, "usage": None},
+        {"id": "c-2", "results": RESULTS, "meta": {"billed_units": {"search_units": 1}}},
+    ],
+    ids=["no-usage", "zero-tokens", "null-usage", "cohere-search-units-only"],
+)
+def test_usage_is_estimated_when_the_upstream_counts_nothing(
+    bg: Any, servers: list[Any], start_gateway: Callable[..., GatewayServer], answer: dict[str, Any]
+) -> None:
+    url = scripted_rerank(bg, servers, answer)
+    gw = start_gateway({"services": {"rerank": {"instances": [{"name": "rr", "base_url": url}]}}})
+    resp = rerank(gw.url, {"model": "rr", "query": QUERY, "documents": [{"text": d} for d in DOCS]})
+    assert resp.status_code == 200, resp.text
+    reply = resp.json()
+    check_answer(reply, model="rr", order=ORDER)
+    assert reply["usage"] == {"total_tokens": estimated_tokens(QUERY, DOCS)}
+
+
+def test_result_for_a_document_not_sent_is_a_bad_gateway(
+    bg: Any, servers: list[Any], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    # An index past the documents would give the client some other document (or none) as the answer.
+    url = scripted_rerank(bg, servers, {"results": [{"index": len(DOCS), "relevance_score": 0.9}]})
+    gw = start_gateway({"services": {"rerank": {"instances": [{"name": "rr", "base_url": url}]}}})
+    resp = rerank(gw.url, {"model": "rr", "query": QUERY, "documents": DOCS, "return_documents": True})
+    assert resp.status_code == 502
+    assert resp.json()["error"]["code"] == "bad_gateway"
+
+
+@pytest.mark.parametrize(
+    ("answer", "estimated"),
+    [
+        ([{"index": 0, "score": 0.5}], True),
+        ({"results": [{"index": 0, "relevance_score": 0.5}], "usage": {"total_tokens": 0}}, True),
+        ({"results": [{"index": 0, "relevance_score": 0.5}], "meta": {"billed_units": {"search_units": 1}}}, True),
+        ({"results": [{"index": 0, "relevance_score": 0.5}], "usage": {"total_tokens": 11}}, False),
+        ({"results": [{"index": 0, "relevance_score": 0.5}], "meta": {"billed_units": {"input_tokens": 7}}}, False),
+    ],
+    ids=["tei", "zero", "search-units", "jina", "cohere-input-tokens"],
+)
+def test_shape_says_whether_usage_was_estimated(answer: Any, estimated: bool) -> None:
+    """What the gateway reads to tell the client (a response header) that the count is its own estimate."""
+    shape = RerankShape.prepare({"query": QUERY, "documents": DOCS[:1]}, "rr")
+    # The same shape serves every try of a request: a later answer's verdict replaces an earlier one's.
+    shape.apply(orjson.dumps({"results": [{"index": 0, "relevance_score": 0.5}], "usage": {"total_tokens": 3}}))
+    assert shape.estimated is False
+    reply = orjson.loads(shape.apply(orjson.dumps(answer)))
+    assert shape.estimated is estimated
+    if estimated:
+        assert reply["usage"] == {"total_tokens": estimated_tokens(QUERY, DOCS[:1])}

@@ -549,6 +549,17 @@ async def test_racing_config_writers_one_wins(config: StoreConfig) -> None:
 # --- several processes ---------------------------------------------------------------------------------------
 
 
+async def test_a_key_name_is_taken_once_even_by_concurrent_creators(config: StoreConfig) -> None:
+    async with await Store.open(config) as one, await Store.open(config) as other:
+        results = await asyncio.gather(
+            *(s.create_key("shared") for _ in range(5) for s in (one, other)), return_exceptions=True
+        )
+        created = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, ConflictError)]
+        assert (len(created), len(refused)) == (1, 9), results
+        assert [k.name for k in await one.list_keys()] == ["shared"]
+
+
 async def test_two_stores_see_each_others_writes(config: StoreConfig) -> None:
     """What the CLI and a running gateway (or two replicas) do: separate Store objects on one database."""
     async with await Store.open(config) as cli, await Store.open(config) as gateway:
@@ -561,6 +572,8 @@ async def test_two_stores_see_each_others_writes(config: StoreConfig) -> None:
 
         # Both writing at once: every write lands (SQLite writers wait for each other, none fails).
         before = await cli.keys_version()
-        await asyncio.gather(*(s.create_key(f"k{i}") for i in range(20) for s in (cli, gateway)))
+        await asyncio.gather(
+            *(s.create_key(f"{who}-{i}") for i in range(20) for who, s in (("cli", cli), ("gw", gateway)))
+        )
         assert len(await cli.list_keys()) == 41
         assert await gateway.keys_version() == before + 40

@@ -65,7 +65,7 @@ def test_stream_tap_takes_the_final_usage_of_a_stream_that_reports_it_in_every_c
 
 def test_stream_tap_counts_text_events_of_completions() -> None:
     events = b"".join(_event({"choices": [{"text": "x", "index": 0}]}) for _ in range(3))
-    tap = StreamUsageTap(SSEPassThrough(), strip=False, marker=b'"text"')
+    tap = StreamUsageTap(SSEPassThrough(), strip=False, text=True)
     assert tap.feed(events) == events
     tap.end()
     assert (tap.usage, tap.estimated_completion()) == (None, 3)

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,7 @@ class Gateway(FrontDoor):
             max_body_bytes=server.max_body_bytes,
             max_upload_bytes=server.max_upload_bytes,
             spool_bytes=server.spool_memory_bytes,
+            validate_parameters=server.validate_parameters,
         )
         self._config_keys: list[Principal] = []
         self._store_keys: list[Principal] = []
@@ -63,6 +65,8 @@ class Gateway(FrontDoor):
             live_state=self.live_state,
         )
         self._refresher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
+        self._opening = False  # the store is being opened in the background
         self._publisher: asyncio.Task[None] | None = None
         # Where the config comes from and its versions (the CLI sets one; a library user may leave it unset).
         self.control: ConfigControl | None = None
@@ -84,19 +88,55 @@ class Gateway(FrontDoor):
             self.keys = KeyRing()
         self.keys.replace([*self._config_keys, *self._store_keys])
 
-    def _apply_accounting(self, config: Config) -> None:
-        # Limits and usage records cost a little per request; with none configured, none is paid.
+    def _apply_accounting(self, config: Config) -> bool:
+        """Limits, quotas and usage records as ``config`` says; True when they came on just now (their quotas
+        are then to be seeded from the store). Limits and usage records cost a little per request; with none
+        configured, none is paid."""
         wanted = bool(config.limits) or config.auth.enabled or self.recorder is not None
+        created = False
         if not wanted:
             self.accounting = None
         elif self.accounting is None:
             self.accounting = Accounting(config, self.recorder)
             self.accounting.metrics = self.pipeline.metrics
+            created = True
         else:
             self.accounting.configure(config)
             self.accounting.recorder = self.recorder
         accounting = self.accounting
         self.pipeline.instance_limits = accounting.instance_limit if accounting and accounting.instance_rules else None
+        return created
+
+    def _apply_usage(self, config: Config) -> None:
+        """Usage records on or off as ``usage`` (and ``auth``) say, at startup and after every reload: a reload
+        that turns auth on must record what its keys use from the next request on."""
+        store = self.store
+        enabled = config.usage.enabled
+        wanted = store is not None and (enabled is True or (enabled is None and config.auth.enabled))
+        recorder = self.recorder
+        if wanted and recorder is None:
+            assert store is not None
+            self.recorder = UsageRecorder(
+                store.insert_usage,
+                capacity=config.usage.buffer,
+                batch=config.usage.batch,
+                interval=config.usage.flush_interval,
+            )
+            self.recorder.start()
+        elif wanted and recorder is not None:
+            recorder.capacity, recorder.batch = config.usage.buffer, config.usage.batch
+            recorder.interval = config.usage.flush_interval
+        elif recorder is not None:
+            self.recorder = None
+            self._background(recorder.aclose(), "usage recorder close")  # what it holds is still written
+        if self.accounting is not None:
+            self.accounting.recorder = self.recorder
+
+    def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` off the request path; kept referenced until done, and awaited (bounded) at shutdown."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _apply_observability(self) -> None:
         """Metrics, access log, response headers and tracing from ``observability`` (after the routing table, whose
@@ -121,23 +161,26 @@ class Gateway(FrontDoor):
         records need it. ``modelrouter serve`` always has one: config versions live in the store."""
         return config.auth.enabled or config.usage.enabled is True
 
-    async def _seed_quotas(self, store: Store) -> None:
-        """Daily and monthly quotas count from the store's usage records, so a restart does not reset them."""
-        if self.accounting is None:
+    async def _seed_quotas(self, store: Store, until: float) -> None:
+        """Daily and monthly quotas count from the store's usage records, so a restart does not reset them.
+        Only records before ``until`` (when the quotas started counting in this process) are added: later ones
+        were counted here already."""
+        accounting = self.accounting
+        if accounting is None:
             return
-        now = time.time()
+        now = until
         day = now - now % 86400
         month = datetime.fromtimestamp(now, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
         per_key: dict[str, list[float]] = {}
         for since, slot in ((month, 2), (day, 0)):
-            for total in await store.usage_totals(since=since):
+            for total in await store.usage_totals(since=since, until=until):
                 if total.key_id is None:
                     continue
                 counts = per_key.setdefault(total.key_id, [0, 0, 0, 0])
                 counts[slot] += total.requests
                 counts[slot + 1] += total.prompt_tokens + total.completion_tokens
         for key_id, (day_requests, day_tokens, month_requests, month_tokens) in per_key.items():
-            self.accounting.quota.seed(
+            accounting.quota.seed(
                 key_id,
                 day_requests=int(day_requests),
                 day_tokens=day_tokens,
@@ -172,12 +215,50 @@ class Gateway(FrontDoor):
     def table(self) -> RoutingTable:
         return self.pipeline.table
 
+    async def _seed_quotas_logged(self, store: Store, until: float) -> None:
+        try:
+            await self._seed_quotas(store, until)
+        except Exception as exc:  # the store is down: quotas count from zero in this process until a restart
+            log.warning("could not read today's and this month's usage for quotas from the store: %s", exc)
+
+    async def _open_store_later(self) -> None:
+        """A library user's gateway that started without a store, and a reload turned on keys or usage records:
+        open it now (in the background; config keys work at once, the store's keys once it is open)."""
+        try:
+            await self._open_store()
+        except Exception as exc:
+            log.error("could not open the store that keys or usage records need: %s", exc)
+            return
+        self._apply_usage(self.config)
+        if self._apply_accounting(self.config):
+            assert self.store is not None
+            await self._seed_quotas_logged(self.store, time.time())
+
+    async def _open_store(self) -> None:
+        from .store import Store  # imported here: it is large, and only needed when wanted
+
+        self.store = store = await Store.open(self.config.store)
+        log.info("store: %r", store)
+        if self.control is not None:
+            await self.control.start(store)  # store mode: the newest stored version replaces the seed
+        # Before log redaction is installed: custom patterns must not mask the one-time password.
+        await ensure_first_admin(store)
+        self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
+
     def reload(self, config: Config) -> None:
         """Build a new routing table (keeping the state of unchanged instances) and swap it in atomically.
-        Size limits in ``server`` apply to new requests too; the listen address needs a restart."""
+        Size limits and parameter checks in ``server`` apply to new requests too; the listen address needs a
+        restart."""
         self.pipeline.swap(RoutingTable(config, previous=self.pipeline.table))
         self._apply_auth(config)
-        self._apply_accounting(config)
+        if self._started:
+            # Whatever a reload turns on works from the next request: usage records, quotas, the store.
+            self._apply_usage(config)
+            if self.store is None and self.store_wanted(config) and not self._opening:
+                self._opening = True
+                self._background(self._open_store_later(), "store open")
+        if self._apply_accounting(config) and self._started and self.store is not None:
+            self._background(self._seed_quotas_logged(self.store, time.time()), "quota seed")
         self._apply_redaction(config)
         if self._started:
             self.health.watch(self.table.all_instances())
@@ -185,34 +266,18 @@ class Gateway(FrontDoor):
         self.max_body_bytes = server.max_body_bytes
         self.max_upload_bytes = server.max_upload_bytes
         self.spool_bytes = server.spool_memory_bytes
+        self.validate_parameters = server.validate_parameters
         self.config = config
         self._apply_observability()
 
     async def startup(self) -> None:
+        if self.store_wanted(self.config) or self.control is not None:
+            await self._open_store()
+            assert self.store is not None
+            self._apply_usage(self.config)  # the config may be the store's newest version now
+            if self._apply_accounting(self.config):
+                await self._seed_quotas(self.store, time.time())
         config = self.config
-        if self.store_wanted(config) or self.control is not None:
-            from .store import Store  # imported here: it is large, and only needed when wanted
-
-            self.store = await Store.open(config.store)
-            log.info("store: %r", self.store)
-            store = self.store
-            if self.control is not None:
-                await self.control.start(store)  # store mode: the newest stored version replaces the seed
-                config = self.config
-            # Before log redaction is installed: custom patterns must not mask the one-time password.
-            await ensure_first_admin(store)
-            self._apply_accounting(config)
-            await self._seed_quotas(store)
-            usage = config.usage.enabled
-            if usage or (usage is None and config.auth.enabled):
-                self.recorder = UsageRecorder(
-                    store.insert_usage,
-                    capacity=config.usage.buffer,
-                    batch=config.usage.batch,
-                    interval=config.usage.flush_interval,
-                )
-                self.recorder.start()
-            self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
         if self.telemetry.exchange is not None:
             self._publisher = asyncio.get_running_loop().create_task(self.telemetry.publish_every(), name="metrics")
         log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
@@ -228,6 +293,8 @@ class Gateway(FrontDoor):
 
     async def shutdown(self) -> None:
         await self.health.aclose()
+        if self._tasks:  # a store being opened, quotas being seeded, a usage recorder's last writes
+            await asyncio.wait(self._tasks, timeout=5)
         if self._publisher is not None:
             self._publisher.cancel()
         self.telemetry.close()

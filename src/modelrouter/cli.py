@@ -1,4 +1,5 @@
-"""Command line: ``modelrouter serve``, ``check-config``, and the store commands ``keys`` and ``admin`` (cli_store)."""
+"""Command line: ``modelrouter serve``, ``check-config``, and the store commands ``store``, ``keys`` and ``admin``
+(cli_store) and ``config`` (cli_config)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 from ._version import __version__
 from .cli_config import register as register_config_commands
 from .cli_store import register as register_store_commands
-from .config.load import ConfigError, default_config_text, load_config, read_config_text
-from .control import ConfigControl, parse_text
+from .config.load import ConfigError, default_config_text, load_config, parse_config_text, read_config_text
+from .control import ConfigControl
 from .workers import FD_ENV
 
 __all__ = ["main"]
@@ -32,7 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
     source = args.config or "<embedded default>"
     try:
         text = default_config_text() if args.config is None else read_config_text(args.config)
-        config = parse_text(text, source)
+        # In store mode a file may only say where the store is (and listen where): the store holds the services.
+        config = parse_config_text(text, source, require_services=args.config_source == "file")
     except ConfigError as exc:
         print(f"modelrouter: invalid configuration\n{exc}", file=sys.stderr)
         return 2
@@ -143,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_check_config)
 
-    register_store_commands(sub)  # keys ..., admin ...
+    register_store_commands(sub)  # store init, keys ..., admin ...
     register_config_commands(sub)  # config versions, show, export, diff, import, rollback
     return parser
 

@@ -1,11 +1,12 @@
 """``modelrouter config ...``: the config versions in the store, from the command line - list, show, export, diff,
 import a file as a new version, roll back to an old one.
 
-A gateway running with ``--config-source store`` applies a new version within ``store.refresh_interval``; one in
-file mode keeps serving its file (its versions are only a record). The store is found as for ``keys`` (see
-``cli_store``): ``--config FILE`` (its ``store:`` section) or ``--data-dir DIR`` (default ./data). For
-``import FILE`` the positional FILE is what gets imported, never where the store is. Exit codes: 0 done, 1 not
-found or failed (message on stderr), 2 bad usage.
+A gateway running with ``--config-source store`` applies a new version within ``store.refresh_interval``. One in
+file mode serves its file (its versions are only a record), so while the store was last served in file mode
+``import`` and ``rollback`` refuse, as the admin API does: the newest version is always the one served. The store
+is found as for ``keys`` (see ``cli_store``): ``--config FILE`` (its ``store:`` section) or ``--data-dir DIR``
+(default ./data), and must exist. For ``import FILE`` the positional FILE is what gets imported, never where the
+store is. Exit codes: 0 done, 1 not found or failed (message on stderr), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .cli_store import CommandError, Subparsers, _actor, _positive, _store_options, _table, _with_store
 from .config.load import ConfigError, read_config_text
-from .control import diff_texts, parse_text
+from .control import diff_texts, file_mode_refusal, parse_text
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: import it only when a command runs
     from .store import ConfigVersion, Store
@@ -83,6 +84,11 @@ async def _find(store: Store, number: int | None) -> ConfigVersion:
     if found is None:
         raise CommandError("no config versions in the store yet" if number is None else f"no version {number}")
     return found
+
+
+async def _refuse_in_file_mode(store: Store) -> None:
+    if await store.config_mode() == "file":
+        raise CommandError(file_mode_refusal())
 
 
 def _problems(source: str, exc: ConfigError, why: str) -> int:
@@ -158,6 +164,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 async def _save_import(store: Store, args: argparse.Namespace) -> int:
+    await _refuse_in_file_mode(store)
     latest = await store.latest_config_version()
     if latest is not None and latest.config == args.text:
         print(f"{args.file} is the same as version {latest.id}, the newest; nothing saved")
@@ -167,6 +174,7 @@ async def _save_import(store: Store, args: argparse.Namespace) -> int:
 
 
 async def _rollback(store: Store, args: argparse.Namespace) -> int:
+    await _refuse_in_file_mode(store)
     old = await _find(store, args.version)
     source = f"version {old.id}"
     try:

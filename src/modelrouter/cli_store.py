@@ -1,9 +1,12 @@
-"""``modelrouter keys ...`` and ``modelrouter admin ...``: manage client keys and admin users directly in the
-store, whether the gateway is running or not (a running gateway notices key changes within
-``store.refresh_interval``).
+"""``modelrouter store init``, ``modelrouter keys ...`` and ``modelrouter admin ...``: create the store, and manage
+client keys and admin users directly in it, whether the gateway is running or not (a running gateway notices key
+changes within ``store.refresh_interval``).
 
 The store is found from ``--config FILE`` (its ``store:`` section) or ``--data-dir DIR`` (SQLite in DIR,
-default ./data). Exit codes: 0 done, 1 not found or failed (with a message on stderr), 2 bad usage.
+default ./data); every command says which on stderr (``store: <file or URL without password>``), so that stdout
+stays the table or JSON. Only ``store init`` (and ``serve``) create a store: any other command finding none
+there refuses, rather than act on a new empty store in the wrong place. Exit codes: 0 done, 1 not found or
+failed (with a message on stderr), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import getpass
 import json
 import os
 import secrets
+import shlex
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -42,7 +46,8 @@ class CommandError(Exception):
 
 
 def register(subparsers: Subparsers) -> None:
-    """Add the ``keys`` and ``admin`` commands to modelrouter's parser."""
+    """Add the ``store``, ``keys`` and ``admin`` commands to modelrouter's parser."""
+    _register_store(subparsers)
     _register_keys(subparsers)
     _register_admin(subparsers)
 
@@ -72,32 +77,61 @@ def _store_config(args: argparse.Namespace) -> StoreConfig:
     if config_file is None:
         return StoreConfig() if data_dir is None else StoreConfig(data_dir=data_dir)
     try:
-        return load_config(config_file).store
+        # Only its store: section is used, so a file that just says where the store is will do.
+        return load_config(config_file, require_services=False).store
     except ConfigError as exc:
         raise CommandError(f"invalid configuration\n{exc}") from None
+
+
+def _run(args: argparse.Namespace, main: Callable[[StoreConfig], Coroutine[Any, Any, int]]) -> int:
+    """Say which store, then run ``main`` on its config; expected failures become exit code 1 and a message."""
+    from .store import NoStoreError, Store, StoreError
+
+    try:
+        config = _store_config(args)
+        print(f"store: {Store.location(config)}", file=sys.stderr)
+        return asyncio.run(main(config))
+    except NoStoreError as exc:
+        print(f"modelrouter: {exc}\n{_how_to_create(args)}", file=sys.stderr)
+        return 1
+    except (CommandError, StoreError, ValueError) as exc:
+        print(f"modelrouter: {exc}", file=sys.stderr)
+        return 1
+
+
+def _how_to_create(args: argparse.Namespace) -> str:
+    where = [
+        f"{flag} {shlex.quote(value)}"
+        for flag, value in (
+            ("--config", getattr(args, "config", None)),
+            ("--data-dir", getattr(args, "data_dir", None)),
+        )
+        if value is not None
+    ]
+    init = " ".join(["modelrouter store init", *where])
+    return (
+        f"Create it with `{init}` (or by starting `modelrouter serve` with the same store), or point at the "
+        "existing store with --data-dir DIR or --config FILE (its store: section)."
+    )
 
 
 StoreCommand = Callable[["Store", argparse.Namespace], Awaitable[int]]
 
 
 def _with_store(command: StoreCommand) -> Callable[[argparse.Namespace], int]:
-    """Run ``command`` with an open store; turn expected failures into exit code 1 and a message."""
+    """Run ``command`` with the store open; a store that does not exist is refused, not created."""
 
     def run(args: argparse.Namespace) -> int:
-        from .store import Store, StoreError
+        from .store import Store
 
         async def main(config: StoreConfig) -> int:
-            store = await Store.open(config)
+            store = await Store.open(config, create=False)
             try:
                 return await command(store, args)
             finally:
                 await store.close()
 
-        try:
-            return asyncio.run(main(_store_config(args)))
-        except (CommandError, StoreError, ValueError) as exc:
-            print(f"modelrouter: {exc}", file=sys.stderr)
-            return 1
+        return _run(args, main)
 
     return run
 
@@ -108,6 +142,39 @@ def _actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # no user name in the environment or the password database
         return "cli"
+
+
+# --- store ---------------------------------------------------------------------------------------------------
+
+
+def _register_store(subparsers: Subparsers) -> None:
+    options = _store_options()
+    store = subparsers.add_parser("store", parents=[options], help="create the store")
+    commands = store.add_subparsers(dest="store_command", required=True, metavar="COMMAND")
+    init = commands.add_parser(
+        "init",
+        parents=[options],
+        help="create the store (the SQLite file, or the schema in an empty PostgreSQL database); "
+        "the other commands never create one",
+    )
+    init.set_defaults(func=_store_init, parser=init)
+
+
+def _store_init(args: argparse.Namespace) -> int:
+    from .store import NoStoreError, Store
+
+    async def main(config: StoreConfig) -> int:
+        try:
+            store = await Store.open(config, create=False)  # an older schema is brought up to date
+            message = f"The store at {store.where} exists already; its schema is up to date."
+        except NoStoreError:
+            store = await Store.open(config)
+            message = f"Created the store at {store.where}."
+        await store.close()
+        print(message)
+        return 0
+
+    return _run(args, main)
 
 
 # --- keys ----------------------------------------------------------------------------------------------------
@@ -147,7 +214,7 @@ def _register_keys(subparsers: Subparsers) -> None:
         ("delete", _keys_delete, "remove a key from the store"),
     ):
         command = commands.add_parser(name, parents=[options], help=text)
-        command.add_argument("key", metavar="ID", help="the key's id, or its prefix as shown by `keys list`")
+        command.add_argument("key", metavar="KEY", help="the key's id, prefix or name, as shown by `keys list`")
         command.set_defaults(func=_with_store(handler), parser=command)
 
     hash_ = commands.add_parser("hash", help="print sha256:<hex> of a secret, to declare the key in a config file")
@@ -217,25 +284,38 @@ async def _keys_list(store: Store, args: argparse.Namespace) -> int:
         return 0
     now = time.time()
     rows = [
-        (
-            str(r.id),
-            r.name,
-            r.prefix,
-            "yes" if r.enabled else "no",
-            _when(r.expires_at) + (" (expired)" if r.expires_at is not None and r.expires_at <= now else ""),
-            _when(r.revoked_at, "-"),
-        )
-        for r in records
+        (str(r.id), r.name, r.prefix, _status(r, now), _when(r.expires_at), _when(r.revoked_at, "-")) for r in records
     ]
-    _table(("ID", "NAME", "PREFIX", "ENABLED", "EXPIRES", "REVOKED"), rows)
+    _table(("ID", "NAME", "PREFIX", "STATUS", "EXPIRES", "REVOKED"), rows)
     return 0
 
 
+def _status(record: KeyRecord, now: float) -> str:
+    """One word, the strongest first: a revoked key stays enabled in the store, but it never authenticates."""
+    if record.revoked:
+        return "revoked"
+    if record.expires_at is not None and record.expires_at <= now:
+        return "expired"
+    return "active" if record.enabled else "disabled"
+
+
 async def _find_key(store: Store, args: argparse.Namespace) -> KeyRecord:
-    record = await store.get_key(args.key)
-    if record is None:
-        raise CommandError(f"no key with id or prefix {args.key!r}")
-    return record
+    """By id, else prefix, else name: an id always means its key. Two keys matching is refused - acting on the
+    wrong one would be worse than asking for the id."""
+    text: str = args.key
+    if text.isdigit() and (record := await store.get_key(int(text))) is not None:
+        return record
+    records = await store.list_keys()
+    for matches, what in (
+        ([r for r in records if r.prefix == text], "have the prefix"),
+        ([r for r in records if r.name == text], "are named"),
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            ids = ", ".join(str(r.id) for r in matches)
+            raise CommandError(f"{len(matches)} keys {what} {text!r} (ids {ids}): give the id")
+    raise CommandError(f"no key with id, prefix or name {text!r}")
 
 
 async def _keys_disable(store: Store, args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 *File mode* (the default): the YAML file is the only truth. Every successful load of it - at startup, on SIGHUP,
 on a change to the file - is recorded as a version in the store, so history and diffs work, but the admin API
-refuses config writes (409 ``config_read_only``): an edit there would be overwritten by the next file load.
+refuses config writes (409 ``config_read_only``): an edit there would be overwritten by the next file load. The
+store notes the mode each gateway starts in, so that ``modelrouter config rollback|import`` refuse the same way
+(``file_mode_refusal``): the newest version is always the one served.
 
 *Store mode* (``serve --config-source store``): the YAML file only seeds version 1 of an empty store. From then on
 the store holds the truth: admin-API edits and rollbacks create versions and are applied live, through the same
@@ -42,6 +44,7 @@ __all__ = [
     "VersionConflict",
     "diff_texts",
     "dump_document",
+    "file_mode_refusal",
     "masked",
     "parse_text",
     "unmask",
@@ -74,6 +77,17 @@ class InvalidConfig(InvalidRequest):
         self.problems = problems
         first = problems[0].split(": ", 1)[0] if problems else None
         super().__init__("The config has problems: " + "; ".join(problems), param=first)
+
+
+def file_mode_refusal(source: str | None = None) -> str:
+    """Why a config version cannot be saved in file mode: the admin API and the CLI give this one message.
+    ``source`` is the file, when known."""
+    where = f"the file {source}" if source else "its config file"
+    return (
+        f"file mode: the gateway serves {where}, so a version saved here would be marked newest but never served; "
+        "edit the file (or write version N to it with `modelrouter config export N -o FILE`), or run the gateway "
+        "with --config-source store to manage the config in the store"
+    )
 
 
 class Reloadable(Protocol):
@@ -210,6 +224,7 @@ class ConfigControl:
         version (store mode; seeding version 1 from the file, or importing it when asked)."""
         self.store = store
         async with self._lock:
+            await store.record_config_mode(self.mode)
             latest = await store.latest_config_version()
             if self.mode == "file":
                 await self._record_file(latest)
@@ -299,10 +314,7 @@ class ConfigControl:
 
     def writable(self) -> Store:
         if self.mode == "file":
-            raise ConfigReadOnly(
-                f"the config comes from the file {self.source} (file mode): edit the file, or run the gateway "
-                "with --config-source store to manage the config here"
-            )
+            raise ConfigReadOnly(file_mode_refusal(self.source))
         if self.store is None:
             raise GatewayError("the store is not open yet")
         return self.store

@@ -18,7 +18,8 @@ class Endpoint:
     service: str
     path: str  # the OpenAI path; also the default upstream path for OpenAI-compatible backends
     body: Literal["json", "multipart"]
-    # (field, JSON type name) pairs that must be present; checked before routing.
+    # (field, JSON type name) pairs that must be present; checked before routing (front/params.py has the rules
+    # of their values).
     required: tuple[tuple[str, str], ...]
     # Streams when the request says `"stream": true` (SSE), or always streams binary (speech).
     output: Literal["json", "sse", "binary"] = "json"
@@ -37,7 +38,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "json",
         (("model", "string"), ("query", "string"), ("documents", "array")),
     ),
-    Endpoint("speech", "tts", "/v1/audio/speech", "json", (("model", "string"), ("input", "string")), "binary"),
+    Endpoint(
+        "speech",
+        "tts",
+        "/v1/audio/speech",
+        "json",
+        (("model", "string"), ("input", "string"), ("voice", "any")),  # voice: a name or {"id": ...}
+        "binary",
+    ),
     Endpoint("transcriptions", "stt", "/v1/audio/transcriptions", "multipart", (("model", "string"), ("file", "file"))),
     Endpoint("translations", "stt", "/v1/audio/translations", "multipart", (("model", "string"), ("file", "file"))),
     Endpoint(

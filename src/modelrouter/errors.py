@@ -1,24 +1,29 @@
 """The one exception tree of the gateway, and its mapping to OpenAI error objects.
 
-Every failure a client can see is a ``GatewayError``; each subclass carries the HTTP status and the OpenAI
-``type``/``code``. Errors from lower layers (aiohttp, JSON, multipart) are translated into this tree at their
-boundary only (``upstream/aiohttp_transport.py``, ``front/body.py``), never further up.
+Every failure a client can see is a ``GatewayError``; each subclass carries the HTTP status, the error ``type``
+and an OpenAI-style machine ``code``. Errors from lower layers (aiohttp, JSON, multipart) are translated into this
+tree at their boundary only (``upstream/aiohttp_transport.py``, ``front/asgi.py``), never further up.
 
-    GatewayError
+``type`` is only ever one of the API document's table (``ERROR_TYPES``), chosen by meaning: 404 is
+``not_found_error``, 503 ``overloaded_error``, any other 5xx ``api_error``. The OpenAI SDKs pick their exception
+class by HTTP status, so the types do not change what a client catches.
+
+    GatewayError                 500 api_error
+    ├── InternalError            500 api_error / internal_error (a fault of the gateway; the cause is logged)
     ├── InvalidRequest           400 invalid_request_error
-    │   └── BodyTooLarge         413
-    ├── UnsupportedMediaType     415
+    │   └── BodyTooLarge         413 request_too_large
+    ├── UnsupportedMediaType     415 invalid_request_error / unsupported_media_type
     ├── AuthenticationFailed     401 authentication_error / invalid_api_key
-    ├── PermissionDenied         403 permission_error
-    ├── RateLimited              429 rate_limit_error (Retry-After, x-ratelimit-*)
-    │   └── QuotaExceeded        429 insufficient_quota
-    ├── NotFound                 404 (unknown URL)
-    │   └── ModelNotFound        404 model_not_found
-    ├── MethodNotAllowed         405
-    ├── NoUsableInstance         503 service_unavailable
-    │   └── UpstreamConnectError 503 (no instance accepted the connection)
-    ├── UpstreamInvalid          502 (broken or non-HTTP answer, reset after connect)
-    ├── UpstreamTimeout          504
+    ├── PermissionDenied         403 permission_error / model_not_allowed
+    ├── RateLimited              429 rate_limit_error / rate_limit_exceeded (Retry-After, x-ratelimit-*)
+    │   └── QuotaExceeded        429 rate_limit_error / insufficient_quota
+    ├── NotFound                 404 not_found_error / unknown_url
+    │   └── ModelNotFound        404 not_found_error / model_not_found
+    ├── MethodNotAllowed         405 invalid_request_error / method_not_allowed
+    ├── NoUsableInstance         503 overloaded_error / service_unavailable
+    │   └── UpstreamConnectError 503 overloaded_error / upstream_unreachable (no instance accepted the connection)
+    ├── UpstreamInvalid          502 api_error / bad_gateway (broken or non-HTTP answer, reset after connect)
+    ├── UpstreamTimeout          504 api_error / upstream_timeout
     └── UpstreamStatusError      the upstream's own status and (normalised) error body
 """
 
@@ -29,9 +34,11 @@ from typing import Any
 import orjson
 
 __all__ = [
+    "ERROR_TYPES",
     "AuthenticationFailed",
     "BodyTooLarge",
     "GatewayError",
+    "InternalError",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -47,7 +54,31 @@ __all__ = [
     "UpstreamTimeout",
     "error_body",
     "normalise_upstream_error",
+    "type_for_status",
 ]
+
+
+# The API document's table of error types: nothing else is ever sent as `type` by the gateway itself.
+ERROR_TYPES = (
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+)
+
+
+def type_for_status(status: int) -> str:
+    """The document's error type for an HTTP status, by meaning."""
+    if status == 404:
+        return "not_found_error"
+    if status in (503, 529):  # 529: Anthropic's "overloaded"
+        return "overloaded_error"
+    if status >= 500:
+        return "api_error"
+    return _TYPE_BY_STATUS.get(status, "invalid_request_error")
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -56,7 +87,7 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
 
 class GatewayError(Exception):
     status = 500
-    type = "server_error"
+    type = "api_error"
     code: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
@@ -75,6 +106,12 @@ class GatewayError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.status}, {self.message!r})"
+
+
+class InternalError(GatewayError):
+    """A fault of the gateway itself; its message reveals nothing (the cause is in the log)."""
+
+    code = "internal_error"
 
 
 class InvalidRequest(GatewayError):
@@ -113,7 +150,6 @@ class RateLimited(GatewayError):
 
 
 class QuotaExceeded(RateLimited):
-    type = "insufficient_quota"
     code = "insufficient_quota"
 
 
@@ -125,7 +161,7 @@ class UnsupportedMediaType(GatewayError):
 
 class NotFound(GatewayError):
     status = 404
-    type = "invalid_request_error"
+    type = "not_found_error"
     code = "unknown_url"
 
 
@@ -148,7 +184,7 @@ class MethodNotAllowed(GatewayError):
 
 class NoUsableInstance(GatewayError):
     status = 503
-    type = "server_error"
+    type = "overloaded_error"
     code = "service_unavailable"
 
 
@@ -160,13 +196,13 @@ class UpstreamConnectError(NoUsableInstance):
 
 class UpstreamInvalid(GatewayError):
     status = 502
-    type = "server_error"
+    type = "api_error"
     code = "bad_gateway"
 
 
 class UpstreamTimeout(GatewayError):
     status = 504
-    type = "server_error"
+    type = "api_error"
     code = "upstream_timeout"
 
 
@@ -189,13 +225,10 @@ class UpstreamStatusError(GatewayError):
 
 
 _TYPE_BY_STATUS = {
-    400: "invalid_request_error",
     401: "authentication_error",
+    402: "rate_limit_error",  # "payment required": a hosted API's exhausted credit, a quota by meaning
     403: "permission_error",
-    404: "invalid_request_error",
-    409: "invalid_request_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
+    407: "authentication_error",
     429: "rate_limit_error",
 }
 
@@ -233,7 +266,7 @@ def normalise_upstream_error(status: int, body: bytes, content_type: str | None)
                 {
                     "error": {
                         "message": err["message"],
-                        "type": err.get("type") or _TYPE_BY_STATUS.get(status, "server_error"),
+                        "type": err.get("type") or type_for_status(status),
                         "param": err.get("param"),
                         "code": err.get("code"),
                     }
@@ -245,4 +278,4 @@ def normalise_upstream_error(status: int, body: bytes, content_type: str | None)
         if content_type and "html" in content_type:
             text = f"upstream answered HTTP {status} with an HTML page"
         message = text[:1000] or f"upstream answered HTTP {status}"
-    return error_body(message, _TYPE_BY_STATUS.get(status, "server_error"), None, None)
+    return error_body(message, type_for_status(status), None, None)

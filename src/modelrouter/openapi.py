@@ -26,6 +26,8 @@ from .admin._handlers import MAX_NAME_LENGTH, ROLES
 from .admin._observe import GROUPS
 from .config.model import SERVICE_NAMES, KeyQuotas
 from .endpoints import ENDPOINTS, Endpoint
+from .errors import ERROR_TYPES
+from .front.params import field_schemas
 
 __all__ = ["ADMIN_OPERATIONS", "AdminOperation", "Query", "build_openapi", "openapi_json"]
 
@@ -427,57 +429,25 @@ def _path_schema(name: str) -> Schema:
 
 _STRING: Schema = {"type": "string"}
 _FILE: Schema = {"type": "string", "contentMediaType": "application/octet-stream"}
-_PROMPT: Schema = {"type": ["string", "array"], "description": "text, a list of texts, or token ids"}
-_STREAM: Schema = {"type": "boolean", "description": "true: the answer comes as server-sent events"}
-_MESSAGE: Schema = _object(
-    {"role": _STRING, "content": {"description": "text, an array of content parts, or null"}},
-    ["role"],
-    closed=False,
-)
+_RESPONSE_FORMATS: Schema = {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]}
 
-# Fields of each endpoint's body worth documenting beyond the required ones; the gateway passes fields it does not
-# interpret to the upstream unchanged, so bodies are open objects (docs/api.md, "What reaches the upstream").
+# Fields of each endpoint's body worth documenting that the gateway does not check (those it checks, with their
+# types and ranges, come from front/params.py and take precedence). It passes fields it does not interpret to the
+# upstream unchanged, so bodies are open objects (docs/api.md, "What reaches the upstream").
 _V1_FIELDS: Mapping[str, Mapping[str, Schema]] = {
     "chat": {
-        "model": _STRING,
-        "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
-        "stream": _STREAM,
+        "stream": {"description": "true: the answer comes as server-sent events"},
         "stream_options": {"type": "object"},
-        "temperature": {"type": "number"},
-        "max_tokens": {"type": "integer"},
         "tools": {"type": "array"},
         "user": _STRING,
     },
-    "completions": {"model": _STRING, "prompt": _PROMPT, "stream": _STREAM, "max_tokens": {"type": "integer"}},
-    "embeddings": {
-        "model": _STRING,
-        "input": _PROMPT,
-        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-        "dimensions": {"type": "integer"},
-    },
-    "rerank": {
-        "model": _STRING,
-        "query": _STRING,
-        "documents": {"type": "array", "items": {"anyOf": [_STRING, _object({"text": _STRING}, ["text"])]}},
-        "top_n": {"type": "integer", "minimum": 1},
-        "return_documents": {"type": "boolean"},
-    },
-    "speech": {"model": _STRING, "input": _STRING, "voice": _STRING, "response_format": _STRING},
-    "transcriptions": {
-        "model": _STRING,
-        "file": _FILE,
-        "language": _STRING,
-        "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
-    },
-    "translations": {
-        "model": _STRING,
-        "file": _FILE,
-        "response_format": {"type": "string", "enum": ["json", "text", "srt", "verbose_json", "vtt"]},
-    },
+    "completions": {"stream": {"description": "true: the answer comes as server-sent events"}},
+    "embeddings": {"input": {"description": "text, a list of texts, or token ids"}},
+    "speech": {"response_format": _STRING},
+    "transcriptions": {"model": _STRING, "file": _FILE, "language": _STRING, "response_format": _RESPONSE_FORMATS},
+    "translations": {"model": _STRING, "file": _FILE, "response_format": _RESPONSE_FORMATS},
     "image_generations": {
-        "model": {**_STRING, "description": "optional when the service has one model"},
-        "prompt": _STRING,
-        "n": {"type": "integer"},
+        "model": {"description": "optional when the service has one model"},
         "size": _STRING,
         "response_format": {"type": "string", "enum": ["url", "b64_json"]},
     },
@@ -486,7 +456,6 @@ _V1_FIELDS: Mapping[str, Mapping[str, Schema]] = {
         "image": _FILE,
         "mask": _FILE,
         "prompt": _STRING,
-        "n": {"type": "integer"},
         "size": _STRING,
     },
 }
@@ -509,15 +478,25 @@ _TYPE_SCHEMAS: Mapping[str, Schema] = {"string": _STRING, "array": {"type": "arr
 
 
 def _v1_request_schema(endpoint: Endpoint) -> Schema:
-    """The body: required fields from the endpoints table (what the front door checks), the rest documented."""
-    properties = dict(_V1_FIELDS.get(endpoint.name, {}))
+    """The body: required fields from the endpoints table, the fields the front door checks with their rules
+    (a description written here is kept beside the rule's schema), the rest documented."""
+    documented = _V1_FIELDS.get(endpoint.name, {})
+    properties = {name: {**documented.get(name, {}), **schema} for name, schema in field_schemas(endpoint).items()}
+    for name, schema in documented.items():
+        properties.setdefault(name, schema)
     for name, kind in endpoint.required:
         if kind == "file":
             properties.setdefault(name, _FILE)
         else:
             # "any": anything but null (the front door refuses a missing or null field).
             properties.setdefault(name, _TYPE_SCHEMAS.get(kind, {"not": {"type": "null"}}))
-    return _object(properties, [name for name, _kind in endpoint.required], closed=False)
+    schema = _object(properties, [name for name, _kind in endpoint.required], closed=False)
+    schema["description"] = (
+        "The gateway answers 400 before calling a backend when a required field is missing or a field it checks "
+        "(docs/api.md, 'Parameters checked') has the wrong type or, unless its server.validate_parameters is "
+        "false, a value outside that field's minimum, maximum or enum. Other fields pass through unchanged."
+    )
+    return schema
 
 
 def _v1_operation(endpoint: Endpoint) -> Schema:
@@ -635,8 +614,14 @@ def _component_schemas() -> dict[str, Schema]:
 
 def _error_schemas() -> dict[str, Schema]:
     nullable = {"type": ["string", "null"]}
+    kind = {
+        "type": "string",
+        "description": "One of " + ", ".join(ERROR_TYPES) + " for every error the gateway makes; an upstream's own "
+        "OpenAI-shaped error passes unchanged",
+        "examples": list(ERROR_TYPES),
+    }
     detail = _object(
-        {"message": _STRING, "type": _STRING, "param": nullable, "code": nullable},
+        {"message": _STRING, "type": kind, "param": nullable, "code": nullable},
         ["message", "type", "param", "code"],
         closed=False,
     )
@@ -687,14 +672,19 @@ def _v1_schemas() -> dict[str, Schema]:
                 "results": {
                     "type": "array",
                     "items": _object(
-                        {"index": {"type": "integer"}, "relevance_score": {"type": "number"}, "document": {}},
-                        ["index", "relevance_score"],
+                        {
+                            "index": {"type": "integer"},
+                            "score": {"type": "number"},
+                            "relevance_score": {"type": "number", "description": "the same number as score"},
+                            "document": {"description": "as the client sent it (with return_documents: true)"},
+                        },
+                        ["index", "score", "relevance_score"],
                         closed=False,
                     ),
                 },
-                "usage": usage,
+                "usage": _object({"total_tokens": {"type": "integer"}}, ["total_tokens"], closed=False),
             },
-            ["results"],
+            ["id", "results", "model", "usage"],
             closed=False,
         ),
         "Transcription": _object({"text": _STRING}, ["text"], closed=False),

@@ -41,13 +41,16 @@ from .redaction import ContentMasks
 from .routing.instance import Instance
 from .routing.router import Pool, RoutingTable
 from .upstream.base import Transport, UpstreamRequest, UpstreamResponse
-from .usage import Meter, StreamUsageTap
+from .usage import Meter, StreamUsageTap, lacks_usage, with_usage
 
 __all__ = ["ClientInfo", "Pipeline", "Response", "StreamResponse"]
 
 log = logging.getLogger("modelrouter.pipeline")
 
 _JSON = b"application/json"
+# Answers whose usage the gateway counts when the upstream reports none, and the header that then says so.
+_COUNTED = frozenset({"chat", "completions", "embeddings"})
+_ESTIMATED = (b"x-modelrouter-usage", b"estimated")
 # Answers up to this size have their usage read after the request, in a batch, when only observability needs
 # it; larger ones at once (holding many large answers for a batch would cost memory).
 _DEFER_USAGE_MAX = 16 * 1024
@@ -189,10 +192,17 @@ class Pipeline:
             # Only endpoints where OpenAI makes `model` optional get here (the front door checked the rest).
             model = table.only_model(endpoint.service)
             if model is None:
-                raise InvalidRequest("you must provide a model parameter", param="model")
-        pool = table.resolve(endpoint.service, model)
-        if client.principal is not None:
-            client.principal.check(endpoint.service, model, pool.model)
+                raise InvalidRequest(
+                    "Invalid request: missing required parameter 'model' (this service serves several models)",
+                    param="model",
+                    code="missing_parameter",
+                )
+        principal = client.principal
+        # A restricted key learns only of the names it may use (as in GET /v1/models).
+        may_use = principal.may_use if principal is not None and (principal.models or principal.services) else None
+        pool = table.resolve(endpoint.service, model, may_use)
+        if principal is not None:
+            principal.check(endpoint.service, model, pool.model)
         meter = client.meter
         if meter is not None:
             meter.model = pool.model
@@ -264,6 +274,7 @@ class Pipeline:
                 f"The model '{call.model}' is served by a {instance.adapter.name} backend, which has no "
                 f"{endpoint.path} endpoint",
                 param="model",
+                code="unsupported_endpoint",
             )
         body: Any
         if isinstance(payload, Form):
@@ -326,9 +337,16 @@ class Pipeline:
                 out_headers = resp.header_items()
                 if isinstance(payload, dict) and endpoint.output != "binary":
                     translator = instance.adapter.stream_translator(endpoint, payload)
-                    if meter is not None:
-                        marker = b'"text"' if endpoint.name == "completions" else b'"content"'
-                        translator = meter.tap = StreamUsageTap(translator, strip=meter.strip_usage, marker=marker)
+                    if meter is not None or call.supply_usage:
+                        tap = StreamUsageTap(
+                            translator,
+                            strip=meter is not None and meter.strip_usage,
+                            text=endpoint.name == "completions",
+                            supply=payload if call.supply_usage else None,
+                        )
+                        translator = tap
+                        if meter is not None:
+                            meter.tap = tap
                     out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
                 stream = StreamResponse(resp, instance, translator, out_headers)
                 streaming = True
@@ -388,10 +406,17 @@ class Pipeline:
             meter.status = resp.status
         if isinstance(payload, Form):
             return Response(resp.status, resp.header_items(), raw)
+        estimated = False
         try:
             translated = instance.adapter.response_body(endpoint, payload, raw)
             if call.post is not None:
                 translated = call.post.apply(translated if translated is not None else raw)
+                estimated = isinstance(call.post, RerankShape) and call.post.estimated
+            if endpoint.name in _COUNTED and lacks_usage(answer := translated if translated is not None else raw):
+                # The upstream reported no usage (some servers never do): count it, and say so.
+                counted = with_usage(endpoint.name, payload, answer)
+                if counted is not None:
+                    translated, estimated = counted, True
         except GatewayError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -405,13 +430,15 @@ class Pipeline:
                 meter.read_body()  # limits and quotas settle with it as soon as the request ends
         if translated is None:
             return Response(resp.status, resp.header_items(), raw)
+        if estimated:
+            return Response(resp.status, [(b"content-type", _JSON), _ESTIMATED], translated)
         return Response(resp.status, [(b"content-type", _JSON)], translated)
 
 
 class _Call:
     """What one client request needs across its tries: prepared once, reused for every instance."""
 
-    __slots__ = ("client", "endpoint", "model", "payload", "post", "wants_stream")
+    __slots__ = ("client", "endpoint", "model", "payload", "post", "supply_usage", "wants_stream")
 
     def __init__(self, endpoint: Endpoint, payload: dict[str, Any] | Form, model: str, client: ClientInfo) -> None:
         self.endpoint = endpoint
@@ -420,22 +447,21 @@ class _Call:
         self.client = client
         self.post: EmbeddingsB64 | RerankShape | None = None
         self.wants_stream = False
+        self.supply_usage = False  # the client asked for stream usage: supplied if the upstream sends none
         if isinstance(payload, dict):
             if endpoint.name == "embeddings":
                 self.post = EmbeddingsB64.prepare(payload)
             elif endpoint.name == "rerank":
                 self.post = RerankShape.prepare(payload, model)
             self.wants_stream = endpoint.output == "sse" and payload.get("stream") is True
+            options = payload.get("stream_options")
+            asked = isinstance(options, dict) and options.get("include_usage") is True
+            self.supply_usage = self.wants_stream and asked
             meter = client.meter
-            if meter is not None and meter.needs_usage and self.wants_stream:
-                # Ask for usage in the stream; if the client did not, its extra chunk is removed again.
-                options = payload.get("stream_options")
-                if not (isinstance(options, dict) and options.get("include_usage")):
-                    payload["stream_options"] = {
-                        **(options if isinstance(options, dict) else {}),
-                        "include_usage": True,
-                    }
-                    meter.strip_usage = True
+            if meter is not None and meter.needs_usage and self.wants_stream and not asked:
+                # Ask for usage in the stream; as the client did not, its extra chunk is removed again.
+                payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+                meter.strip_usage = True
 
 
 def _why_unusable(pool: Pool) -> str:

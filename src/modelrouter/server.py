@@ -30,9 +30,8 @@ from typing import Any
 import uvicorn
 
 from .app import Gateway
-from .config.load import ConfigError, read_config_text
+from .config.load import ConfigError, parse_config_text, read_config_text
 from .config.model import Config
-from .control import parse_text
 
 __all__ = ["EXIT_FORCED", "EXIT_OK", "ConfigReloader", "Server", "run"]
 
@@ -73,7 +72,8 @@ class ConfigReloader:
             try:
                 # Off the loop: parsing and validating a large file must not stall requests.
                 text = await asyncio.to_thread(read_config_text, self.path)
-                config = await asyncio.to_thread(parse_text, text, self.path)
+                # As at startup: a file that routes nothing (emptied by mistake, half written) is refused.
+                config = await asyncio.to_thread(parse_config_text, text, self.path)
                 self._apply(config)
             except ConfigError as exc:
                 log.error(

@@ -31,7 +31,9 @@ __all__ = [
     "estimate_completion_tokens",
     "estimate_prompt_tokens",
     "estimate_tokens",
+    "lacks_usage",
     "usage_from_body",
+    "with_usage",
 ]
 
 log = logging.getLogger("modelrouter.usage")
@@ -66,9 +68,74 @@ def estimate_prompt_tokens(payload: dict[str, Any]) -> int:
         return (chars + _CHARS_PER_TOKEN - 1) // _CHARS_PER_TOKEN + 4 * len(messages)
     for field in ("messages", "input", "prompt", "query"):
         if field in payload:
+            tokens = _token_ids(payload[field])
+            if tokens is not None:
+                return tokens  # token ids are counted, not estimated
             extra = 4 * len(payload[field]) if field == "messages" and isinstance(payload[field], list) else 0
             return estimate_tokens(_text_of(payload[field])) + extra
     return 0
+
+
+def _token_ids(value: Any) -> int | None:
+    """How many token ids ``value`` holds, when it is a token array (``[1, 2]``) or a list of them."""
+    if not isinstance(value, list) or not value:
+        return None
+    if all(type(t) is int for t in value):
+        return len(value)
+    if all(isinstance(v, list) and all(type(t) is int for t in v) for v in value):
+        return sum(len(v) for v in value)
+    return None
+
+
+def lacks_usage(body: bytes) -> bool:
+    """Whether a JSON answer has no ``usage`` object (absent or null). A byte search from the end, where servers
+    put it: this runs on every non-streamed answer."""
+    at = body.rfind(b'"usage"')
+    if at < 0:
+        return True
+    return body[at + 7 : at + 16].lstrip(b" \t\r\n:").startswith(b"null")
+
+
+def _answer_text(choice: Any) -> str:
+    """The generated text of one choice: content (and reasoning), tool-call names and arguments, or ``text``."""
+    if not isinstance(choice, dict):
+        return ""
+    if isinstance(choice.get("text"), str):
+        return str(choice["text"])
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        return ""
+    parts = [_text_of(message.get("content")), _text_of(message.get("reasoning_content"))]
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            parts += [str(function.get("name") or ""), str(function.get("arguments") or "")]
+    return "".join(parts)
+
+
+def with_usage(endpoint: str, payload: dict[str, Any], body: bytes) -> bytes | None:
+    """``body`` with the ``usage`` the upstream left out, counted by the gateway (``estimated: true`` in it): the
+    prompt estimated from the request, the completion from the answer's text. None if it is not a JSON object."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or isinstance(data.get("usage"), dict):
+        return None
+    prompt = estimate_prompt_tokens(payload)
+    if endpoint == "embeddings":
+        data["usage"] = {"prompt_tokens": prompt, "total_tokens": prompt, "estimated": True}
+    else:
+        choices = data.get("choices")
+        texts = choices if isinstance(choices, list) else ()
+        completion = sum(estimate_tokens(_answer_text(c)) for c in texts)
+        data["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "estimated": True,
+        }
+    return orjson.dumps(data)
 
 
 def estimate_completion_tokens(payload: dict[str, Any]) -> int:
@@ -119,50 +186,134 @@ def usage_from_body(body: bytes) -> tuple[int, int] | None:
     return prompt or 0, completion or 0
 
 
+# What one generated token looks like in a streamed chunk: a delta with text in it. llama.cpp, vLLM and Ollama send
+# one token per content (or reasoning, or tool-call argument) delta, so counting deltas that carry text counts
+# tokens. Compact JSON is what these servers write; the spaced form covers Python's json.dumps defaults.
+_CHAT_DELTAS = (b'content":"', b'content": "', b'"arguments":"', b'"arguments": "')
+_CHAT_EMPTY = (b'content":""', b'content": ""', b'"arguments":""', b'"arguments": ""')
+_TEXT_DELTAS = (b'"text":"', b'"text": "')
+_TEXT_EMPTY = (b'"text":""', b'"text": ""')
+_DONE = b"data: [DONE]"
+
+
+def _deltas(out: bytes, marks: tuple[bytes, ...], empty: tuple[bytes, ...]) -> int:
+    return sum(out.count(m) for m in marks) - sum(out.count(e) for e in empty)
+
+
 class StreamUsageTap(StreamTranslator):
-    """Wraps a stream translator: reads ``usage`` from the events going by, counts content-bearing events for
-    an estimate (a streamed chunk carries about one token), and drops the usage-only chunk the client did not
-    ask for (``strip``). Only events that mention ``"usage"`` are parsed.
+    """Wraps a stream translator: reads ``usage`` from the events going by, counts the deltas that carry text
+    (one token each, as llama.cpp, vLLM and Ollama send them), drops the usage-only chunk the client did not
+    ask for (``strip``), and supplies the usage chunk a client asked for when the upstream sends none
+    (``supply``: llama.cpp's server ignores ``stream_options.include_usage``). Only events that mention
+    ``"usage"`` are parsed.
 
-    Without ``strip`` nothing has to change in flight, so usage is read once the stream ended, from its last
-    three outputs: servers send it in the last events, just before ``[DONE]`` (OpenAI, vLLM, llama.cpp,
-    Ollama), and looking for it in every chunk measured about a fifth of what a stream costs at the gateway.
-    ``marker`` is the field that carries text: ``"content"`` in chat deltas, ``"text"`` in completions."""
+    Without ``strip`` nothing has to change in flight, so usage is read once the stream ended (or, with
+    ``supply``, at its ``[DONE]``), from its last three outputs: servers send it in the last events, just before
+    ``[DONE]`` (OpenAI, vLLM, llama.cpp, Ollama), and looking for it in every chunk measured about a fifth of
+    what a stream costs at the gateway. ``text`` marks a legacy completions stream (``"text"`` deltas)."""
 
-    __slots__ = ("_inner", "_last", "_marker", "_strip", "_tail", "content_events", "usage")
+    __slots__ = (
+        "_empty",
+        "_inner",
+        "_last",
+        "_marks",
+        "_scanned",
+        "_strip",
+        "_supply",
+        "_tail",
+        "content_events",
+        "estimated",
+        "usage",
+    )
 
-    def __init__(self, inner: StreamTranslator, *, strip: bool, marker: bytes = b'"content"') -> None:
+    def __init__(
+        self,
+        inner: StreamTranslator,
+        *,
+        strip: bool,
+        text: bool = False,
+        supply: dict[str, Any] | None = None,
+    ) -> None:
         self._inner = inner
         self._strip = strip
-        self._marker = marker
+        self._marks: tuple[bytes, ...] = _TEXT_DELTAS if text else _CHAT_DELTAS
+        self._empty: tuple[bytes, ...] = _TEXT_EMPTY if text else _CHAT_EMPTY
+        # The request, when the client asked for usage: the prompt is estimated from it if the upstream is silent.
+        self._supply = supply
+        self._scanned = False  # the final outputs were searched for usage already
         self._tail = self._last = b""  # the output before the last, and the last
         self.usage: tuple[int, int] | None = None
+        self.estimated = False  # the usage is the gateway's count, not the upstream's
         self.content_events = 0
 
     def feed(self, chunk: bytes) -> bytes:
         out = self._inner.feed(chunk)
         if not out:
             return out
-        # Any event naming content counts (empty or null ones too: a small over-estimate, for one byte scan).
-        self.content_events += out.count(self._marker)
+        self.content_events += _deltas(out, self._marks, self._empty)
         if self._strip:
             return self._scan(out)
+        if self._supply is not None and _DONE in out:
+            at = out.index(_DONE)
+            self._find_usage(out[:at])
+            if self.usage is None:
+                out = out[:at] + self._supplied(out[:at]) + out[at:]
+            self._tail = self._last = b""
+            return out
         self._tail, self._last = self._last, out
         return out
 
     def end(self) -> bytes:
         out = self._inner.end()
         if out:
-            self.content_events += out.count(self._marker)
+            self.content_events += _deltas(out, self._marks, self._empty)
             if self._strip:
                 return self._scan(out)
-        for last in (out, self._last, self._tail):  # newest first: the newest report is the final count
+        if not self._scanned:
+            self._find_usage(out)
+            if self.usage is None and self._supply is not None:
+                out += self._supplied(out)  # a stream that ended without [DONE]
+        self._tail = self._last = b""
+        return out
+
+    def _find_usage(self, newest: bytes) -> None:
+        self._scanned = True
+        for last in (newest, self._last, self._tail):  # newest first: the newest report is the final count
             if last:
                 self._scan(last)
                 if self.usage is not None:
-                    break
-        self._tail = self._last = b""
-        return out
+                    return
+
+    def _supplied(self, newest: bytes) -> bytes:
+        """The usage chunk the client asked for, counted by the gateway: completion tokens as the text deltas
+        seen, the prompt estimated. It is also what limits, quotas, metrics and usage records take."""
+        assert self._supply is not None
+        prompt = estimate_prompt_tokens(self._supply)
+        completion = self.content_events
+        self.usage = (prompt, completion)
+        self.estimated = True
+        template: dict[str, Any] = {}
+        for out in (newest, self._last, self._tail):  # id, created, model from the stream's own chunks
+            template = _last_chunk(out)
+            if template:
+                break
+        text = self._marks is _TEXT_DELTAS
+        chunk: dict[str, Any] = {
+            "id": template.get("id") or "",
+            "object": template.get("object") or ("text_completion" if text else "chat.completion.chunk"),
+            "created": template.get("created") or 0,
+            "model": template.get("model") or self._supply.get("model") or "",
+            "choices": [],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "estimated": True,
+            },
+        }
+        if "system_fingerprint" in template:
+            chunk["system_fingerprint"] = template["system_fingerprint"]
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     def _scan(self, out: bytes) -> bytes:
         """``out`` with the usage read from it (and, with ``strip``, the usage-only chunk left out)."""
@@ -191,6 +342,20 @@ class StreamUsageTap(StreamTranslator):
 
     def estimated_completion(self) -> int:
         return self.content_events
+
+
+def _last_chunk(out: bytes) -> dict[str, Any]:
+    """The newest ``data: {...}`` event of ``out``, parsed; {} if there is none."""
+    for event in reversed(out.split(b"\n\n")):
+        event = event.strip()
+        if event.startswith(b"data: {"):
+            try:
+                chunk = orjson.loads(event[6:])
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict):
+                return chunk
+    return {}
 
 
 class Meter:

@@ -19,7 +19,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from ..config.model import AdminConfig
-from ..errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied
+from ..errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied
 from ..front.asgi import client_ip
 from ._handlers import ROLE_RANK, Call, Route
 from ._http import Conflict, NotAuthenticated, Receive, Request, Scope, Send, StoreUnavailable, send_error, send_json
@@ -90,7 +90,7 @@ class AdminApp:
             await send_error(send, exc)
         except Exception:
             log.exception("unexpected error in the admin API on %s %s", scope.get("method"), scope.get("path"))
-            await send_error(send, GatewayError("internal error in the admin API (see the gateway's log)"))
+            await send_error(send, InternalError("internal error in the admin API (see the gateway's log)"))
 
     def _client_ip(self, scope: Scope) -> str | None:
         client = scope.get("client")

@@ -53,7 +53,7 @@ MAX_COMMENT = 500
 
 class NoControl(GatewayError):
     status = 503
-    type = "server_error"
+    type = "overloaded_error"
     code = "config_control_unavailable"
 
 
@@ -117,7 +117,7 @@ async def diff_versions(call: Call) -> Reply:
     control = _control(call)
     query = call.request.query()
     if "from" not in query:
-        raise _invalid("you must provide a from parameter (a version number)", "from", "missing_required_parameter")
+        raise _invalid("you must provide a from parameter (a version number)", "from", "missing_parameter")
     old = await _version_at(call, control, query["from"], "from")
     new = await _version_at(call, control, query.get("to"), "to")
     # Diffed as masked views: a diff is for reading, and readers may be viewers.
@@ -252,9 +252,7 @@ async def put_section(call: Call) -> Reply:
     body = await call.request.json()
     _only(body, {"value", "version", "comment"})
     if "value" not in body:
-        raise _invalid(
-            "you must provide a value parameter (null removes the section)", "value", "missing_required_parameter"
-        )
+        raise _invalid("you must provide a value parameter (null removes the section)", "value", "missing_parameter")
     value = body["value"]
 
     def put(doc: dict[str, Any]) -> None:
@@ -317,7 +315,7 @@ def _based_on(call: Call, body: Mapping[str, Any]) -> int:
             "you must provide a version parameter: the config version your change is based on "
             "(GET /admin/api/config shows the current one)",
             "version",
-            "missing_required_parameter",
+            "missing_parameter",
         )
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid("'version' must be a version number", "version", "invalid_type")
@@ -336,7 +334,7 @@ def _comment(body: Mapping[str, Any]) -> dict[str, str]:
 def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = body.get(name)
     if value is None:
-        raise _invalid(f"you must provide a {name} parameter", name, "missing_required_parameter")
+        raise _invalid(f"Invalid request: missing required parameter '{name}'", name, "missing_parameter")
     if not isinstance(value, dict):
         raise _invalid(f"'{name}' must be an object", name, "invalid_type")
     return value

@@ -298,7 +298,7 @@ def _only(body: Mapping[str, Any], allowed: set[str]) -> None:
 def _text(body: Mapping[str, Any], name: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
     value = body.get(name)
     if value is None:
-        raise _invalid(f"you must provide a {name} parameter", name, "missing_required_parameter")
+        raise _invalid(f"Invalid request: missing required parameter '{name}'", name, "missing_parameter")
     if not isinstance(value, str) or not value.strip():
         raise _invalid(f"'{name}' must be a non-empty string", name, "invalid_type")
     if len(value) > max_length:

@@ -57,7 +57,7 @@ class StoreUnavailable(GatewayError):
     """Admin users, tokens and keys all live in the store; without it the admin API can do nothing."""
 
     status = 503
-    type = "server_error"
+    type = "overloaded_error"
     code = "store_unavailable"
 
 

@@ -80,7 +80,7 @@ async def update_admin(call: Call) -> Reply:
     _only(body, {"role", "disabled"})
     username = call.params["username"]
     if not body:
-        raise _invalid("give 'role' and/or 'disabled'", "role", "missing_required_parameter")
+        raise _invalid("give 'role' and/or 'disabled'", "role", "missing_parameter")
     if username == call.who.username:
         # An admin who demotes or disables themselves by mistake may leave nobody able to undo it.
         raise _invalid("you cannot change your own role or disable yourself; ask another admin", "username")

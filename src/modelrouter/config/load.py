@@ -1,22 +1,26 @@
 """Loading configuration: YAML -> ``${ENV}`` expansion -> validation, with every problem named by its path.
 
 ``load_config`` either returns a valid ``Config`` or raises ``ConfigError`` listing *all* problems found, each as
-``path.in.file[index].key: what is wrong`` so a user can fix a file in one pass.
+``path.in.file[index].key: what is wrong`` so a user can fix a file in one pass. Messages hint at the fix where
+they can: the closest known key for an unknown one (``base-url`` -> ``base_url``), seconds for ``"10s"``.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from .model import ADAPTER_SERVICES, Config
+from .model import ADAPTER_SERVICES, Config, PositiveSeconds
 
 __all__ = [
     "ConfigError",
@@ -24,6 +28,7 @@ __all__ = [
     "expand_env",
     "load_config",
     "parse_config",
+    "parse_config_text",
     "parse_yaml",
     "read_config_text",
 ]
@@ -78,19 +83,101 @@ def _pydantic_problems(exc: ValidationError) -> list[str]:
         loc = tuple(err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _did_you_mean(_suggestion(loc))
         elif err["type"] == "literal_error":
             msg = f"must be one of {err.get('ctx', {}).get('expected', '')}"
-            if loc and loc[-1] == "[key]":
-                pass
+        elif err["type"] == "float_parsing" and (hint := _seconds_hint(loc, err["input"])):
+            msg = hint
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         # pydantic names a bad dict key "services.foo.[key]"; say it plainly.
         if loc and loc[-1] == "[key]":
+            guess = _suggestion(loc)
             loc = loc[:-1]
-            msg = f"unknown name ({msg})"
+            msg = f"unknown name{_did_you_mean(guess)}" if guess else f"unknown name ({msg})"
         problems.append(f"{_loc_to_path(loc)}: {msg}")
     return problems
+
+
+# --- hints: what the user probably meant ----------------------------------------------------------------------
+
+
+def _did_you_mean(known: str | None) -> str:
+    return "" if known is None else f" (did you mean `{known}`?)"
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` from ``Annotated[X, ...]`` and ``X | None``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _annotation_at(loc: tuple[int | str, ...]) -> Any:
+    """The type the config model declares at ``loc`` (annotations kept, e.g. ``PositiveSeconds``); None when
+    ``loc`` leads nowhere known."""
+    annotation: Any = Config
+    for part in loc:
+        current = _unwrap(annotation)
+        origin = typing.get_origin(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            if part not in current.model_fields:
+                return None
+            annotation = typing.get_type_hints(current, include_extras=True)[str(part)]
+        elif origin is dict:
+            annotation = typing.get_args(current)[1]
+        elif origin in (list, tuple) and isinstance(part, int):
+            annotation = typing.get_args(current)[0]
+        else:
+            return None
+    return annotation
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str | None:
+    """The known name closest to the last part of ``loc``: a field of the model around it, or a key the dict
+    around it allows (service names). Kebab-case is JAiRouter's spelling of our snake_case."""
+    *parent, word = loc
+    if word == "[key]":  # a bad dict key: pydantic puts the key itself just before this marker
+        *parent, word = parent
+        key_and_value = typing.get_args(_unwrap(_annotation_at(tuple(parent))))
+        known = [str(name) for name in typing.get_args(key_and_value[0])] if key_and_value else []
+    else:
+        model = _unwrap(_annotation_at(tuple(parent)))
+        known = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+    if not isinstance(word, str):
+        return None
+    spelled = word.lower().replace("-", "_")
+    if spelled in known:
+        return spelled
+    close = difflib.get_close_matches(spelled, known, n=1)
+    return close[0] if close else None
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?)\s*$", re.I)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+def _seconds_hint(loc: tuple[int | str, ...], value: Any) -> str | None:
+    """For a duration given as text ("10s", "2m"): ask for the number of seconds, worked out when possible."""
+    declared = _annotation_at(loc)  # `PositiveSeconds`, or `PositiveSeconds | None`, for every duration
+    if PositiveSeconds not in (declared, *typing.get_args(declared)):
+        return None
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        example = "10"
+    else:
+        unit = match[2].lower()
+        factor = _UNIT_SECONDS["ms" if unit == "ms" else unit[0]]
+        example = f"{float(match[1]) * factor:g}"
+    return f'give a number of seconds, e.g. {example} (not "{value}")'
 
 
 def _dicts(value: Any) -> dict[str, Any]:
@@ -138,13 +225,20 @@ def _semantic_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def parse_config(data: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>") -> Config:
-    """Validate an already-parsed YAML/JSON document."""
+def parse_config(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>", require_services: bool = False
+) -> Config:
+    """Validate an already-parsed YAML/JSON document. With ``require_services`` (what a config *file* must
+    have) a document without services is a problem; a library may well build a gateway with none."""
+    problems: list[str] = []
     if data is None:
         data = {}
-    if not isinstance(data, dict):
+        if require_services:
+            problems.append("<root>: the file is empty: a config needs at least one service under services:")
+    elif not isinstance(data, dict):
         raise ConfigError(source, ["<root>: must be a mapping"])
-    problems: list[str] = []
+    elif require_services and not data.get("services"):
+        problems.append("services: no services: the gateway would route nothing; add at least one")
     data = expand_env(data, os.environ if env is None else env, problems)
     config: Config | None = None
     try:
@@ -179,9 +273,17 @@ def read_config_text(path: str | Path) -> str:
         raise ConfigError(source, ["<file>: not UTF-8 text"]) from None
 
 
-def load_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> Config:
-    source = str(path)
-    return parse_config(parse_yaml(read_config_text(path), source), env=env, source=source)
+def parse_config_text(
+    text: str, source: str, *, env: Mapping[str, str] | None = None, require_services: bool = True
+) -> Config:
+    """A config file's text (YAML, ``${ENV}`` expanded), validated as a file: it must have services, unless it
+    only locates the store (``require_services=False``)."""
+    return parse_config(parse_yaml(text, source), env=env, source=source, require_services=require_services)
+
+
+def load_config(path: str | Path, *, env: Mapping[str, str] | None = None, require_services: bool = True) -> Config:
+    """A config file, validated as ``parse_config_text`` does (``ConfigError`` also if it cannot be read)."""
+    return parse_config_text(read_config_text(path), str(path), env=env, require_services=require_services)
 
 
 def default_config_text() -> str:

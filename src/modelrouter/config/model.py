@@ -117,6 +117,9 @@ class StaleCacheConfig(_Strict):
 
 
 def _check_url(value: str) -> str:
+    # urlsplit keeps spaces in the host ("http://host with space") and drops tabs and newlines silently.
+    if any(c.isspace() for c in value):
+        raise ValueError("not a URL (it contains a space)")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("not a URL (expected scheme://host[:port][/prefix])")
@@ -302,6 +305,10 @@ class ServerConfig(_Strict):
     # before spooling to disk.
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     spool_memory_bytes: int = Field(default=1024 * 1024, ge=0)
+    # Refuse request parameters outside OpenAI's ranges (temperature 0-2, n >= 1, encoding_format float|base64,
+    # ...) with a 400 before any backend is called. Off: for backends that accept wider ranges; types and
+    # required fields are checked either way.
+    validate_parameters: bool = True
     # On SIGTERM: stop accepting, let requests and streams in flight finish for at most this long, then close.
     drain_timeout: PositiveSeconds = 30
     # Reload the config file when it changes (checked every `watch_interval` seconds); SIGHUP always reloads.

@@ -1,9 +1,9 @@
 """The front door: a raw ASGI application for the data plane.
 
 Raw ASGI rather than a framework because routing and request objects measured ~30 % of throughput here. This
-module owns everything HTTP: path dispatch, body limits, content types, required fields, turning a
-``GatewayError`` into an OpenAI error response (the one place that happens), and streaming with disconnect
-detection (a client that goes away cancels the upstream request at once).
+module owns everything HTTP: path dispatch, body limits, content types, turning a ``GatewayError`` into an
+error response (the one place that happens), and streaming with disconnect detection (a client that goes away
+cancels the upstream request at once). Required fields and parameter ranges are checked by ``params.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
     BodyTooLarge,
     GatewayError,
+    InternalError,
     InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
@@ -34,6 +35,7 @@ from ..pipeline import ClientInfo, Pipeline, Response, StreamResponse
 from ..timers import Alarm, clock
 from ..usage import Meter
 from .multipart import Form, read_multipart
+from .params import check_form, check_json
 
 __all__ = ["FrontDoor"]
 
@@ -45,7 +47,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-_JSON_TYPES = {"string": str, "array": list, "object": dict}
 
 
 class ClientGone(Exception):
@@ -59,11 +60,21 @@ class FrontDoor:
     resumption of the request (several per upstream exchange), and at thousands of requests per second a
     five-layer call chain measured several percent of throughput."""
 
-    def __init__(self, pipeline: Pipeline, *, max_body_bytes: int, max_upload_bytes: int, spool_bytes: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_body_bytes: int,
+        max_upload_bytes: int,
+        spool_bytes: int,
+        validate_parameters: bool = True,
+    ) -> None:
         self.pipeline = pipeline
         self.max_body_bytes = max_body_bytes
         self.max_upload_bytes = max_upload_bytes
         self.spool_bytes = spool_bytes
+        # Parameter ranges checked (front/params.py); types and required fields are checked either way.
+        self.validate_parameters = validate_parameters
         # Readiness: cleared when draining for shutdown.
         self.accepting = True
         # Client keys; None while auth is off (the gateway is then open).
@@ -157,7 +168,8 @@ class FrontDoor:
                     body = await _read_rest(receive, body, limit)
                 elif len(body) > limit:
                     raise BodyTooLarge(f"request body larger than the {limit} byte limit")
-                payload = _parse_json(endpoint, body)
+                payload = _parse_json(body)
+                check_json(endpoint, payload, self.validate_parameters)
             else:
                 limit = self.max_upload_bytes
                 if content_length is not None and content_length.isdigit() and int(content_length) > limit:
@@ -168,7 +180,7 @@ class FrontDoor:
                     max_bytes=limit,
                     spool_bytes=self.spool_bytes,
                 )
-                _check_form(endpoint, form)
+                check_form(endpoint, form, self.validate_parameters)
 
             client = scope.get("client")
             ip = client[0] if client else None
@@ -314,47 +326,19 @@ class FrontDoor:
                 return
 
 
-def _parse_json(endpoint: Endpoint, body: bytes) -> dict[str, Any]:
+def _parse_json(body: bytes) -> dict[str, Any]:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("The request body must be a JSON object")
-    _check_json(endpoint, payload)
     return payload
 
 
 def _require_get(method: str, path: str) -> None:
     if method not in ("GET", "HEAD"):
         raise MethodNotAllowed(f"{method} is not allowed on {path}; use GET", allow="GET")
-
-
-def _check_json(endpoint: Endpoint, payload: dict[str, Any]) -> None:
-    for name, kind in endpoint.required:
-        value = payload.get(name)
-        if value is None:
-            raise InvalidRequest(f"you must provide a {name} parameter", param=name, code="missing_required_parameter")
-        expected = _JSON_TYPES.get(kind)
-        if expected is not None and not isinstance(value, expected):
-            raise InvalidRequest(
-                f"'{name}' must be a{'n' if kind[0] in 'ao' else ''} {kind}", param=name, code="invalid_type"
-            )
-    if endpoint.model_optional and "model" in payload and not isinstance(payload["model"], str):
-        raise InvalidRequest("'model' must be a string", param="model", code="invalid_type")
-    stream = payload.get("stream")
-    if stream is not None and not isinstance(stream, bool):
-        raise InvalidRequest("'stream' must be a boolean", param="stream", code="invalid_type")
-    if endpoint.name == "chat" and not payload["messages"]:
-        raise InvalidRequest("'messages' must contain at least one message", param="messages", code="invalid_value")
-
-
-def _check_form(endpoint: Endpoint, form: Form) -> None:
-    for name, kind in endpoint.required:
-        present = form.has_file(name) if kind == "file" else form.text(name) is not None
-        if not present:
-            what = "file" if kind == "file" else "parameter"
-            raise InvalidRequest(f"you must provide a {name} {what}", param=name, code="missing_required_parameter")
 
 
 async def _read_rest(receive: Receive, first: bytes, limit: int) -> bytes:
@@ -446,7 +430,7 @@ async def _fail(send: Send, scope: Scope, exc: Exception, request_id: list[tuple
     GatewayError is logged with its traceback and answered as a 500 that reveals nothing."""
     if not isinstance(exc, GatewayError):
         log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
-        exc = GatewayError("internal error in the gateway (see its log)")
+        exc = InternalError("internal error in the gateway (see its log)")
     await _send_error(send, exc, request_id)
     return exc.status
 

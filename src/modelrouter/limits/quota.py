@@ -139,9 +139,14 @@ class Quota:
         month_requests: int = 0,
         month_tokens: float = 0.0,
     ) -> None:
-        """Set ``key``'s counts for the current day and month (from the store's records, at startup)."""
+        """Add the store's counts of the current day and month to ``key``'s: what was used before this process
+        counted (at startup, or when quotas came on with a reload while requests were already being counted)."""
         self._now()
-        self._usage[key] = QuotaUsage(self._day, day_requests, day_tokens, self._month, month_requests, month_tokens)
+        usage = self._current(key)
+        usage.day_requests += day_requests
+        usage.day_tokens += day_tokens
+        usage.month_requests += month_requests
+        usage.month_tokens += month_tokens
 
     def usage(self, key: str) -> QuotaUsage:
         """A copy of ``key``'s counts for the current day and month."""

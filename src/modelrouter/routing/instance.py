@@ -13,12 +13,21 @@ from .breaker import CircuitBreaker
 if TYPE_CHECKING:
     from ..adapters.base import Adapter
 
-__all__ = ["Instance"]
+__all__ = ["Instance", "join_url"]
 
 _USER_AGENT = f"modelrouter/{__version__}"
 
 # Peak-EWMA decay constant (seconds): how fast a latency spike is forgotten.
 _EWMA_TAU = 10.0
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``base_url`` + ``path``, for requests and health probes alike. Users often write the base URL the way
+    OpenAI clients want it (".../v1"); that must not become ".../v1/v1/..." (a probe built differently once
+    asked every such instance for /v1/v1/models, got 404 and took it out of service)."""
+    if base_url.endswith("/v1") and path.startswith("/v1/"):
+        path = path[3:]
+    return base_url + path
 
 
 class Instance:
@@ -81,7 +90,7 @@ class Instance:
         # GET/POST target of the active health check, or None when checks are off.
         self.probe_url: str | None = None
         if self.health.enabled:
-            self.probe_url = config.base_url + (self.health.path or adapter.health_path)
+            self.probe_url = join_url(config.base_url, self.health.path or adapter.health_path)
         # Until the first probe says otherwise an instance is taken to be healthy: traffic flows at once.
         self.healthy = True
         # A 429/503 with Retry-After keeps requests away until then (monotonic time).

@@ -26,9 +26,12 @@ from ..config.model import (
 from ..endpoints import ENDPOINTS_BY_SERVICE
 from ..errors import ModelNotFound
 from .balancers import BALANCERS, Balancer
-from .instance import Instance
+from .instance import Instance, join_url
 
 __all__ = ["Pool", "RoutingTable"]
+
+# How many names a "model not found" answer lists at most.
+_LISTED_NAMES = 20
 
 
 class Pool:
@@ -77,13 +80,6 @@ class Pool:
         return f"<Pool {self.service}:{self.model} {type(self.balancer).__name__} {list(self.instances)}>"
 
 
-def _join_url(base_url: str, path: str) -> str:
-    # Users often write the base URL the way OpenAI clients want it (".../v1"); don't make that ".../v1/v1/...".
-    if base_url.endswith("/v1") and path.startswith("/v1/"):
-        path = path[3:]
-    return base_url + path
-
-
 def _instance_urls(service: str, inst: InstanceConfig) -> dict[str, str]:
     adapter = ADAPTERS[inst.adapter]
     urls: dict[str, str] = {}
@@ -92,7 +88,7 @@ def _instance_urls(service: str, inst: InstanceConfig) -> dict[str, str]:
             # An instance `path` is taken literally, for the service's main endpoint (the first listed for it).
             urls[endpoint.name] = inst.base_url + inst.path
         elif (path := adapter.path(endpoint)) is not None:
-            urls[endpoint.name] = _join_url(inst.base_url, path)
+            urls[endpoint.name] = join_url(inst.base_url, path)
     return urls
 
 
@@ -112,6 +108,14 @@ class RoutingTable:
         for service_name, service in config.services.items():
             self._build_service(service_name, service, old)
         self.models_body = self._models_listing()
+        # Per service, the names a client may send (models, then aliases of them), for "not found" messages.
+        self._served_names: dict[str, list[str]] = {}
+        for served, model in self.pools:
+            self._served_names.setdefault(served, []).append(model)
+        for alias, target in self.aliases.items():
+            for served in self._service_of_model.get(target, ()):
+                if (served, alias) not in self.pools:
+                    self._served_names.setdefault(served, []).append(alias)
 
     def _build_service(self, service_name: str, service: ServiceConfig, old: dict[tuple[str, str], Instance]) -> None:
         config = self.config
@@ -187,18 +191,34 @@ class RoutingTable:
     def all_instances(self) -> list[Instance]:
         return self._instances
 
-    def resolve(self, service: str, model: str) -> Pool:
+    def resolve(self, service: str, model: str, may_use: Callable[[str, str, str], bool] | None = None) -> Pool:
+        """The pool for ``model`` (or an alias of it) in ``service``. When there is none, the 404 lists the names
+        this endpoint does serve (only those ``may_use`` allows, for a restricted key), so a newcomer sees what
+        to send."""
         name = self.aliases.get(model, model)
         pool = self.pools.get((service, name))
         if pool is not None:
             return pool
         elsewhere = self._service_of_model.get(name)
-        if elsewhere:
-            raise ModelNotFound(
-                f"The model '{model}' is not available for this endpoint (it serves: {', '.join(elsewhere)})",
-                param="model",
-            )
-        raise ModelNotFound(f"The model '{model}' does not exist", param="model")
+        if elsewhere and (may_use is None or any(may_use(s, model, name) for s in elsewhere)):
+            what = f"The model '{model}' is not available for this endpoint (it serves: {', '.join(elsewhere)})"
+        else:
+            what = f"The model '{model}' does not exist"
+        raise ModelNotFound(f"{what}; {self._names_for(service, may_use)}", param="model")
+
+    def _names_for(self, service: str, may_use: Callable[[str, str, str], bool] | None) -> str:
+        names = [
+            n
+            for n in self._served_names.get(service, ())
+            if may_use is None or may_use(service, n, self.aliases.get(n, n))
+        ]
+        if not names:
+            return "this endpoint serves no models"
+        shown = ", ".join(names[:_LISTED_NAMES])
+        more = (
+            f" and {len(names) - _LISTED_NAMES} more (GET /v1/models lists them)" if len(names) > _LISTED_NAMES else ""
+        )
+        return f"models for this endpoint: {shown}{more}"
 
     def only_model(self, service: str) -> str | None:
         """The service's model name if it has exactly one (for endpoints where `model` is optional)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ._base import StoreBase
 from ._records import USAGE_FIELDS, AuditRecord, ConfigVersion, StaleVersionError, UsageLike, UsageRecord, UsageTotal
-from ._schema import audit_log, config_versions, usage_records
+from ._schema import CONFIG_MODE, audit_log, config_versions, meta, usage_records
 
 __all__ = ["ANY", "ActivityStore"]
 
@@ -20,6 +21,9 @@ class _Unset(enum.Enum):
 
 
 ANY = _Unset.ANY  # ``add_config_version(based_on=ANY)``: no optimistic check (an import, a file load)
+
+ConfigMode = Literal["file", "store"]
+_MODES: tuple[ConfigMode, ...] = ("file", "store")  # kept in `meta`, whose values are numbers: 1, 2
 
 
 class ActivityStore(StoreBase):
@@ -150,6 +154,22 @@ class ActivityStore(StoreBase):
         async with self._read() as conn:
             rows = await conn.execute(query)
             return [ConfigVersion(**row._mapping) for row in rows]
+
+    async def record_config_mode(self, mode: ConfigMode) -> None:
+        """Note the mode a gateway starts in on this store (the last one to start wins), so that the CLI can refuse
+        to save versions that a gateway in file mode would never serve."""
+        code = _MODES.index(mode) + 1
+        async with self._write() as conn:
+            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            statement = insert(meta).values(name=CONFIG_MODE, value=code)
+            # An upsert: two workers starting at once would otherwise both insert the row.
+            await conn.execute(statement.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": code}))
+
+    async def config_mode(self) -> ConfigMode | None:
+        """The mode recorded by ``record_config_mode``; None if no gateway has started on this store yet."""
+        async with self._read() as conn:
+            value = await conn.scalar(sa.select(meta.c.value).where(meta.c.name == CONFIG_MODE))
+        return None if value is None else _MODES[int(value) - 1]
 
     async def get_config_version(self, version_id: int) -> ConfigVersion | None:
         async with self._read() as conn:

@@ -11,8 +11,9 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config.model import StoreConfig
+from ._records import StoreError
 
-__all__ = ["HEAD_REVISION", "WRITE", "create_engine", "database_url", "migrate"]
+__all__ = ["HEAD_REVISION", "WRITE", "create_engine", "database_url", "has_schema", "location", "migrate"]
 
 # The newest migration's revision (tests/test_store.py checks it against the scripts). A database already there is
 # opened without importing Alembic, which would otherwise stay in every gateway's memory (~12 MB) for nothing.
@@ -35,14 +36,28 @@ _ASYNC_DRIVERS = {
 }
 
 
-def database_url(config: StoreConfig) -> sa.URL:
-    """``config.database_url``, or SQLite in ``data_dir`` (created if missing)."""
+def database_url(config: StoreConfig, *, create: bool = True) -> sa.URL:
+    """``config.database_url``, or SQLite in ``data_dir`` (the directory made if missing, with ``create``)."""
     if config.database_url:
-        url = sa.make_url(config.database_url)
+        try:
+            url = sa.make_url(config.database_url)
+        except (sa.exc.ArgumentError, ValueError):  # a bad port is a ValueError; messages may repeat the password
+            raise StoreError("store.database_url is not a database URL (e.g. postgresql://user@host/db)") from None
         return url.set(drivername=_ASYNC_DRIVERS.get(url.drivername, url.drivername))
     data_dir = Path(config.data_dir).expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if create:
+        data_dir.mkdir(parents=True, exist_ok=True)
     return sa.URL.create("sqlite+aiosqlite", database=str((data_dir / DB_FILE).resolve()))
+
+
+def location(url: sa.URL) -> str:
+    """Where the store is, to show a user: the SQLite file, or the URL without its password (in the URL or,
+    as drivers also take it, in the query string)."""
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    if "password" in url.query:
+        url = url.update_query_dict({"password": "***"})
+    return url.render_as_string(hide_password=True)
 
 
 def create_engine(url: sa.URL) -> AsyncEngine:
@@ -89,6 +104,12 @@ async def migrate(engine: AsyncEngine) -> None:
             await connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
         if await _current_revision(connection) != HEAD_REVISION:
             await connection.run_sync(_upgrade)
+
+
+async def has_schema(engine: AsyncEngine) -> bool:
+    """Whether the database has modelrouter's schema (at any revision); a read, it changes nothing."""
+    async with engine.connect() as connection:
+        return await _current_revision(connection) is not None
 
 
 async def _current_revision(connection: Any) -> str | None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..config.model import SERVICE_NAMES, KeyQuotas, LimitRule
 from ..keys import hash_secret, new_secret, prefix_of
 from ._base import StoreBase
-from ._records import KeyRecord, NotFoundError, StoreError
+from ._records import ConflictError, KeyRecord, NotFoundError, StoreError
 from ._schema import KEYS_VERSION, api_keys, meta
 
 __all__ = ["KeyStore"]
@@ -33,6 +33,8 @@ class KeyStore(StoreBase):
         """A new enabled key. Returns its record and the secret, which is not kept and cannot be shown again."""
         if not name.strip():
             raise ValueError("a key needs a name")
+        if name.isdigit():
+            raise ValueError(f"a key name cannot be only digits: {name!r} would read as a key id")
         services = tuple(services)
         if unknown := [s for s in services if s not in SERVICE_NAMES]:
             raise ValueError(f"unknown service(s) {', '.join(unknown)} (known: {', '.join(SERVICE_NAMES)})")
@@ -54,9 +56,17 @@ class KeyStore(StoreBase):
             "revoked_at": None,
         }
         async with self._write() as conn:
+            # Names are unique so that commands can take one instead of an id. The version bump comes first: its
+            # row lock makes concurrent creators (PostgreSQL, several replicas) take turns, so the check below
+            # sees a name another transaction just committed (SQLite writers take turns anyway).
+            await _bump_keys_version(conn)
+            taken = await conn.scalar(sa.select(api_keys.c.id).where(api_keys.c.name == name).limit(1))
+            if taken is not None:
+                raise ConflictError(
+                    f"a key named {name!r} exists already (id {taken}); choose another name, or delete that key first"
+                )
             result = await conn.execute(api_keys.insert().values(values))
             key_id = result.inserted_primary_key[0]  # type: ignore[index]  # always set for a single-row insert
-            await _bump_keys_version(conn)
             record = await _get(conn, api_keys.c.id == key_id)
         assert record is not None
         return record, secret

@@ -4,8 +4,9 @@ them and do not depend on SQLAlchemy. Times are unix seconds (floats), as in the
 Exceptions::
 
     StoreError              the store cannot do what was asked (unreachable database, revoked key ...)
+    ├── NoStoreError        opened without ``create``, and there is no store there (no file, no schema)
     ├── NotFoundError       no such key / admin (also a LookupError)
-    └── ConflictError       a unique value is taken (admin username)
+    └── ConflictError       a unique value is taken (admin username, key name)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "ConfigVersion",
     "ConflictError",
     "KeyRecord",
+    "NoStoreError",
     "NotFoundError",
     "Role",
     "StoreError",
@@ -37,6 +39,14 @@ ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
 
 class StoreError(Exception):
     pass
+
+
+class NoStoreError(StoreError):
+    """Nothing to open at ``where``: no SQLite file, or a database without modelrouter's schema."""
+
+    def __init__(self, where: str, why: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"no store at {where}" + (f" ({why})" if why else ""))
 
 
 class NotFoundError(StoreError, LookupError):

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
 __all__ = [
+    "CONFIG_MODE",
     "KEYS_VERSION",
     "admin_tokens",
     "admin_users",
@@ -22,6 +23,7 @@ __all__ = [
 ]
 
 KEYS_VERSION = "keys_version"  # the `meta` row bumped with every key write
+CONFIG_MODE = "config_mode"  # the `meta` row saying in which config mode a gateway last started on this store
 
 # Explicit constraint names, so that later migrations can name what they alter on every backend.
 NAMING_CONVENTION = {

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -11,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..config.model import StoreConfig
 from ._activity import ActivityStore
 from ._admins import AdminStore
-from ._engine import create_engine, database_url, migrate
+from ._engine import create_engine, database_url, has_schema, location, migrate
 from ._keys import KeyStore
-from ._records import StoreError
+from ._records import NoStoreError, StoreError
 
 __all__ = ["Store"]
 
@@ -29,16 +31,33 @@ class Store(KeyStore, AdminStore, ActivityStore):
         super().__init__(engine, clock=clock)
 
     @classmethod
-    async def open(cls, config: StoreConfig, *, clock: Callable[[], float] = time.time) -> Store:
-        """Connect and bring the schema to the newest migration (creating it in an empty database)."""
-        url = database_url(config)
+    async def open(cls, config: StoreConfig, *, create: bool = True, clock: Callable[[], float] = time.time) -> Store:
+        """Connect and bring the schema to the newest migration. With ``create`` (the gateway, ``store init``)
+        a missing SQLite file is made and an empty database gets the schema; without it (the other CLI commands,
+        which must not make a store in the wrong place) they raise ``NoStoreError`` and nothing is written."""
+        url = database_url(config, create=create)
+        where = location(url)
+        on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+        # Checked before connecting: connecting would create the file.
+        if not create and on_disk and not await asyncio.to_thread(Path(str(url.database)).is_file):
+            raise NoStoreError(where)
         engine = create_engine(url)
         try:
+            if not create and not await has_schema(engine):
+                raise NoStoreError(where, "the database has no modelrouter tables")
             await migrate(engine)
+        except NoStoreError:
+            await engine.dispose()
+            raise
         except Exception as exc:
             await engine.dispose()
-            raise StoreError(f"cannot open the store at {url.render_as_string(hide_password=True)}: {exc}") from exc
+            raise StoreError(f"cannot open the store at {where}: {exc}") from exc
         return cls(engine, clock=clock)
+
+    @staticmethod
+    def location(config: StoreConfig) -> str:
+        """Where ``config`` puts the store (the SQLite file, or the URL without its password); creates nothing."""
+        return location(database_url(config, create=False))
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -55,6 +74,11 @@ class Store(KeyStore, AdminStore, ActivityStore):
     def url(self) -> str:
         """The database URL, password hidden."""
         return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def where(self) -> str:
+        """As ``location``: the SQLite file, or the URL without its password."""
+        return location(self._engine.url)
 
     @property
     def backend(self) -> str:
