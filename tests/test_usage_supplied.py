@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from modelrouter.adapters.base import SSEPassThrough
-from modelrouter.usage import StreamUsageTap, estimate_prompt_tokens, estimate_tokens
+from modelrouter.usage import StreamUsageTap, estimate_prompt_tokens, estimate_tokens, lacks_usage
 
 from .fakes import FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer
@@ -57,8 +57,8 @@ def test_the_tap_supplies_usage_before_done_counting_text_deltas() -> None:
         + _chunk({"content": None}, "stop")
         + b"data: [DONE]\n\n"
     )
-    payload = {"model": "m", "messages": MESSAGES, "stream": True}
-    tap = StreamUsageTap(SSEPassThrough(), strip=False, supply=payload)
+    payload = {"model": "m", "messages": MESSAGES, "stream": True, "tools": [{"type": "function"}]}
+    tap = StreamUsageTap(SSEPassThrough(), strip=False, tools=True, supply=payload)
     out = b"".join(tap.feed(stream[i : i + 11]) for i in range(0, len(stream), 11)) + tap.end()
     before, done = out.rsplit(b"data: ", 1)
     assert done == b"[DONE]\n\n"
@@ -200,3 +200,12 @@ def test_answers_with_usage_pass_unchanged_and_unmarked(
         "completion_tokens": 3,
         "total_tokens": 8,
     }
+
+
+def test_lacks_usage_tells_absent_and_null_from_present() -> None:
+    assert lacks_usage(b'{"choices": []}')
+    assert lacks_usage(b'{"choices":[],"usage":null}')
+    assert lacks_usage(b'{"choices": [], "usage": null}')
+    assert not lacks_usage(b'{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}')
+    # A mention inside a string is escaped, so it is not taken for the field.
+    assert lacks_usage(b'{"choices":[{"message":{"content":"say \\"usage\\": 1"}}]}')

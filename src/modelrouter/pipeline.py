@@ -342,6 +342,7 @@ class Pipeline:
                             translator,
                             strip=meter is not None and meter.strip_usage,
                             text=endpoint.name == "completions",
+                            tools=bool(payload.get("tools") or payload.get("functions")),
                             supply=payload if call.supply_usage else None,
                         )
                         translator = tap

@@ -90,10 +90,8 @@ def _token_ids(value: Any) -> int | None:
 def lacks_usage(body: bytes) -> bool:
     """Whether a JSON answer has no ``usage`` object (absent or null). A byte search from the end, where servers
     put it: this runs on every non-streamed answer."""
-    at = body.rfind(b'"usage"')
-    if at < 0:
-        return True
-    return body[at + 7 : at + 16].lstrip(b" \t\r\n:").startswith(b"null")
+    at = body.rfind(b'"usage"')  # from the end: ~3x faster here than a forward search
+    return at < 0 or body.startswith((b":null", b": null"), at + 7)
 
 
 def _answer_text(choice: Any) -> str:
@@ -188,16 +186,38 @@ def usage_from_body(body: bytes) -> tuple[int, int] | None:
 
 # What one generated token looks like in a streamed chunk: a delta with text in it. llama.cpp, vLLM and Ollama send
 # one token per content (or reasoning, or tool-call argument) delta, so counting deltas that carry text counts
-# tokens. Compact JSON is what these servers write; the spaced form covers Python's json.dumps defaults.
-_CHAT_DELTAS = (b'content":"', b'content": "', b'"arguments":"', b'"arguments": "')
-_CHAT_EMPTY = (b'content":""', b'content": ""', b'"arguments":""', b'"arguments": ""')
-_TEXT_DELTAS = (b'"text":"', b'"text": "')
-_TEXT_EMPTY = (b'"text":""', b'"text": ""')
+# tokens. Compact JSON is what these servers write; the spaced form (Python's json.dumps defaults) is looked for only
+# when the compact one is absent. This runs on every output of a metered stream: a few byte scans, no parsing (the
+# first version, a sum over eight patterns, measured +52k instructions per streamed request).
 _DONE = b"data: [DONE]"
+_DONE_ENDS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n")
 
 
-def _deltas(out: bytes, marks: tuple[bytes, ...], empty: tuple[bytes, ...]) -> int:
-    return sum(out.count(m) for m in marks) - sum(out.count(e) for e in empty)
+def _chat_deltas(out: bytes) -> int:
+    at = out.find(b'content":"')  # "content" and "reasoning_content"
+    if at < 0:
+        spaced = out.count(b'content": "')
+        return spaced - out.count(b'content": ""') if spaced else 0
+    if out.find(b'content":"', at + 10) < 0:
+        # One delta in this output, the usual case: one pass over it and a look at the byte after the match.
+        return 0 if out.startswith(b'"', at + 10) else 1
+    return out.count(b'content":"') - out.count(b'content":""')
+
+
+def _tool_deltas(out: bytes) -> int:
+    """As ``_chat_deltas``, with tool-call arguments (only a request with tools can get them back)."""
+    n = _chat_deltas(out)
+    if out.find(b'"arguments"') >= 0:  # find: faster than `in` here
+        n += out.count(b'"arguments":"') + out.count(b'"arguments": "')
+        n -= out.count(b'"arguments":""') + out.count(b'"arguments": ""')
+    return n
+
+
+def _text_deltas(out: bytes) -> int:
+    n = out.count(b'"text":"')
+    if n:
+        return n - out.count(b'"text":""')
+    return out.count(b'"text": "') - out.count(b'"text": ""')
 
 
 class StreamUsageTap(StreamTranslator):
@@ -210,13 +230,13 @@ class StreamUsageTap(StreamTranslator):
     Without ``strip`` nothing has to change in flight, so usage is read once the stream ended (or, with
     ``supply``, at its ``[DONE]``), from its last three outputs: servers send it in the last events, just before
     ``[DONE]`` (OpenAI, vLLM, llama.cpp, Ollama), and looking for it in every chunk measured about a fifth of
-    what a stream costs at the gateway. ``text`` marks a legacy completions stream (``"text"`` deltas)."""
+    what a stream costs at the gateway. ``text`` marks a legacy completions stream (``"text"`` deltas), ``tools`` a
+    request that offered tools (their argument deltas count too)."""
 
     __slots__ = (
-        "_empty",
+        "_count",
         "_inner",
         "_last",
-        "_marks",
         "_scanned",
         "_strip",
         "_supply",
@@ -232,12 +252,13 @@ class StreamUsageTap(StreamTranslator):
         *,
         strip: bool,
         text: bool = False,
+        tools: bool = False,
         supply: dict[str, Any] | None = None,
     ) -> None:
         self._inner = inner
         self._strip = strip
-        self._marks: tuple[bytes, ...] = _TEXT_DELTAS if text else _CHAT_DELTAS
-        self._empty: tuple[bytes, ...] = _TEXT_EMPTY if text else _CHAT_EMPTY
+        # Tool-call argument deltas only come back to a request that offered tools; others skip looking for them.
+        self._count = _text_deltas if text else _tool_deltas if tools else _chat_deltas
         # The request, when the client asked for usage: the prompt is estimated from it if the upstream is silent.
         self._supply = supply
         self._scanned = False  # the final outputs were searched for usage already
@@ -250,11 +271,11 @@ class StreamUsageTap(StreamTranslator):
         out = self._inner.feed(chunk)
         if not out:
             return out
-        self.content_events += _deltas(out, self._marks, self._empty)
+        self.content_events += self._count(out)
         if self._strip:
             return self._scan(out)
-        if self._supply is not None and _DONE in out:
-            at = out.index(_DONE)
+        if self._supply is not None and out.endswith(_DONE_ENDS):  # [DONE] is the last event: no scan
+            at = out.rindex(_DONE)
             self._find_usage(out[:at])
             if self.usage is None:
                 out = out[:at] + self._supplied(out[:at]) + out[at:]
@@ -266,7 +287,7 @@ class StreamUsageTap(StreamTranslator):
     def end(self) -> bytes:
         out = self._inner.end()
         if out:
-            self.content_events += _deltas(out, self._marks, self._empty)
+            self.content_events += self._count(out)
             if self._strip:
                 return self._scan(out)
         if not self._scanned:
@@ -297,7 +318,7 @@ class StreamUsageTap(StreamTranslator):
             template = _last_chunk(out)
             if template:
                 break
-        text = self._marks is _TEXT_DELTAS
+        text = self._count is _text_deltas
         chunk: dict[str, Any] = {
             "id": template.get("id") or "",
             "object": template.get("object") or ("text_completion" if text else "chat.completion.chunk"),
