@@ -15,6 +15,12 @@ Modes (``FaultServer.set_mode``):
     status_429         429 with ``Retry-After: retry_after``
     stall_first_token  200 with SSE headers, then nothing
     garbage            bytes that are not HTTP, then close
+    huge_length        200 with ``Content-Length: huge_bytes`` (a chat completion padded to that size), any POST
+    huge_chunked       the same answer chunked, without a length
+    huge_error         500 with a chunked error body of ``huge_bytes``
+
+The huge modes write their body in 1 MiB pieces for as long as the peer reads (never holding it whole);
+``huge_type`` is their 2xx content type (e.g. image/png for an image server answering the file itself).
 
 ``probe_mode`` (default: the same as ``mode``) lets health probes see another behaviour than API requests.
 """
@@ -34,6 +40,9 @@ from typing import Any
 from .servers import BackgroundLoop, free_port
 
 MODES = ("ok", "refuse", "reset_mid_body", "hang", "status_500", "status_429", "stall_first_token", "garbage")
+# Apart from MODES, which tests run every fault through (a huge body is no fault of every request path).
+HUGE_MODES = ("huge_length", "huge_chunked", "huge_error")
+HUGE_PIECE = 1024 * 1024
 PROBE_PATH = "/v1/models"
 
 
@@ -68,13 +77,16 @@ class FaultServer:
     """
 
     def __init__(self, bg: BackgroundLoop, name: str = "fault", mode: str = "ok", *, retry_after: int = 30) -> None:
-        if mode not in MODES:
+        if mode not in (*MODES, *HUGE_MODES):
             raise ValueError(f"unknown mode {mode!r}")
         self.bg = bg
         self.name = name
         self.mode = mode
         self.probe_mode: str | None = None
         self.retry_after = retry_after
+        self.huge_bytes = 2 * 1024**3  # body size of the huge modes
+        self.huge_type = "application/json"
+        self.huge_sent = 0  # body bytes the huge modes got written (into the socket buffers, at least)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.requests: Counter[str] = Counter()
@@ -91,7 +103,8 @@ class FaultServer:
         return self
 
     def set_mode(self, mode: str, *, probe_mode: str | None = None) -> None:
-        if mode not in MODES or (probe_mode is not None and probe_mode not in MODES):
+        known = (*MODES, *HUGE_MODES)
+        if mode not in known or (probe_mode is not None and probe_mode not in known):
             raise ValueError(f"unknown mode {mode!r}/{probe_mode!r}")
         self.bg.run(self._apply(mode, probe_mode))
 
@@ -182,6 +195,8 @@ class FaultServer:
             _write_response(writer, 500, body)
             await writer.drain()
             return True
+        if mode in HUGE_MODES and not probe:
+            return await self._huge(writer, mode, payload)
         if mode == "status_429":
             body = _error("slow down", "rate_limit_error")
             _write_response(writer, 429, body, {"Retry-After": str(self.retry_after)})
@@ -235,6 +250,43 @@ class FaultServer:
 
     def _models(self) -> bytes:
         return json.dumps({"object": "list", "data": [{"id": self.name, "object": "model"}]}).encode()
+
+    async def _huge(self, writer: asyncio.StreamWriter, mode: str, payload: Any) -> bool:
+        size = self.huge_bytes
+        if mode == "huge_error":
+            status, ctype = 500, "application/json"
+            head, tail = b'{"error": {"message": "', b'", "type": "server_error", "param": null, "code": null}}'
+        else:
+            status, ctype = 200, self.huge_type
+            model = json.dumps(payload.get("model") if isinstance(payload, dict) else None).encode()
+            head = b'{"id": "chatcmpl-huge", "object": "chat.completion", "created": 0, "model": ' + model
+            head += b', "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+            tail = b'"}, "logprobs": null, "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, '
+            tail += b'"completion_tokens": 3, "total_tokens": 8}}'
+        framing = {"Content-Length": str(size)} if mode == "huge_length" else {"Transfer-Encoding": "chunked"}
+        _write_head(writer, status, {"Content-Type": ctype, **framing})
+        chunked = mode != "huge_length"
+        filler = b"a" * HUGE_PIECE
+        left = max(size - len(head) - len(tail), 0)
+        pieces = [head]
+        while True:
+            while left and sum(map(len, pieces)) < HUGE_PIECE:
+                n = min(left, HUGE_PIECE)
+                pieces.append(filler[:n])
+                left -= n
+            if not left:
+                pieces.append(tail)
+            data = b"".join(pieces)
+            pieces = []
+            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n" if chunked else data)
+            await writer.drain()  # raises once the peer dropped the connection: the answer was cut off
+            self.huge_sent += len(data)
+            if not left:
+                break
+        if chunked:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        return True
 
     def _completion(self, payload: dict[str, Any]) -> bytes:
         return json.dumps(

@@ -464,8 +464,9 @@ async def test_every_write_is_audited_without_secrets(store: Store, client: Clie
 async def test_login_is_throttled_per_ip(store: Store, client: Client, settings: Settings, clock: Clock) -> None:
     settings.admin = AdminConfig(login_attempts_per_minute=3)
     await store.create_admin("root", PASSWORD)
-    for name in ("a", "b", "c"):  # three usernames: only the address is common
-        assert (await client.attempt(name, "x")).status == 401
+    # 4 x 3 a minute from one address, over any usernames (so several admins behind one NAT each get their 3).
+    for n in range(12):
+        assert (await client.attempt(f"user{n}", "x")).status == 401
     clock.advance(10)
     throttled = await client.attempt("root", PASSWORD)
     assert throttled.status == 429
@@ -476,32 +477,65 @@ async def test_login_is_throttled_per_ip(store: Store, client: Client, settings:
     assert (await client.attempt("root", PASSWORD)).status == 200
 
 
-async def test_login_is_throttled_per_username(store: Store, client: Client, settings: Settings, clock: Clock) -> None:
+async def test_login_is_throttled_per_username_and_address(
+    store: Store, client: Client, settings: Settings, clock: Clock
+) -> None:
     settings.admin = AdminConfig(login_attempts_per_minute=2)
     await store.create_admin("root", PASSWORD)
-    for n in range(2):
-        assert (await client.attempt("root", "x", ip=f"10.0.0.{n}")).status == 401
-    # From a fresh address, even with the right password: the account is being guessed at.
-    throttled = await client.attempt("root", PASSWORD, ip="10.0.0.99")
+    for _ in range(2):
+        assert (await client.attempt("root", "x", ip="10.0.0.1")).status == 401
+    # That address, even with the right password: it is guessing at this account.
+    throttled = await client.attempt("root", PASSWORD, ip="10.0.0.1")
     assert throttled.status == 429
     assert throttled.headers["retry-after"] == "60"
     # The same answer for a username that does not exist: throttling tells nothing about who exists.
-    for n in range(2):
-        await client.attempt("ghost", "x", ip=f"10.1.0.{n}")
-    ghost = await client.attempt("ghost", "x", ip="10.1.0.99")
+    for _ in range(2):
+        await client.attempt("ghost", "x", ip="10.1.0.1")
+    ghost = await client.attempt("ghost", "x", ip="10.1.0.1")
     assert (ghost.status, ghost.error) == (429, throttled.error)
+    # The address may still try other usernames (up to its own limit).
+    assert (await client.attempt("other", "x", ip="10.0.0.1")).status == 401
     clock.advance(60)
-    assert (await client.login("root", ip="10.0.0.99")).startswith("mrt-")
+    assert (await client.login("root", ip="10.0.0.1")).startswith("mrt-")
+
+
+async def test_bad_passwords_from_anywhere_do_not_lock_the_admin_out(
+    store: Store, client: Client, settings: Settings, clock: Clock
+) -> None:
+    settings.admin = AdminConfig(login_attempts_per_minute=5)
+    await store.create_admin("admin", PASSWORD)
+    # Anyone, from a few addresses, guessing at `admin` as fast as they are let.
+    for ip in ("203.0.113.1", "203.0.113.2", "203.0.113.3"):
+        for _ in range(6):
+            assert (await client.attempt("admin", "guess", ip=ip)).status in (401, 429)
+    # The real admin, from an address of its own, gets in.
+    assert (await client.login("admin", ip="10.0.0.7")).startswith("mrt-")
+
+
+async def test_login_password_checks_have_a_global_cap(
+    store: Store, client: Client, settings: Settings, clock: Clock
+) -> None:
+    # The password hash is the expensive part: many addresses together get at most 20 x the limit a minute.
+    settings.admin = AdminConfig(login_attempts_per_minute=2)
+    await store.create_admin("root", PASSWORD)
+    for n in range(40):
+        assert (await client.attempt(f"user{n % 7}", "x", ip=f"10.2.{n}.1")).status == 401
+    clock.advance(30)
+    capped = await client.attempt("root", PASSWORD, ip="10.3.0.1")
+    assert capped.status == 429
+    assert capped.headers["retry-after"] == "30"
+    clock.advance(30)
+    assert (await client.login("root", ip="10.3.0.1")).startswith("mrt-")
 
 
 def test_login_throttle_forgets_quiet_clients() -> None:
     clock = Clock()
     limiter = AttemptLimiter(clock)
     for n in range(100):  # a guesser trying many usernames
-        assert limiter.check(5, f"user:{n}") is None
+        assert limiter.check((f"user:{n}", 5)) is None
     assert len(limiter) == 100
     clock.advance(61)
-    assert limiter.check(5, "ip:10.0.0.1") is None
+    assert limiter.check(("ip:10.0.0.1", 5)) is None
     assert len(limiter) == 1
 
 

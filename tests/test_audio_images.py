@@ -454,6 +454,40 @@ def test_malformed_multipart_is_400(stt: tuple[FormFake, str, GatewayServer]) ->
     assert fake.requests == []
 
 
+@pytest.mark.parametrize(
+    "tail",
+    [b"", b"\r\n", b"\r\n--b0undary", b"\r\n--b0undary-", b"\r\n--b0undary\r\n"],
+    ids=["cut-in-the-file", "cut-before-boundary", "boundary-without-dashes", "one-dash", "next-part-never-came"],
+)
+def test_multipart_without_its_closing_boundary_is_400(stt: tuple[FormFake, str, GatewayServer], tail: bytes) -> None:
+    # A client that stopped mid-upload (or a truncating proxy) must not have the part it sent forwarded as a
+    # complete file.
+    fake, _url, gw = stt
+    body = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper\r\n'
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="x.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n" + AUDIO[:1000] + tail
+    )
+    resp = httpx2.post(
+        gw.url + "/v1/audio/transcriptions",
+        content=body,
+        headers={"content-type": "multipart/form-data; boundary=b0undary"},
+        timeout=10,
+    )
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert (err["type"], err["code"]) == ("invalid_request_error", "incomplete_multipart")
+    assert fake.requests == []
+    # The same body with its closing boundary goes through.
+    resp = httpx2.post(
+        gw.url + "/v1/audio/transcriptions",
+        content=body.removesuffix(tail) + b"\r\n--b0undary--\r\n",
+        headers={"content-type": "multipart/form-data; boundary=b0undary"},
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+
+
 # --------------------------------------------------------------------------------------------------------------
 # /v1/images/generations and /v1/images/edits
 

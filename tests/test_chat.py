@@ -806,6 +806,37 @@ def test_malformed_json_is_400(one_of_each: tuple[FakeOpenAI, GatewayServer]) ->
     assert fake.requests == []
 
 
+@pytest.mark.parametrize("depth", [129, 254, 255, 1024, 1025])
+def test_deeply_nested_json_is_400(one_of_each: tuple[FakeOpenAI, GatewayServer], depth: int) -> None:
+    # 255-1024 levels parse but cannot be serialised again for the upstream (orjson's limit is 254): that was a
+    # 500 with a traceback per request. Every depth past the one limit (128) is the same 400, at parse time.
+    fake, gw = one_of_each
+    nested = b'{"a":' * (depth - 3) + b"1" + b"}" * (depth - 3)  # the body, messages and one message: 3 levels
+    body = b'{"model": "m-chat", "messages": [{"role": "user", "content": "hi", "x": ' + nested + b"}]}"
+    resp = raw_request(gw.url, "POST", CHAT, body, {"Content-Type": "application/json"})
+    assert resp.status == 400, resp.body[:300]
+    err = assert_error_shape(resp.body)
+    assert (err["type"], err["code"]) == ("invalid_request_error", "json_too_deep")
+    assert fake.requests == []
+
+
+def test_json_at_the_depth_limit_and_with_many_brackets_is_forwarded(
+    one_of_each: tuple[FakeOpenAI, GatewayServer],
+) -> None:
+    fake, gw = one_of_each
+    nested = b"[" * 125 + b"1" + b"]" * 125  # 128 levels with the body, messages and the message
+    many = b"[" + b",".join([b'{"a": [1, {"b": []}]}'] * 500) + b"]"  # many brackets, shallow
+    text = b'"' + b"[[[[{{{{" * 50 + b'"'  # brackets inside a string are no nesting
+    body = b'{"model": "m-chat", "messages": [{"role": "user", "content": "hi", "x": %s, "y": %s, "z": %s}]}' % (
+        nested,
+        many,
+        text,
+    )
+    resp = raw_request(gw.url, "POST", CHAT, body, {"Content-Type": "application/json"})
+    assert resp.status == 200, resp.body[:300]
+    assert len(fake.requests) == 1
+
+
 def test_json_body_that_is_not_an_object_is_400(one_of_each: tuple[FakeOpenAI, GatewayServer]) -> None:
     _fake, gw = one_of_each
     resp = raw_request(gw.url, "POST", CHAT, [{"model": "m-chat"}])

@@ -202,6 +202,23 @@ def test_stale_and_invalid_changes_are_refused(
     assert gw.gateway.config.services["chat"].load_balance == "random"
 
 
+def test_deeply_nested_admin_bodies_are_400(
+    upstreams: dict[str, str], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    # Deep values used to reach the config edit (a deep copy, the YAML text) and fail there: a 500. The admin
+    # API's bodies have the same depth limit as the /v1 API's.
+    gw = start_gateway(_chat_config({"name": "m", "base_url": upstreams["a"]}), config_source="store")
+    admin = Admin(gw)
+    for depth in (129, 500, 1024):
+        deep = b'{"a":' * depth + b"1" + b"}" * depth
+        body = b'{"version": 1, "value": {"gpt-4o": ' + deep + b"}}"
+        reply = admin.call("PUT", "/config/sections/aliases", content=body)
+        assert reply.status_code == 400, (depth, reply.text)
+        error = reply.json()["error"]
+        assert (error["type"], error["code"]) == ("invalid_request_error", "json_too_deep")
+    assert admin.version() == 1
+
+
 def test_aliases_and_limits_apply_live(upstreams: dict[str, str], start_gateway: Callable[..., GatewayServer]) -> None:
     gw = start_gateway(_chat_config({"name": "m", "base_url": upstreams["a"]}), config_source="store")
     admin = Admin(gw)
@@ -261,19 +278,21 @@ def test_file_mode_records_versions_and_refuses_writes(
 def test_secrets_are_masked_in_views_and_kept_through_edits(
     upstreams: dict[str, str], start_gateway: Callable[..., GatewayServer]
 ) -> None:
-    instance = {"name": "m", "base_url": upstreams["a"], "headers": {"Authorization": "Bearer sk-upstream-secret"}}
+    # Store mode refuses a literal credential header (tests/test_config_secrets.py); views still mask every literal
+    # header value, one that is not a credential by its name too.
+    instance = {"name": "m", "base_url": upstreams["a"], "headers": {"OpenAI-Organization": "org-upstream-secret"}}
     gw = start_gateway(_chat_config(instance), config_source="store")
     admin = Admin(gw)
     view = admin.call("GET", "/config").json()
-    assert "sk-upstream-secret" not in str(view)
-    assert view["config"]["services"]["chat"]["instances"][0]["headers"]["Authorization"] == "********"
+    assert "org-upstream-secret" not in str(view)
+    assert view["config"]["services"]["chat"]["instances"][0]["headers"]["OpenAI-Organization"] == "********"
     # Whole config back with the mask in it, one other change: the secret stays what it was.
     doc = view["config"]
     doc["services"]["chat"]["load_balance"] = "random"
     assert admin.call("PUT", "/config", json={"version": 1, "config": doc}).status_code == 200
     export = admin.call("GET", "/config/export").json()  # admins only: the text as stored
-    assert "Bearer sk-upstream-secret" in export["config"]
-    assert gw.gateway.config.services["chat"].instances[0].headers["Authorization"] == "Bearer sk-upstream-secret"
+    assert "org-upstream-secret" in export["config"]
+    assert gw.gateway.config.services["chat"].instances[0].headers["OpenAI-Organization"] == "org-upstream-secret"
 
 
 def test_store_mode_restart_keeps_the_stored_config(

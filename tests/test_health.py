@@ -54,6 +54,9 @@ class ScriptedResponse:
             self.chunks_read += 1
             yield self.body[i : i + 16 * 1024]
 
+    def first_event(self) -> None:
+        pass
+
     def close(self) -> None:
         self.closed = True
 

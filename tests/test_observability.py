@@ -58,7 +58,7 @@ def test_requests_durations_tokens_and_upstream_timings(
 ) -> None:
     _, url, _, _ = two
     gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
-    instance = f"m@{url}"
+    instance = "m#1"  # the public name: never the URL (clients must not learn the topology)
     before = scrape(gw)
     sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
     after = scrape(gw)
@@ -95,7 +95,7 @@ def test_streams_count_ttft_duration_and_tokens(
     fake, url, _, _ = two
     fake.stream_events = 4
     gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
-    instance = f"m@{url}"
+    instance = "m#1"
     before = scrape(gw)
     chunks = list(
         sdk(gw).chat.completions.create(
@@ -187,8 +187,8 @@ def test_breaker_health_in_flight_and_active_gauges(
         with pytest.raises(openai.InternalServerError):
             sdk(gw).chat.completions.create(model="m", messages=USER)  # type: ignore[arg-type]
     series = scrape(gw)
-    assert value(series, "modelrouter_instance_breaker_state", service="chat", instance=f"m@{url_a}") == 2
-    assert value(series, "modelrouter_instance_breaker_state", service="chat", instance=f"slow@{url_b}") == 0
+    assert value(series, "modelrouter_instance_breaker_state", service="chat", instance="m#1") == 2
+    assert value(series, "modelrouter_instance_breaker_state", service="chat", instance="slow#1") == 0
 
     b.delay = 1.0
     done = threading.Event()
@@ -199,14 +199,14 @@ def test_breaker_health_in_flight_and_active_gauges(
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         series = scrape(gw)
-        if value(series, "modelrouter_instance_in_flight", service="chat", instance=f"slow@{url_b}") == 1:
+        if value(series, "modelrouter_instance_in_flight", service="chat", instance="slow#1") == 1:
             break
         time.sleep(0.02)
-    assert value(series, "modelrouter_instance_in_flight", service="chat", instance=f"slow@{url_b}") == 1
+    assert value(series, "modelrouter_instance_in_flight", service="chat", instance="slow#1") == 1
     assert value(series, "modelrouter_active_requests") == 1
     assert done.wait(5)
     series = scrape(gw)
-    assert value(series, "modelrouter_instance_in_flight", service="chat", instance=f"slow@{url_b}") == 0
+    assert value(series, "modelrouter_instance_in_flight", service="chat", instance="slow#1") == 0
     assert value(series, "modelrouter_active_requests") == 0
 
 
@@ -255,7 +255,7 @@ def test_request_id_headers_and_access_log(
         model="m", messages=[{"role": "user", "content": secret_prompt}], extra_headers={"X-Request-ID": "trace-me-42"}
     )
     assert raw.headers["x-request-id"] == "trace-me-42"
-    assert raw.headers["x-modelrouter-instance"] == f"chat/m@{url}"
+    assert raw.headers["x-modelrouter-instance"] == "m#1"
     overhead = float(raw.headers["x-modelrouter-overhead-ms"])
     assert 0 <= overhead < 1000
     timing = raw.headers["server-timing"]
@@ -287,7 +287,7 @@ def test_request_id_headers_and_access_log(
     assert (first["endpoint"], first["model"], first["instance"], first["status"]) == (
         "chat",
         "m",
-        f"chat/m@{url}",
+        "m#1",
         200,
     )
     assert (first["prompt_tokens"], first["completion_tokens"], first["retries"]) == (5, 3, 0)

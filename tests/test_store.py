@@ -508,6 +508,29 @@ async def test_audit_log(store: Store, clock: Clock) -> None:
     assert len(await store.list_audit(limit=1)) == 1
 
 
+async def test_prune_deletes_usage_and_audit_past_their_retention_in_batches(store: Store, clock: Clock) -> None:
+    day = 86400.0
+    now = clock.now = float(int(clock.now))  # whole seconds: the store keeps microseconds
+    old = [UsageRecord(ts=now - 100 * day + n, model="gpt", endpoint="chat", status=200) for n in range(2500)]
+    recent = [UsageRecord(ts=now - 89 * day + n, model="gpt", endpoint="chat", status=200) for n in range(3)]
+    await store.insert_usage(old + recent)
+    # Three batches of at most 1,000 rows, each its own transaction; the boundary itself is kept.
+    assert await store.prune_usage(now - 90 * day, batch=1000) == 2500
+    assert sorted(u.ts for u in await store.query_usage()) == [r.ts for r in recent]
+    assert await store.prune_usage(now - 90 * day) == 0
+    assert await store.prune_usage(recent[1].ts) == 1  # strictly older than `before`
+    assert [u.ts for u in await store.query_usage()] == [recent[2].ts, recent[1].ts]
+
+    clock.now = now - 400 * day
+    await store.audit("cli:ann", "key.create", "key:1")
+    clock.now = now - 10 * day
+    await store.audit("admin:bob", "key.revoke", "key:1")
+    clock.now = now
+    assert await store.prune_audit(now - 365 * day) == 1
+    assert [e.actor for e in await store.list_audit()] == ["admin:bob"]
+    assert len(await store.query_usage()) == 2  # each table by its own retention
+
+
 async def test_config_versions(store: Store) -> None:
     v1 = await store.add_config_version("server: {port: 1}\n", author="root", comment="first")
     v2 = await store.add_config_version("server: {port: 2}\n", author="root")
@@ -577,3 +600,48 @@ async def test_two_stores_see_each_others_writes(config: StoreConfig) -> None:
         )
         assert len(await cli.list_keys()) == 41
         assert await gateway.keys_version() == before + 40
+
+
+def test_the_gateway_prunes_its_store_in_the_background(
+    start_gateway: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelrouter import app
+    from modelrouter.store._schema import audit_log
+
+    monkeypatch.setattr(app, "PRUNE_FIRST", 0.0)
+    monkeypatch.setattr(app, "PRUNE_INTERVAL", 0.05)
+    gw = start_gateway(
+        {
+            "store": {"data_dir": str(tmp_path / "data")},
+            "usage": {"enabled": True, "retention_days": 30},
+            "admin": {"audit_retention_days": 60},
+        }
+    )
+    store: Store = gw.gateway.store
+    day, now = 86400.0, time.time()
+    records = [UsageRecord(ts=now - days * day, model="m", endpoint="chat", status=200) for days in (40, 31, 29, 1)]
+
+    async def fill() -> None:
+        await store.insert_usage(records)
+        async with store._write() as conn:
+            for days in (70, 50):
+                await conn.execute(
+                    audit_log.insert().values(ts=now - days * day, actor="a", action="x", target="t", detail={})
+                )
+
+    gw.bg.run(fill())
+
+    async def left() -> tuple[list[float], list[float]]:
+        return [u.ts for u in await store.query_usage()], [e.ts for e in await store.list_audit()]
+
+    deadline = time.monotonic() + 10
+    while len(gw.bg.run(left())[0]) > 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    usage, audit = gw.bg.run(left())
+    assert usage == pytest.approx([now - 1 * day, now - 29 * day])
+    assert audit[-1:] == pytest.approx([now - 50 * day])  # the audit log by its own, longer, retention
+    pruner = gw.gateway._pruner
+    assert pruner is not None
+    assert not pruner.done()
+    gw.stop()
+    assert pruner.done()

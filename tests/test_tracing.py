@@ -183,15 +183,15 @@ def test_one_request_traces_auth_limits_routing_and_upstream(
         "modelrouter.request_id": raw.headers["x-request-id"],
         "http.response.status_code": 200,
         "modelrouter.model": "m",
-        "modelrouter.instance": instance.id,
+        "modelrouter.instance": instance.name,
         "modelrouter.attempts": 1,
         "gen_ai.usage.input_tokens": 5,
         "gen_ai.usage.output_tokens": 3,
     }
     (routing,) = named(spans, "routing")
-    assert dict(routing.attributes or {}) == {"modelrouter.model": "m", "modelrouter.instance": instance.id}
+    assert dict(routing.attributes or {}) == {"modelrouter.model": "m", "modelrouter.instance": instance.name}
     (upstream,) = named(spans, "upstream")
-    assert dict(upstream.attributes or {}) == {"modelrouter.instance": instance.id, "http.response.status_code": 200}
+    assert dict(upstream.attributes or {}) == {"modelrouter.instance": instance.name, "http.response.status_code": 200}
 
     # The upstream was told it is a child of the upstream span, in the request's trace.
     (rec,) = fake.requests
@@ -270,7 +270,7 @@ def test_failover_gives_one_upstream_span_per_attempt_the_failed_one_an_error(
     root = assert_tree(spans)
     first, second = named(spans, "upstream")
     assert len(named(spans, "routing")) == 2
-    by_url = {i.base_url: i.id for i in gw.gateway.table.all_instances()}
+    by_url = {i.base_url: i.name for i in gw.gateway.table.all_instances()}
 
     assert first.attributes is not None
     assert second.attributes is not None

@@ -196,7 +196,7 @@ def test_usage_records_reach_the_store(start_upstream, start_gateway, tmp_path: 
         assert record.prompt_tokens == 5
         assert record.completion_tokens == 3
         assert record.instance
-        assert record.instance.startswith("chat/m@")
+        assert record.instance == "m#1"  # the public name, as in x-modelrouter-instance
         assert record.latency_ms is not None
         assert record.latency_ms > 0
     assert by_endpoint[1].ttft_ms is not None

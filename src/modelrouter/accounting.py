@@ -19,7 +19,7 @@ from typing import Any
 from .auth import Principal
 from .config.model import Config, LimitRule
 from .endpoints import Endpoint
-from .errors import QuotaExceeded, RateLimited
+from .errors import QuotaExceeded, RateLimited, echo
 from .front.multipart import Form
 from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
 from .metrics import Metrics
@@ -121,7 +121,7 @@ class Accounting:
         rule = items[len(decisions) - 1][2]
         self._refused("instance")
         return RateLimited(
-            f"Every instance of model '{model}' is at its rate limit ({_describe(rule)})",
+            f"Every instance of model '{echo(model)}' is at its rate limit ({_describe(rule)})",
             headers=_limit_headers(refusal, rule),
         )
 

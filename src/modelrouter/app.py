@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from .pipeline import Pipeline
 from .redaction import ContentMasks, install_log_redaction
 from .routing.health import HealthChecker
 from .routing.router import RoutingTable
-from .telemetry import Telemetry
+from .telemetry import MetricsListener, Telemetry
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
 from .usage import UsageRecorder
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("modelrouter")
+
+# Usage records and audit entries past their retention are deleted this often; the first time a random part of
+# PRUNE_FIRST after the store opens, so that replicas and workers started together do not all prune at once (each
+# pruning is harmless: they delete the same expired rows, and whoever comes second finds fewer or none).
+PRUNE_INTERVAL = 3600.0
+PRUNE_FIRST = 300.0
 
 
 class Gateway(FrontDoor):
@@ -65,6 +72,7 @@ class Gateway(FrontDoor):
             live_state=self.live_state,
         )
         self._refresher: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
         self._opening = False  # the store is being opened in the background
         self._publisher: asyncio.Task[None] | None = None
@@ -73,6 +81,12 @@ class Gateway(FrontDoor):
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
         self.freeze_heap = False
         self.telemetry = Telemetry(self)
+        # observability.metrics_listen as started with: bound once, at startup (a reload that changes it is
+        # reported, not applied). While set, the main port does not serve /metrics.
+        self.metrics_listen = config.observability.metrics_listen
+        self.metrics_listener: MetricsListener | None = None
+        self._exposition: Callable[[], tuple[bytes, str]] | None = None
+        self.pipeline.max_event_bytes = server.max_event_bytes
         self._apply_auth(config)
         self._apply_redaction(config)
         self._apply_observability()
@@ -146,7 +160,9 @@ class Gateway(FrontDoor):
         self.pipeline.metrics = metrics
         if self.accounting is not None:
             self.accounting.metrics = metrics
-        self.metrics_exposition = self.telemetry.exposition if metrics is not None else None
+        self._exposition = self.telemetry.exposition if metrics is not None else None
+        self.metrics_exposition = None if self.metrics_listen is not None else self._exposition
+        self.metrics_token = self.config.observability.metrics_token
 
     def _apply_redaction(self, config: Config) -> None:
         redaction = config.redaction
@@ -208,6 +224,29 @@ class Gateway(FrontDoor):
                 log.warning("could not refresh keys or config from the store: %s", exc)
             await asyncio.sleep(self.config.store.refresh_interval)
 
+    async def _prune_store(self, store: Store) -> None:
+        """Delete usage records and audit entries older than ``usage.retention_days`` and
+        ``admin.audit_retention_days`` (read at each run: a reload applies). Its own task, never on the request path;
+        the store deletes in short batches, so the usage recorder and admin writes get in between. Every replica
+        runs one: only one is needed, several do no harm."""
+        await asyncio.sleep(random.uniform(0, PRUNE_FIRST))
+        while True:
+            now = time.time()
+            for what, days, prune in (
+                ("usage records", self.config.usage.retention_days, store.prune_usage),
+                ("audit log entries", self.config.admin.audit_retention_days, store.prune_audit),
+            ):
+                if days is None:
+                    continue
+                try:
+                    deleted = await prune(now - days * 86400)
+                except Exception as exc:  # the store is down: try again next time
+                    log.warning("could not delete %s older than %d days: %s", what, days, exc)
+                    continue
+                if deleted:
+                    log.info("deleted %d %s older than %d days", deleted, what, days)
+            await asyncio.sleep(PRUNE_INTERVAL)
+
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
 
@@ -244,6 +283,7 @@ class Gateway(FrontDoor):
         # Before log redaction is installed: custom patterns must not mask the one-time password.
         await ensure_first_admin(store)
         self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_store(store), name="store prune")
 
     def reload(self, config: Config) -> None:
         """Build a new routing table (keeping the state of unchanged instances) and swap it in atomically.
@@ -267,6 +307,13 @@ class Gateway(FrontDoor):
         self.max_upload_bytes = server.max_upload_bytes
         self.spool_bytes = server.spool_memory_bytes
         self.validate_parameters = server.validate_parameters
+        self.pipeline.max_event_bytes = server.max_event_bytes
+        if config.observability.metrics_listen != self.metrics_listen:
+            log.warning(
+                "observability.metrics_listen changed to %s (started with %s): that needs a restart",
+                config.observability.metrics_listen,
+                self.metrics_listen,
+            )
         self.config = config
         self._apply_observability()
 
@@ -278,6 +325,13 @@ class Gateway(FrontDoor):
             if self._apply_accounting(self.config):
                 await self._seed_quotas(self.store, time.time())
         config = self.config
+        if self.metrics_listen is not None:
+            from .config.model import split_address
+
+            host, port = split_address(self.metrics_listen)
+            self.metrics_listener = MetricsListener(lambda: self._exposition, lambda: self.metrics_token)
+            # Workers share the address (SO_REUSEPORT); whichever answers adds up the others' counters.
+            await self.metrics_listener.start(host, port, reuse_port=self.telemetry.exchange is not None)
         if self.telemetry.exchange is not None:
             self._publisher = asyncio.get_running_loop().create_task(self.telemetry.publish_every(), name="metrics")
         log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
@@ -292,15 +346,18 @@ class Gateway(FrontDoor):
             gc.freeze()
 
     async def shutdown(self) -> None:
+        if self.metrics_listener is not None:
+            await self.metrics_listener.aclose()
         await self.health.aclose()
         if self._tasks:  # a store being opened, quotas being seeded, a usage recorder's last writes
             await asyncio.wait(self._tasks, timeout=5)
         if self._publisher is not None:
             self._publisher.cancel()
         self.telemetry.close()
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        for task in (self._refresher, self._pruner):
+            if task is not None:
+                task.cancel()  # a prune stopped between or within a batch leaves only fewer rows to delete
+                await asyncio.gather(task, return_exceptions=True)
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.store is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .config.model import ApiKeyConfig, KeyQuotas, LimitRule
-from .errors import AuthenticationFailed, PermissionDenied
+from .errors import AuthenticationFailed, PermissionDenied, echo
 from .keys import hash_secret
 from .limits.quota import key_rate_rules
 
@@ -54,7 +54,7 @@ class Principal:
 
     def check(self, service: str, requested: str, model: str) -> None:
         if not self.may_use(service, requested, model):
-            raise PermissionDenied(f"This API key may not use the model '{requested}'", param="model")
+            raise PermissionDenied(f"This API key may not use the model '{echo(requested)}'", param="model")
 
 
 def principal_from_config(key: ApiKeyConfig) -> Principal:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from .cli_store import CommandError, Subparsers, _actor, _positive, _store_options, _table, _with_store
 from .config.load import ConfigError, read_config_text
-from .control import diff_texts, file_mode_refusal, parse_text
+from .control import diff_texts, file_mode_refusal, parse_text, secret_problems, stored_text
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy: import it only when a command runs
     from .store import ConfigVersion, Store
@@ -123,8 +123,9 @@ async def _versions(store: Store, args: argparse.Namespace) -> int:
 
 
 async def _export(store: Store, args: argparse.Namespace) -> int:
-    """``show`` and ``export``: the text exactly as stored - no newline added, secrets not masked - so that the
-    output is a faithful backup and loads as the same config."""
+    """``show`` and ``export``: the text exactly as stored - no newline added, nothing masked here - so that the
+    output is a faithful backup and loads as the same config. (Literal secrets are never stored: a version recorded
+    in file mode holds them masked, and a file written from it needs them filled back in.)"""
     found = await _find(store, args.version)
     if args.output is None:
         sys.stdout.write(found.config)
@@ -157,10 +158,19 @@ def _import(args: argparse.Namespace) -> int:
     try:
         text = read_config_text(args.file)
         parse_text(text, args.file)
+        _refuse_literal_secrets(text, args.file)
     except ConfigError as exc:
         return _problems(args.file, exc, "")
-    args.text = text
+    args.text = stored_text(text)  # a password in store.database_url masked
     return _with_store(_save_import)(args)
+
+
+def _refuse_literal_secrets(text: str, source: str) -> None:
+    # Import and rollback only save in store mode, where the store is the truth: as the admin API does, refuse
+    # to write a secret into the database rather than mask it there and serve the mask.
+    problems = secret_problems(text)
+    if problems:
+        raise ConfigError(source, problems)
 
 
 async def _save_import(store: Store, args: argparse.Namespace) -> int:
@@ -183,6 +193,10 @@ async def _rollback(store: Store, args: argparse.Namespace) -> int:
         parse_text(old.config, source)
     except ConfigError as exc:
         return _problems(source, exc, " (are its ${ENV} variables set here?)")
+    try:
+        _refuse_literal_secrets(old.config, source)
+    except ConfigError as exc:
+        return _problems(source, exc, "")
     latest = await store.latest_config_version()
     if latest is not None and latest.config == old.config:
         print(f"version {latest.id}, the newest, already has the text of version {old.id}; nothing saved")

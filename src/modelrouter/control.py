@@ -13,7 +13,10 @@ import (``serve --import`` or ``modelrouter config import FILE``). Versions made
 another replica) are picked up within ``store.refresh_interval``.
 
 Versions hold the YAML text as written, ``${ENV}`` references unexpanded: secrets that come from the environment
-never reach the database. Views for the admin API mask secrets written literally (``masked``).
+never reach the database. A secret written literally never does either (``secret_problems``, ``stored_text``): store
+mode refuses it, since the store is where that config would live; file mode records the version with it masked,
+since the file is the truth and stays as the user wrote it. Views for the admin API mask secrets written literally
+(``masked``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import difflib
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -47,6 +51,8 @@ __all__ = [
     "file_mode_refusal",
     "masked",
     "parse_text",
+    "secret_problems",
+    "stored_text",
     "unmask",
 ]
 
@@ -200,6 +206,118 @@ def _where(doc: dict[str, Any], container: Any, key: Any) -> str:
     return f"store.{key}"
 
 
+# --- secrets in the store ---------------------------------------------------------------------------------------
+
+# Header names that carry credentials, matched anywhere in the name, case-insensitive: Authorization,
+# Proxy-Authorization, X-API-Key, api-key, x-goog-api-key, X-Auth-Token, Cookie... Only these are kept out of the
+# store: a header whose name says nothing of the kind (anthropic-version, OpenAI-Beta) is plain config, and
+# refusing or masking it would break configs and hide real changes from history and diffs.
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|passw|cookie|credential", re.IGNORECASE)
+# A secret the environment supplies: one ${VAR}, optionally after a scheme ("Bearer ${KEY}"). Not ${VAR:-default}:
+# its default is a literal, and would be written into every version.
+_FROM_ENV = re.compile(r"^(?:[A-Za-z][A-Za-z0-9._-]*\s+)?\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_REFERENCE = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*\}$")
+_STORED = "the store keeps config versions in the database"
+
+
+def _literal(value: Any) -> bool:
+    return value not in (None, "") and not (isinstance(value, str) and _FROM_ENV.match(value))
+
+
+def _literal_secrets(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(path, container, key) of every secret written literally: credential headers of upstream instances, client
+    keys given by their secret, a password in ``store.database_url``. Paths by position, as validation names them."""
+    found: list[tuple[str, dict[str, Any], str]] = []
+    services = doc.get("services")
+    for service_name, service in services.items() if isinstance(services, dict) else ():
+        instances = service.get("instances") if isinstance(service, dict) else None
+        for i, inst in enumerate(instances if isinstance(instances, list) else ()):
+            headers = inst.get("headers") if isinstance(inst, dict) else None
+            if not isinstance(headers, dict):
+                continue
+            for name, value in headers.items():
+                if isinstance(name, str) and _CREDENTIAL_HEADER.search(name) and _literal(value):
+                    found.append((f"services.{service_name}.instances[{i}].headers.{name}", headers, name))
+    auth = doc.get("auth")
+    keys = auth.get("keys") if isinstance(auth, dict) else None
+    for i, key in enumerate(keys if isinstance(keys, list) else ()):
+        if isinstance(key, dict) and _literal(key.get("key")):
+            found.append((f"auth.keys[{i}].key", key, "key"))
+    store = doc.get("store")
+    url = store.get("database_url") if isinstance(store, dict) else None
+    match = _URL_PASSWORD.match(url) if isinstance(url, str) else None
+    if isinstance(store, dict) and match and match[2] and not _REFERENCE.match(match[2]):
+        found.append(("store.database_url", store, "database_url"))
+    return found
+
+
+def secret_problems(text: str) -> list[str]:
+    """Store mode: each secret ``text`` writes literally, as a problem naming its path. The database URL is not
+    one: it is masked instead (``stored_text``), since the store is always opened from the file given at start."""
+    problems = []
+    for path, container, key in _literal_secrets(document(text)):
+        if key == "database_url":
+            continue
+        how = "a ${ENV} reference (e.g. 'Bearer ${UPSTREAM_KEY}')"
+        if key == "key":
+            how = "a ${ENV} reference, or as hash: 'sha256:...' (printed by `modelrouter keys hash`)"
+        value = str(container[key])
+        note = ""
+        if MASK in value:
+            note = " (masked when this version was recorded in file mode)"
+        elif re.search(r"\$\{[^}]*:-", value):
+            note = " (the default of a ${VAR:-default} is stored as written)"
+        problems.append(f"{path}: a literal secret{note}: give it as {how}: {_STORED}")
+    return problems
+
+
+def stored_text(text: str) -> str:
+    """``text`` as it may be stored: each literal secret replaced by ``MASK`` (a database URL keeps all but its
+    password), the rest as written - comments and layout too, where the values can be replaced in place."""
+    doc = document(text)
+    if not _literal_secrets(doc):
+        return text
+    hidden = copy.deepcopy(doc)
+    for _, container, key in _literal_secrets(hidden):
+        value = container[key]
+        match = _URL_PASSWORD.match(value) if key == "database_url" else None
+        container[key] = f"{match[1]}{MASK}{match[3]}" if match else MASK
+    in_place = _replace_scalars(text, doc, hidden)
+    return in_place if in_place is not None else dump_document(hidden)
+
+
+def _replace_scalars(text: str, old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """``text`` (which parses to ``old``) with each scalar that ``new`` changes rewritten where it is written; None
+    if the result would not parse to exactly ``new`` (anchors, merge keys, duplicate keys...): then the caller
+    dumps ``new`` instead, losing comments but never a mask."""
+    spans: dict[tuple[int, int], Any] = {}
+
+    def walk(node: yaml.Node, before: Any, after: Any) -> None:
+        if before == after:
+            return
+        if isinstance(node, yaml.ScalarNode):
+            spans[(node.start_mark.index, node.end_mark.index)] = after
+        elif isinstance(node, yaml.MappingNode) and isinstance(before, dict) and isinstance(after, dict):
+            if len(node.value) == len(before):  # else merge or duplicate keys: the check below fails
+                for (_, value), (key, old_value) in zip(node.value, before.items(), strict=True):
+                    walk(value, old_value, after.get(key))
+        elif isinstance(node, yaml.SequenceNode) and isinstance(before, list) and isinstance(after, list):
+            for item, old_item, new_item in zip(node.value, before, after, strict=False):
+                walk(item, old_item, new_item)  # masking replaces values, never items: equal lengths
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None:
+            walk(root, old, new)
+        out = text
+        for (start, end), value in sorted(spans.items(), reverse=True):
+            # A JSON string is a double-quoted YAML scalar: a bare ******** would be read as an alias.
+            out = out[:start] + json.dumps(value, ensure_ascii=False) + out[end:]
+        return out if document(out) == new else None
+    except yaml.YAMLError:
+        return None
+
+
 # --- the control itself ------------------------------------------------------------------------------------------
 
 
@@ -224,23 +342,30 @@ class ConfigControl:
         version (store mode; seeding version 1 from the file, or importing it when asked)."""
         self.store = store
         async with self._lock:
-            await store.record_config_mode(self.mode)
             latest = await store.latest_config_version()
+            if self.mode == "store" and (latest is None or self.import_text):
+                # The file is about to become a version: refused (the gateway does not start, the store is left
+                # as it was) rather than write its literal secrets into the database.
+                problems = secret_problems(self.text)
+                if problems:
+                    raise ConfigError(self.source, problems)
+            await store.record_config_mode(self.mode)
             if self.mode == "file":
                 await self._record_file(latest)
                 return
             from .store import StaleVersionError
 
             saved = None
+            text = stored_text(self.text)
             try:
                 if latest is None:
                     saved = await store.add_config_version(
-                        self.text, author="seed", comment=f"seeded from {self.source}", based_on=None
+                        text, author="seed", comment=f"seeded from {self.source}", based_on=None
                     )
                     log.info("config: store mode, version %d seeded from %s", saved.id, self.source)
-                elif self.import_text and latest.config != self.text:
+                elif self.import_text and latest.config != text:
                     saved = await store.add_config_version(
-                        self.text, author="import", comment=f"imported from {self.source}", based_on=latest.id
+                        text, author="import", comment=f"imported from {self.source}", based_on=latest.id
                     )
                     log.info("config: store mode, %s imported as version %d", self.source, saved.id)
             except StaleVersionError:  # another worker or replica starting at the same moment did it first
@@ -261,18 +386,20 @@ class ConfigControl:
 
     async def _record_file(self, latest: ConfigVersion | None) -> None:
         assert self.store is not None
-        if latest is not None and latest.config == self.text:
+        # The file is the truth and is not refused for its literal secrets; the record of it has them masked.
+        text = stored_text(self.text)
+        if latest is not None and latest.config == text:
             self.version = latest.id  # a restart with the same file is not a new version
             return
         from .store import StaleVersionError
 
         try:
             saved = await self.store.add_config_version(
-                self.text, author="file", comment=f"loaded from {self.source}", based_on=latest.id if latest else None
+                text, author="file", comment=f"loaded from {self.source}", based_on=latest.id if latest else None
             )
         except StaleVersionError:  # another worker loaded the file at the same moment: its version is ours
             latest = await self.store.latest_config_version()
-            if latest is not None and latest.config == self.text:
+            if latest is not None and latest.config == text:
                 self.version = latest.id
                 return
             raise
@@ -302,6 +429,10 @@ class ConfigControl:
             parse_text(text)
         except ConfigError as exc:
             raise InvalidConfig(exc.problems) from None
+        problems = secret_problems(text)
+        if problems:
+            raise InvalidConfig(problems)
+        text = stored_text(text)  # the database URL's password, if any
         from .store import StaleVersionError
 
         async with self._lock:
@@ -340,6 +471,21 @@ class ConfigControl:
             except ConfigError as exc:
                 log.error("config version %d cannot be applied, keeping the running config: %s", version.id, exc)
                 self.version = version.id  # do not try it again on every poll
+                return
+            masks = [
+                p for p, c, k in _literal_secrets(document(version.config)) if k != "database_url" and MASK in str(c[k])
+            ]
+            if masks:
+                # Recorded in file mode (then the store served in store mode): ******** would go upstream as the
+                # credential. As for a version that does not validate, the running config stays.
+                log.error(
+                    "config version %d cannot be applied, keeping the running config: it was recorded in file mode "
+                    "with its literal secrets masked (%s); give them as ${ENV} references and import the file "
+                    "(serve --import, or modelrouter config import FILE)",
+                    version.id,
+                    ", ".join(masks),
+                )
+                self.version = version.id
                 return
             self.gateway.reload(config)
             self.text = version.config

@@ -11,7 +11,8 @@ class by HTTP status, so the types do not change what a client catches.
     GatewayError                 500 api_error
     ├── InternalError            500 api_error / internal_error (a fault of the gateway; the cause is logged)
     ├── InvalidRequest           400 invalid_request_error
-    │   └── BodyTooLarge         413 request_too_large
+    │   ├── BodyTooLarge         413 request_too_large
+    │   └── RequestTimeout       408 request_timeout (the request body stopped coming; the connection is closed)
     ├── UnsupportedMediaType     415 invalid_request_error / unsupported_media_type
     ├── AuthenticationFailed     401 authentication_error / invalid_api_key
     ├── PermissionDenied         403 permission_error / model_not_allowed
@@ -23,12 +24,16 @@ class by HTTP status, so the types do not change what a client catches.
     ├── NoUsableInstance         503 overloaded_error / service_unavailable
     │   └── UpstreamConnectError 503 overloaded_error / upstream_unreachable (no instance accepted the connection)
     ├── UpstreamInvalid          502 api_error / bad_gateway (broken or non-HTTP answer, reset after connect)
+    │   ├── UpstreamInvalidResponse  502 api_error / upstream_invalid_response (JSON endpoint, non-JSON answer)
+    │   ├── UpstreamEventTooLarge    502 api_error / upstream_event_too_large (event over server.max_event_bytes)
+    │   └── UpstreamResponseTooLarge 502 api_error / upstream_response_too_large (answer over max_response_bytes)
     ├── UpstreamTimeout          504 api_error / upstream_timeout
     └── UpstreamStatusError      the upstream's own status and (normalised) error body
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -47,11 +52,16 @@ __all__ = [
     "PermissionDenied",
     "QuotaExceeded",
     "RateLimited",
+    "RequestTimeout",
     "UnsupportedMediaType",
     "UpstreamConnectError",
+    "UpstreamEventTooLarge",
     "UpstreamInvalid",
+    "UpstreamInvalidResponse",
+    "UpstreamResponseTooLarge",
     "UpstreamStatusError",
     "UpstreamTimeout",
+    "echo",
     "error_body",
     "normalise_upstream_error",
     "type_for_status",
@@ -79,6 +89,20 @@ def type_for_status(status: int) -> str:
     if status >= 500:
         return "api_error"
     return _TYPE_BY_STATUS.get(status, "invalid_request_error")
+
+
+# Longest client-supplied text an error message repeats back (model names, paths, content types, ...).
+ECHO_CHARS = 200
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """``value`` as an error message may repeat it to the client: at most ``limit`` characters, and said so when
+    cut. Every message that quotes a client's input goes through here: an unknown 1 MB model name must not
+    come back as a 1 MB error (nor land in full in the logs that quote the message)."""
+    text = value if type(value) is str else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -122,6 +146,17 @@ class InvalidRequest(GatewayError):
 class BodyTooLarge(InvalidRequest):
     status = 413
     code = "request_too_large"
+
+
+class RequestTimeout(InvalidRequest):
+    """The client stopped sending its request body for ``server.body_read_timeout``."""
+
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        # The rest of the body may still come: the connection cannot carry another request.
+        return [(b"connection", b"close")]
 
 
 class AuthenticationFailed(GatewayError):
@@ -187,6 +222,19 @@ class NoUsableInstance(GatewayError):
     type = "overloaded_error"
     code = "service_unavailable"
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        # Seconds until an instance is expected to take requests again (a Retry-After cool-down ending, a
+        # breaker going half-open); None when nothing tells (unhealthy instances wait for a health probe).
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        if self.retry_after is None:
+            return []
+        # Whole seconds, rounded up (the header has no fractions): a client retrying earlier would find the
+        # instance still unusable.
+        return [(b"retry-after", b"%d" % max(1, math.ceil(self.retry_after)))]
+
 
 class UpstreamConnectError(NoUsableInstance):
     """No connection could be made: the backend is not running, or not reachable."""
@@ -198,6 +246,28 @@ class UpstreamInvalid(GatewayError):
     status = 502
     type = "api_error"
     code = "bad_gateway"
+
+
+class UpstreamInvalidResponse(UpstreamInvalid):
+    """A 2xx answer of a JSON endpoint that is not JSON (an HTML page, a truncated body, a stream whose first
+    event is not JSON): the instance is broken, not the request, so it counts against it and fails over."""
+
+    code = "upstream_invalid_response"
+
+
+class UpstreamEventTooLarge(UpstreamInvalid):
+    """A stream event (or NDJSON line) that had not ended after ``server.max_event_bytes``: the upstream is
+    streaming without event boundaries, and holding more would let one stream take unbounded memory."""
+
+    code = "upstream_event_too_large"
+
+
+class UpstreamResponseTooLarge(UpstreamInvalid):
+    """A non-streamed answer longer than the instance's ``max_response_bytes`` (said by its Content-Length, or
+    found while reading): buffering it whole would let one answer take the gateway's memory. The instance is
+    failing (a runaway generation, a misrouted download), so it counts against its breaker and fails over."""
+
+    code = "upstream_response_too_large"
 
 
 class UpstreamTimeout(GatewayError):

@@ -26,6 +26,7 @@ def live_state(table: RoutingTable, accounting: Accounting | None, config_versio
                 "id": inst.id,
                 "service": inst.id.split("/", 1)[0],
                 "name": inst.config.name,
+                "instance": inst.name,  # as x-modelrouter-instance and the metrics label call it
                 "models": list(inst.config.served_names),
                 "base_url": inst.base_url,
                 "weight": inst.weight,

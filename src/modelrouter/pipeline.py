@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .adapters.base import StreamTranslator
+from .adapters.base import MAX_EVENT_BYTES, StreamTranslator
 from .auth import Principal
 from .config.model import RetryConfig
 from .endpoints import Endpoint
@@ -29,8 +29,11 @@ from .errors import (
     RateLimited,
     UpstreamConnectError,
     UpstreamInvalid,
+    UpstreamInvalidResponse,
+    UpstreamResponseTooLarge,
     UpstreamStatusError,
     UpstreamTimeout,
+    echo,
 )
 from .fallback import StaleCaches
 from .front.multipart import Form
@@ -54,6 +57,14 @@ _ESTIMATED = (b"x-modelrouter-usage", b"estimated")
 # Answers up to this size have their usage read after the request, in a batch, when only observability needs
 # it; larger ones at once (holding many large answers for a batch would cost memory).
 _DEFER_USAGE_MAX = 16 * 1024
+# Largest upstream error body read: it only becomes the client's error message (normalised, or passed on), and
+# an error page has no reason to be long. Beyond it the body is dropped and the upstream's status kept.
+_MAX_ERROR_BODY = 1024 * 1024
+# Endpoints whose answer the gateway passes on untranslated, and which some servers answer with the file itself
+# (an image, an audio file) rather than JSON: such an answer is streamed through like speech, never held whole
+# (images may be tens of megabytes). Text answers (JSON, transcripts as text/srt/vtt) are read, under the cap.
+_BINARY_PASSTHROUGH = frozenset({"transcriptions", "translations", "image_generations", "image_edits"})
+_BINARY_TYPES = ("image/", "audio/", "video/", "application/octet-stream")
 
 
 @dataclass(slots=True)
@@ -124,6 +135,8 @@ class StreamResponse:
         the client, so a backend that stalls or breaks before its first token can still be failed over."""
         async for out in self._out:
             self._first = out
+            # From the first event on, only the idle timeout bounds each wait (first_byte covered this one).
+            self._resp.first_event()
             return
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -148,6 +161,8 @@ class StreamResponse:
                 out = translator.end()
             except (ValueError, KeyError, TypeError) as exc:
                 # The upstream sent something its dialect does not allow (bad JSON line, early end).
+                if isinstance(exc, orjson.JSONDecodeError):
+                    raise UpstreamInvalidResponse(f"the backend sent a stream that is not JSON: {exc}") from None
                 raise UpstreamInvalid(f"the backend sent an invalid stream: {exc}") from None
             if out:
                 yield out
@@ -177,6 +192,7 @@ class Pipeline:
         # Limits with `scope: instance`: (endpoint, model, instance id) -> a refusal, or None to go ahead.
         self.instance_limits: Callable[[Endpoint, str, str], RateLimited | None] | None = None
         self.metrics: Metrics | None = None  # upstream timings, retries and fallbacks, when metrics are on
+        self.max_event_bytes = MAX_EVENT_BYTES  # server.max_event_bytes: what a stream may hold of one event
 
     def swap(self, table: RoutingTable) -> None:
         """Install a new routing table; requests already running keep the one they started with."""
@@ -229,7 +245,7 @@ class Pipeline:
                     with trace.child("routing") as span:
                         instance = current.select(key, tried)
                         span.set("modelrouter.model", current.model)
-                        span.set("modelrouter.instance", instance.id if instance is not None else "")
+                        span.set("modelrouter.instance", instance.name if instance is not None else "")
                 if instance is None:
                     break
                 if tried and metrics is not None:
@@ -261,7 +277,10 @@ class Pipeline:
             return Response(default.status, _default_headers(default.headers), orjson.dumps(default.body))
         if failure is not None:
             raise failure
-        raise NoUsableInstance(f"no usable instance for model '{model}' ({_why_unusable(pool)})")
+        pools = (pool, *table.fallback_pools(pool)) if pool.fallbacks else (pool,)
+        raise NoUsableInstance(
+            f"no usable instance for model '{echo(model)}' ({_why_unusable(pool)})", retry_after=_usable_in(pools)
+        )
 
     async def _attempt(
         self, call: _Call, instance: Instance, retry: RetryConfig, deadline: float | None
@@ -271,7 +290,7 @@ class Pipeline:
         url = instance.urls.get(endpoint.name)
         if url is None:
             raise InvalidRequest(
-                f"The model '{call.model}' is served by a {instance.adapter.name} backend, which has no "
+                f"The model '{echo(call.model)}' is served by a {instance.adapter.name} backend, which has no "
                 f"{endpoint.path} endpoint",
                 param="model",
                 code="unsupported_endpoint",
@@ -293,7 +312,7 @@ class Pipeline:
         span = None
         if trace is not None:
             span = trace.child("upstream")
-            span.set("modelrouter.instance", instance.id)
+            span.set("modelrouter.instance", instance.name)
             headers = span.inject(dict(headers))
         request = UpstreamRequest("POST", url, headers, body, timeouts)
 
@@ -316,7 +335,7 @@ class Pipeline:
             if isinstance(exc, GatewayError):
                 breaker.record(False, probe)
                 log.warning("%s: %s", instance.id, exc.message)
-                exc.message = f"{exc.message} (model '{call.model}')"
+                exc.message = f"{exc.message} (model '{echo(call.model)}')"
             elif probe:
                 breaker.release_probe()  # cancelled (client gone): no verdict on the backend
             raise
@@ -330,13 +349,22 @@ class Pipeline:
                 breaker.record(not _backend_failure(status), probe)
                 if status in (429, 503):
                     _cool_down(instance, resp, retry)
-                raw = await resp.read()
-                raise UpstreamStatusError(status, raw, resp.content_type, _passed_headers(resp))
-            if endpoint.output == "binary" or (call.wants_stream and instance.adapter.is_stream(resp.content_type)):
+                try:
+                    raw = await resp.read(_MAX_ERROR_BODY)
+                    ctype = resp.content_type
+                except UpstreamResponseTooLarge:
+                    # The status is what matters (retries and breakers go by it); the body would only become
+                    # the message of the client's error.
+                    raw, ctype = b"upstream answered an error body over 1 MiB (not passed on)", "text/plain"
+                raise UpstreamStatusError(status, raw, ctype, _passed_headers(resp))
+            binary = endpoint.output == "binary" or (
+                endpoint.name in _BINARY_PASSTHROUGH and _is_binary(resp.content_type)
+            )
+            if binary or (call.wants_stream and instance.adapter.is_stream(resp.content_type)):
                 translator = None
                 out_headers = resp.header_items()
-                if isinstance(payload, dict) and endpoint.output != "binary":
-                    translator = instance.adapter.stream_translator(endpoint, payload)
+                if isinstance(payload, dict) and not binary:
+                    translator = instance.adapter.stream_translator(endpoint, payload, self.max_event_bytes)
                     if meter is not None or call.supply_usage:
                         tap = StreamUsageTap(
                             translator,
@@ -374,11 +402,11 @@ class Pipeline:
                 breaker.record(True, probe)
                 stream.span = span  # ended when the stream ends, with its error if it breaks off
                 if meter is not None:
-                    meter.instance = instance.id
+                    meter.instance = instance.name
                     meter.status = resp.status
                 return stream
             try:
-                raw = await resp.read()
+                raw = await resp.read(instance.max_response_bytes)
             except GatewayError as exc:
                 breaker.record(False, probe)
                 log.warning("%s: %s", instance.id, exc.message)
@@ -387,7 +415,7 @@ class Pipeline:
                 if probe:
                     breaker.release_probe()
                 raise
-            breaker.record(True, probe)
+            # The verdict on the backend waits until its answer was checked below (no await in between).
         finally:
             if not streaming:
                 resp.close()
@@ -403,9 +431,18 @@ class Pipeline:
                 meter.upstream_labels = instance.labels
                 meter.answer_s = total
             meter.ttft_s = to_headers
-            meter.instance = instance.id
+            meter.instance = instance.name
             meter.status = resp.status
+        # A 2xx of a JSON endpoint must be JSON; no-content statuses have no body to check.
+        check = resp.status < 300 and resp.status not in (204, 205)
         if isinstance(payload, Form):
+            # Multipart endpoints may answer text (transcriptions as text/srt/vtt): checked when they claim JSON.
+            if check and _claims_json(resp.content_type):
+                try:
+                    orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    raise self._invalid(instance, probe, call, "not valid JSON") from None
+            breaker.record(True, probe)
             return Response(resp.status, resp.header_items(), raw)
         estimated = False
         try:
@@ -418,10 +455,22 @@ class Pipeline:
                 counted = with_usage(endpoint.name, payload, answer)
                 if counted is not None:
                     translated, estimated = counted, True
+            if check and translated is None:
+                # Passed through byte for byte, so nothing parsed it on the way (a translation, the embeddings
+                # and rerank post-processing and the usage count all do): one full parse is the only sound
+                # check, as garbage may be anywhere in the body (a structural peek at the first and last byte
+                # passes a truncated or spliced answer). ~1 us per KiB with orjson (docs/resilience.md).
+                orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise self._invalid(instance, probe, call, "not valid JSON") from None
         except GatewayError:
+            breaker.record(False, probe)
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UpstreamInvalid(f"the backend sent an invalid answer: {exc} (model '{call.model}')") from None
+            breaker.record(False, probe)
+            log.warning("%s: the backend sent an invalid answer: %s", instance.id, exc)
+            raise UpstreamInvalid(f"the backend sent an invalid answer: {exc} (model '{echo(call.model)}')") from None
+        breaker.record(True, probe)
         if self.masks is not None:
             translated = self.masks.mask_response(translated if translated is not None else raw)
         if meter is not None:
@@ -434,6 +483,14 @@ class Pipeline:
         if estimated:
             return Response(resp.status, [(b"content-type", _JSON), _ESTIMATED], translated)
         return Response(resp.status, [(b"content-type", _JSON)], translated)
+
+    @staticmethod
+    def _invalid(instance: Instance, probe: bool, call: _Call, what: str) -> UpstreamInvalidResponse:
+        """A 2xx that is not what the endpoint answers: the instance is broken (a failure for its breaker), and
+        the error is retryable, so the request fails over."""
+        instance.breaker.record(False, probe)
+        log.warning("%s: the backend sent a 2xx answer that is %s", instance.id, what)
+        return UpstreamInvalidResponse(f"the backend sent an answer that is {what} (model '{echo(call.model)}')")
 
 
 class _Call:
@@ -478,6 +535,28 @@ def _why_unusable(pool: Pool) -> str:
         )
         counts[why] = counts.get(why, 0) + 1
     return ", ".join(f"{n} {why}" for why, n in counts.items()) or "no instances"
+
+
+def _usable_in(pools: tuple[Pool, ...]) -> float | None:
+    """Seconds until the first instance of ``pools`` is expected to be usable again (a cool-down ending, a
+    breaker going half-open), for the 503's Retry-After; None when no instance's wait is known. A client told
+    when to come back does not retry in a tight loop, nor give up on a backend that is back in seconds."""
+    now = time.monotonic()
+    waits = [w for p in pools for inst in p.instances if (w := inst.usable_in(now)) is not None]
+    return min(waits) if waits else None
+
+
+def _is_binary(content_type: str | None) -> bool:
+    """Whether a content type is a file's (image, audio, video, octet-stream) rather than JSON or text."""
+    return content_type is not None and content_type.lstrip().lower().startswith(_BINARY_TYPES)
+
+
+def _claims_json(content_type: str | None) -> bool:
+    """Whether a content type says JSON (application/json, application/*+json), parameters aside."""
+    if content_type is None:
+        return False
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime.endswith(("/json", "+json"))
 
 
 def _backend_failure(status: int) -> bool:

@@ -20,18 +20,22 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
 from collections.abc import Callable, Generator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from .app import Gateway
 from .config.load import ConfigError, parse_config_text, read_config_text
-from .config.model import Config
+from .config.model import Config, ServerConfig
+
+if TYPE_CHECKING:
+    from .front.connections import Limits
 
 __all__ = ["EXIT_FORCED", "EXIT_OK", "ConfigReloader", "Server", "run"]
 
@@ -39,6 +43,16 @@ log = logging.getLogger("modelrouter")
 
 EXIT_OK = 0
 EXIT_FORCED = 1  # a second signal cut the drain short
+
+# Read once, when the server starts (front/connections.py).
+_CLIENT_LIMITS = (
+    "header_timeout",
+    "max_header_bytes",
+    "max_headers",
+    "body_read_timeout",
+    "keep_alive_timeout",
+    "max_connections",
+)
 
 # What identifies one version of the config file. The inode changes when an editor saves by writing a new file and
 # renaming it over the old one, and (through the symlink) when Kubernetes updates a mounted ConfigMap.
@@ -63,6 +77,7 @@ class ConfigReloader:
         self._loaded = _signature(path)  # the version last read, whatever came of it
         # The listen address is bound once; a changed one in the file is reported, not applied.
         self._address = (gateway.config.server.host, gateway.config.server.port)
+        self._limits = gateway.config.server  # the client-side limits are read at start as well
 
     async def reload(self, reason: str) -> bool:
         """Load, validate and apply the file; True if the new config is now serving."""
@@ -114,6 +129,9 @@ class ConfigReloader:
                 *self._address,
             )
         self.gateway.reload(config)
+        changed = [f for f in _CLIENT_LIMITS if getattr(config.server, f) != getattr(self._limits, f)]
+        if changed:
+            log.warning("server.%s changed in %s: that needs a restart", ", server.".join(changed), self.path)
 
     async def watch(self) -> None:
         """Poll the file and reload once a change has settled: the same stat on two polls in a row, so that a file
@@ -147,7 +165,10 @@ class Server(uvicorn.Server):
                 host=host,
                 port=port,
                 loop="auto",
-                http="auto",
+                http=_http_protocol(gateway),
+                # What our protocol class (front/connections.py) does not replace: h11, if httptools is missing.
+                timeout_keep_alive=gateway.config.server.keep_alive_timeout,  # type: ignore[arg-type]
+                h11_max_incomplete_event_size=gateway.config.server.max_header_bytes,
                 lifespan="on",
                 access_log=False,
                 server_header=False,
@@ -242,6 +263,66 @@ class Server(uvicorn.Server):
         # A reload may have changed the drain timeout since startup.
         self.config.timeout_graceful_shutdown = self.gateway.config.server.drain_timeout  # type: ignore[assignment]
         await super().shutdown(sockets)
+
+
+# File descriptors kept for everything but client connections (the listening socket, the store, logs, spooled
+# uploads, DNS); of the rest, half are for client connections and half for the upstream connection each request
+# in flight holds.
+_FD_RESERVE = 64
+
+
+def _raise_fd_limit(wanted: int) -> int:
+    """Raise the soft file-descriptor limit towards ``wanted`` (never past the hard one); the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the file-descriptor limit from %d to %d: %s", soft, target, exc)
+    return soft if soft != resource.RLIM_INFINITY else wanted
+
+
+def connection_limits(server: ServerConfig) -> Limits:
+    """The client-side limits of ``server``, with ``max_connections`` fitted to the file-descriptor limit: a
+    cap the process cannot reach is no cap, and running out of descriptors fails every request, not only the
+    ones past the cap."""
+    from .front.connections import Limits  # imports httptools
+
+    wanted = server.max_connections
+    fds = _raise_fd_limit(2 * wanted + _FD_RESERVE)
+    fit = max(1, (fds - _FD_RESERVE) // 2)
+    if wanted > fit:
+        log.warning(
+            "server.max_connections %d does not fit the file-descriptor limit (%d, hard limit reached): %d "
+            "connections instead (raise `ulimit -n`)",
+            wanted,
+            fds,
+            fit,
+        )
+    return Limits(
+        header_timeout=server.header_timeout,
+        max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers,
+        body_read_timeout=server.body_read_timeout,
+        keep_alive_timeout=server.keep_alive_timeout,
+        max_connections=min(wanted, fit),
+    )
+
+
+def _http_protocol(gateway: Gateway) -> type[asyncio.Protocol] | str:
+    """Our protocol class with the client-side limits; uvicorn's h11 where httptools is missing (PyPy): it caps
+    the head's size (as a 400), not its time, and has no connection cap of its own."""
+    server = gateway.config.server
+    # Read at start: the front door times body reads with the same setting as the server layer.
+    gateway.body_read_timeout = server.body_read_timeout
+    try:
+        from .front.connections import protocol_class
+    except ImportError:  # httptools is a dependency on CPython only
+        log.warning("httptools is not installed: request heads are not timed and connections not capped")
+        return "h11"
+    return protocol_class(connection_limits(server))
 
 
 def _loop_factory(config: uvicorn.Config) -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -5,7 +5,9 @@ objects (instances, the config version, usage-record drops)."""
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._version import __version__
@@ -17,7 +19,7 @@ from .workers import MetricsExchange
 if TYPE_CHECKING:
     from .app import Gateway
 
-__all__ = ["Telemetry"]
+__all__ = ["MetricsListener", "Telemetry", "metrics_token_ok"]
 
 log = logging.getLogger("modelrouter")
 
@@ -154,3 +156,85 @@ class Telemetry:
             ("modelrouter_config_version", "The config version serving (0: not recorded)", [({}, float(version))]),
             ("modelrouter_build_info", "The gateway's version", [({"version": __version__}, 1.0)]),
         ]
+
+
+def metrics_token_ok(token: str | None, authorization: bytes | None) -> bool:
+    """Whether a scrape may read /metrics: always without ``metrics_token``, else with ``Bearer <token>``
+    (compared in constant time: the comparison must not tell how much of a guess was right)."""
+    if token is None:
+        return True
+    return authorization is not None and hmac.compare_digest(authorization, b"Bearer " + token.encode())
+
+
+_REQUEST_MAX = 16 * 1024  # request line and headers of a scrape; anything larger is not one
+
+
+class MetricsListener:
+    """``observability.metrics_listen``: a second address that serves GET /metrics and nothing else.
+
+    A few lines of HTTP/1.1 on asyncio rather than a second uvicorn: a scrape is one small GET, and the main
+    server's signal handling and drain stay the only ones. Each answer closes its connection (scrapers open
+    one per scrape anyway). With ``serve --workers N`` every worker binds the address with SO_REUSEPORT; the
+    kernel gives each scrape to one of them, and that one adds up the others' counters as on the main port."""
+
+    def __init__(
+        self,
+        exposition: Callable[[], Callable[[], tuple[bytes, str]] | None],
+        token: Callable[[], str | None],
+    ) -> None:
+        # Read per scrape: a reload may turn metrics off or change the token.
+        self._exposition = exposition
+        self._token = token
+        self._server: asyncio.Server | None = None
+        self.port = 0  # the bound port (useful when configured as 0)
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self._server = await asyncio.start_server(self._handle, host, port, reuse_port=reuse_port or None)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics on http://%s:%d/metrics", host, self.port)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
+                return
+            if len(head) > _REQUEST_MAX:
+                return
+            lines = head.split(b"\r\n")
+            method, _, rest = lines[0].partition(b" ")
+            target = rest.partition(b" ")[0].partition(b"?")[0]
+            authorization = None
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"authorization":
+                    authorization = value.strip()
+            exposition = self._exposition()
+            if target != b"/metrics" or exposition is None:
+                status, content_type, body = b"404 Not Found", b"text/plain", b"not found\n"
+            elif method not in (b"GET", b"HEAD"):
+                status, content_type, body = b"405 Method Not Allowed", b"text/plain", b"use GET\n"
+            elif not metrics_token_ok(self._token(), authorization):
+                status, content_type, body = b"401 Unauthorized", b"text/plain", b"a bearer token is needed\n"
+            else:
+                data, kind = exposition()
+                status, content_type, body = b"200 OK", kind.encode("latin-1"), data
+            writer.write(
+                b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                % (status, content_type, len(body))
+            )
+            if method != b"HEAD":
+                writer.write(body)
+            await writer.drain()
+        except ConnectionError:
+            pass  # the scraper went away
+        except Exception:
+            log.exception("metrics listener: could not answer a scrape")
+        finally:
+            writer.close()
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None

@@ -12,13 +12,19 @@ from typing import Any
 import orjson
 
 from ..endpoints import Endpoint
+from ..errors import UpstreamEventTooLarge, UpstreamInvalidResponse
 
-__all__ = ["Adapter", "SSEPassThrough", "StreamTranslator"]
+__all__ = ["MAX_EVENT_BYTES", "Adapter", "SSEPassThrough", "StreamTranslator"]
+
+# The default of ``server.max_event_bytes``, for translators made outside a gateway.
+MAX_EVENT_BYTES = 8 * 1024 * 1024
 
 
 class StreamTranslator:
     """Turns upstream body bytes into client bytes, one complete event at a time. Feeding may return b"" while
-    an event is incomplete; nothing half-formed is ever sent, so an error event can always follow cleanly."""
+    an event is incomplete; nothing half-formed is ever sent, so an error event can always follow cleanly. A stream
+    the gateway must not pass on raises a ``GatewayError`` (``UpstreamEventTooLarge``, ``UpstreamInvalidResponse``)
+    or ``ValueError``/``KeyError``/``TypeError`` for what its dialect does not allow."""
 
     def feed(self, chunk: bytes) -> bytes:
         raise NotImplementedError
@@ -29,33 +35,131 @@ class StreamTranslator:
 
 
 class SSEPassThrough(StreamTranslator):
-    """Forwards server-sent events unchanged, cut on event boundaries (a blank line)."""
+    """Forwards server-sent events unchanged, cut on event boundaries (a blank line).
 
-    __slots__ = ("_buf",)
+    Linear in the stream's length, whatever its chunking: the pieces of an unfinished event are kept as they came
+    and joined once, when it ends, and only the bytes that just arrived (and the three before them, where a
+    boundary may start) are searched. An event still unfinished after ``max_event`` bytes raises
+    ``UpstreamEventTooLarge``: an upstream streaming without blank lines would otherwise hold a core and
+    unbounded memory.
 
-    def __init__(self) -> None:
-        self._buf = b""
+    ``json_events`` (the gateway's chat and completions streams) makes the stream show it is what it claims
+    before anything reaches the client: events are held until the first one with data, which must be JSON or
+    ``[DONE]``, and a line that is no SSE field (an HTML page, a proxy's text) raises
+    ``UpstreamInvalidResponse``. Comments and data-less events before it are sent with it, so the first-byte
+    timeout covers the first real event. Once it passed, events are not looked at again (the hot path)."""
+
+    __slots__ = ("_held", "_max", "_parts", "_size", "_unchecked")
+
+    def __init__(self, max_event: int = MAX_EVENT_BYTES, *, json_events: bool = False) -> None:
+        self._parts: list[bytes] = []  # the unfinished event after the last boundary, as it arrived
+        self._size = 0  # their length
+        self._max = max_event
+        self._unchecked = json_events
+        self._held = b""  # complete events held until the first data event passed the check
 
     def feed(self, chunk: bytes) -> bytes:
-        buf = self._buf + chunk if self._buf else chunk
-        end = buf.rfind(b"\n\n")
-        end = end + 2 if end >= 0 else -1
-        crlf = buf.rfind(b"\r\n\r\n")
-        if crlf >= 0 and crlf + 4 > end:
-            end = crlf + 4
-        if end < 0:
-            self._buf = buf
-            return b""
-        if end == len(buf):
-            self._buf = b""
-            return buf
-        self._buf = buf[end:]
-        return buf[:end]
+        end = _boundary(chunk)
+        parts = self._parts
+        if not parts:
+            if end == len(chunk):
+                out = chunk  # the common case: the chunk is whole events, passed on without a copy
+            elif end < 0:
+                if chunk:
+                    parts.append(chunk)
+                    self._size = len(chunk)
+                    if self._size > self._max - len(self._held):
+                        raise self._too_large()
+                return b""
+            else:
+                out = chunk[:end]
+                self._hold(chunk[end:])
+        else:
+            if end < 0 and chunk:
+                # Not in the chunk: perhaps across the join ("...\r\n" + "\r\n..."), at most 3 bytes back.
+                prefix = _last3(parts)
+                across = _boundary(prefix + chunk[:3])
+                end = across - len(prefix) if across >= 0 else -1
+            if end < 0:
+                self._hold(chunk)
+                return b""
+            whole = end == len(chunk)
+            last = chunk if whole else chunk[:end]
+            # Each byte of a long event is copied once, here; an event cut in two (the usual) is one concatenation.
+            out = parts[0] + last if len(parts) == 1 else b"".join([*parts, last])
+            parts.clear()
+            self._size = 0
+            if not whole:
+                self._hold(chunk[end:])
+        return self._check(out) if self._unchecked else out
+
+    def _hold(self, piece: bytes) -> None:
+        self._parts.append(piece)
+        self._size = size = self._size + len(piece)
+        if size > self._max - len(self._held):
+            raise self._too_large()
 
     def end(self) -> bytes:
         # A last event without its blank line still counts (some servers omit it before closing).
-        rest, self._buf = self._buf, b""
-        return rest + b"\n\n" if rest.strip() else b""
+        rest = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        out = rest + b"\n\n" if rest.strip() else b""
+        if self._unchecked:
+            out = self._check(out)
+            if self._unchecked:
+                raise UpstreamInvalidResponse("the backend ended its stream before sending any event")
+        return out
+
+    def _check(self, out: bytes) -> bytes:
+        held = self._held + out if self._held else out
+        for event in held.replace(b"\r\n", b"\n").split(b"\n\n"):
+            data: list[bytes] = []
+            for line in event.split(b"\n"):
+                if not line or line[:1] == b":":
+                    continue  # a comment (keep-alive) or the blank line itself
+                name, _, value = line.partition(b":")
+                if name == b"data":
+                    data.append(value[1:] if value[:1] == b" " else value)
+                elif name not in (b"event", b"id", b"retry"):
+                    raise UpstreamInvalidResponse("the backend sent a stream that is not server-sent events")
+            if data:
+                joined = b"\n".join(data)
+                if joined != b"[DONE]":
+                    try:
+                        orjson.loads(joined)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamInvalidResponse("the backend sent a stream event that is not JSON") from None
+                self._unchecked = False
+                self._held = b""
+                return held
+        if len(held) > self._max:
+            raise self._too_large()
+        self._held = held
+        return b""
+
+    def _too_large(self) -> UpstreamEventTooLarge:
+        return UpstreamEventTooLarge(f"the backend sent a stream event longer than {self._max} bytes")
+
+
+def _last3(parts: list[bytes]) -> bytes:
+    """The last three bytes of ``parts`` joined (a boundary may start there and end in the next chunk)."""
+    tail = b""
+    for part in reversed(parts):
+        tail = part[-3 + len(tail) :] + tail if len(tail) < 3 else tail
+        if len(tail) >= 3:
+            break
+    return tail
+
+
+def _boundary(buf: bytes) -> int:
+    """Where the last complete event in ``buf`` ends (after its blank line), or -1 if none does."""
+    end = buf.rfind(b"\n\n")
+    end = end + 2 if end >= 0 else -1
+    crlf = buf.rfind(b"\r\n\r\n")
+    if crlf >= 0 and crlf + 4 > end:
+        end = crlf + 4
+    return end
 
 
 class Adapter:
@@ -80,8 +184,11 @@ class Adapter:
         """Whether an upstream answer with this content type is a stream to translate."""
         return content_type is not None and content_type.startswith("text/event-stream")
 
-    def stream_translator(self, endpoint: Endpoint, payload: dict[str, Any]) -> StreamTranslator:
-        return SSEPassThrough()
+    def stream_translator(
+        self, endpoint: Endpoint, payload: dict[str, Any], max_event: int = MAX_EVENT_BYTES
+    ) -> StreamTranslator:
+        """The translator of one stream; ``max_event`` bounds what it holds of one incomplete event."""
+        return SSEPassThrough(max_event, json_events=True)  # every SSE endpoint (chat, completions) streams JSON
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 
 from ..endpoints import Endpoint
-from .base import Adapter, StreamTranslator
+from ..errors import UpstreamEventTooLarge
+from .base import MAX_EVENT_BYTES, Adapter, StreamTranslator
 
 __all__ = ["OllamaAdapter"]
 
@@ -185,15 +186,18 @@ class OllamaAdapter(Adapter):
             }
         )
 
-    def stream_translator(self, endpoint: Endpoint, payload: dict[str, Any]) -> StreamTranslator:
+    def stream_translator(
+        self, endpoint: Endpoint, payload: dict[str, Any], max_event: int = MAX_EVENT_BYTES
+    ) -> StreamTranslator:
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        return _NDJSONToChatSSE(str(payload.get("model", "")), include_usage)
+        return _NDJSONToChatSSE(str(payload.get("model", "")), include_usage, max_event)
 
 
 class _NDJSONToChatSSE(StreamTranslator):
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self._buf = b""
+    def __init__(self, model: str, include_usage: bool, max_event: int = MAX_EVENT_BYTES) -> None:
+        self._buf = bytearray()  # the incomplete line after the last newline
+        self._max = max_event
         self._id = f"chatcmpl-{uuid.uuid4().hex}"
         self._created = int(time.time())
         self._model = model
@@ -247,14 +251,29 @@ class _NDJSONToChatSSE(StreamTranslator):
         return out
 
     def feed(self, chunk: bytes) -> bytes:
-        buf = self._buf + chunk
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
+        # Linear in the stream's length: a line that spans chunks grows in place and is joined once, when its
+        # newline arrives (re-joining on every chunk was quadratic in the line's length).
+        buf = self._buf
+        nl = chunk.rfind(b"\n")
+        if nl < 0:
+            buf += chunk
+            if len(buf) > self._max:
+                raise UpstreamEventTooLarge(f"the backend sent a stream line longer than {self._max} bytes")
+            return b""
+        if buf:
+            buf += memoryview(chunk)[:nl]
+            lines = bytes(buf).split(b"\n")
+            buf.clear()
+        else:
+            lines = chunk[:nl].split(b"\n")
+        buf += memoryview(chunk)[nl + 1 :]
+        if len(buf) > self._max:
+            raise UpstreamEventTooLarge(f"the backend sent a stream line longer than {self._max} bytes")
         return b"".join(self._line(line) for line in lines if line.strip())
 
     def end(self) -> bytes:
-        out = self._line(self._buf) if self._buf.strip() else b""
-        self._buf = b""
+        out = self._line(bytes(self._buf)) if self._buf.strip() else b""
+        self._buf.clear()
         if not self._done:
             raise ValueError("Ollama stream ended before it said done")
         return out

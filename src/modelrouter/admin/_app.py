@@ -19,7 +19,7 @@ from ipaddress import IPv4Network, IPv6Network
 from typing import TYPE_CHECKING, Any
 
 from ..config.model import AdminConfig
-from ..errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied
+from ..errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied, echo
 from ..front.asgi import client_ip
 from ._handlers import ROLE_RANK, Call, Route
 from ._http import Conflict, NotAuthenticated, Receive, Request, Scope, Send, StoreUnavailable, send_error, send_json
@@ -115,8 +115,8 @@ def _match(method: str, path: str) -> tuple[Route, dict[str, str]]:
         allowed.append(route.method)
     if allowed:
         allow = ", ".join(allowed)
-        raise MethodNotAllowed(f"{method} is not allowed on {path}; use {allow}", allow=allow)
-    raise NotFound(f"Invalid URL ({method} {path})")
+        raise MethodNotAllowed(f"{echo(method)} is not allowed on {echo(path)}; use {allow}", allow=allow)
+    raise NotFound(f"Invalid URL ({echo(method)} {echo(path)})")
 
 
 async def _authenticate(call: Call, route: Route) -> None:

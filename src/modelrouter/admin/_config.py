@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config
 from ..control import ConfigControl, diff_texts, document, dump_document, masked, unmask
-from ..errors import GatewayError, NotFound
+from ..errors import GatewayError, NotFound, echo
 from ._handlers import Call, Reply, _invalid, _only
 from ._http import Conflict
 
@@ -365,7 +365,8 @@ def _section(call: Call) -> str:
     section = call.params["section"]
     if section not in SECTIONS:
         raise NotFound(
-            f"there is no config section {section!r} (sections: {', '.join(SECTIONS)}; services have their own routes)",
+            f"there is no config section {echo(section)!r} (sections: {', '.join(SECTIONS)}; "
+            "services have their own routes)",
             code="section_not_found",
         )
     return section
@@ -398,10 +399,10 @@ def _instance_index(call: Call, instances: list[dict[str, Any]], service: str, n
     if len(found) == 1:
         return found[0]
     if not found:
-        where = f" at {base_url}" if base_url else ""
-        raise NotFound(f"service {service} has no instance named {name!r}{where}", code="instance_not_found")
+        where = f" at {echo(base_url)}" if base_url else ""
+        raise NotFound(f"service {service} has no instance named {echo(name)!r}{where}", code="instance_not_found")
     raise Conflict(
-        f"service {service} has {len(found)} instances named {name!r}; say which with ?base_url=",
+        f"service {service} has {len(found)} instances named {echo(name)!r}; say which with ?base_url=",
         param="base_url",
     )
 
@@ -414,7 +415,7 @@ def _same(instance: Any, name: Any, base_url: str | None) -> bool:
 
 
 def _no_service(name: str) -> NotFound:
-    return NotFound(f"there is no service {name!r} in the config", code="service_not_found")
+    return NotFound(f"there is no service {echo(name)!r} in the config", code="service_not_found")
 
 
 def _masked_services(doc: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from ..errors import AuthenticationFailed, GatewayError, InvalidRequest, UnsupportedMediaType
+from ..front.jsonbody import parse_object
 
 __all__ = [
     "Conflict",
@@ -93,13 +94,9 @@ class Request:
         body = await self._body()
         if not body.strip():
             return {}
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
-        if not isinstance(data, dict):
-            raise InvalidRequest("The request body must be a JSON object")
-        return data
+        # The same parse, checks and limits as the /v1 API: a config value too deep to be serialised again
+        # would otherwise fail when it is saved, or shown.
+        return parse_object(body)
 
     async def _body(self) -> bytes:
         chunks: list[bytes] = []

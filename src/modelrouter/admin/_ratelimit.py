@@ -1,4 +1,11 @@
-"""Login throttling: at most N attempts per minute per client IP and per username, counted in this process.
+"""Login throttling: at most N attempts per minute per (username, client IP), a few times N per client IP, and a
+global cap on all attempts, counted in this process.
+
+Why these keys: a limit per username alone let anyone lock the real admin out (N bad passwords a minute for
+`admin`, from any address, and the right password failed too). Per (username, address), a guesser slows down only
+itself; per address, spraying many usernames from one address is slowed too; and the global cap bounds the work
+that the password hash (argon2id, the expensive part) can be made to do by many addresses at once - the one way
+left to refuse a correct password from an address of its own, and only while the whole process is being flooded.
 
 A sliding log (the times of recent attempts) rather than a token bucket: the limit reads as "N per minute", and the
 Retry-After it gives is exact. Per process is enough for its purpose, slowing down password guessing: with several
@@ -14,9 +21,9 @@ __all__ = ["AttemptLimiter", "retry_after_header"]
 
 
 class AttemptLimiter:
-    """``check(*keys)`` records an attempt under every key if each is under the limit; otherwise records nothing
+    """``check(*limits)`` records an attempt under every key if each is under its limit; otherwise records nothing
     and returns the seconds until the busiest key has room again. A refused attempt is not counted, so that a
-    client which waits as told gets in on time."""
+    client which waits as told gets in on time (and a throttled guesser does not use up the global cap)."""
 
     def __init__(self, clock: Callable[[], float], window: float = 60.0) -> None:
         self._clock = clock
@@ -24,12 +31,13 @@ class AttemptLimiter:
         self._attempts: dict[str, deque[float]] = {}
         self._last_sweep = clock()
 
-    def check(self, limit: int, *keys: str) -> float | None:
-        """None: allowed (and counted). A number: refused; retry after that many seconds."""
+    def check(self, *limits: tuple[str, int]) -> float | None:
+        """``limits``: (key, attempts a window). None: allowed (and counted). A number: refused; retry after that
+        many seconds."""
         now = self._clock()
         self._sweep(now)
         wait = 0.0
-        for key in keys:
+        for key, limit in limits:
             times = self._attempts.get(key)
             if times is None:
                 continue
@@ -39,7 +47,7 @@ class AttemptLimiter:
                 wait = max(wait, times[len(times) - limit] + self._window - now)
         if wait > 0:
             return wait
-        for key in keys:
+        for key, _limit in limits:
             self._attempts.setdefault(key, deque()).append(now)
         return None
 

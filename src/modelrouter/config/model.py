@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "SERVICE_NAMES",
@@ -38,8 +38,8 @@ class Timeouts(_Strict):
     """Seconds. ``None`` means "no limit" for that phase."""
 
     connect: PositiveSeconds | None = None
-    first_byte: PositiveSeconds | None = None  # request sent -> response headers (or first token)
-    idle: PositiveSeconds | None = None  # longest gap between two body chunks
+    first_byte: PositiveSeconds | None = None  # request sent -> response headers; streams: -> first event
+    idle: PositiveSeconds | None = None  # longest gap between two body chunks (streams: after the first event)
     total: PositiveSeconds | None = None
 
     def merged_over(self, base: Timeouts) -> Timeouts:
@@ -56,6 +56,23 @@ DEFAULT_TIMEOUTS: dict[str, Timeouts] = {
     "stt": Timeouts(connect=5, first_byte=600, idle=120, total=1800),
     "image_generation": Timeouts(connect=5, first_byte=600, idle=120, total=1800),
     "image_edit": Timeouts(connect=5, first_byte=600, idle=120, total=1800),
+}
+
+
+_MIB = 1024 * 1024
+# Largest non-streamed answer read into memory, by kind of work; an instance's or service's
+# `max_response_bytes` overrides it. Chat and rerank answers are kilobytes (a long answer with logprobs a few
+# megabytes). Embeddings are asked for as floats (base64 is made here): 2048 inputs of 3072 dimensions is
+# ~130 MB of JSON. Image answers carry base64 pictures; transcripts of long audio can be large too.
+# Streamed answers (SSE, speech, binary images) are never held whole and are not bounded by it.
+DEFAULT_MAX_RESPONSE_BYTES: dict[str, int] = {
+    "chat": 64 * _MIB,
+    "embedding": 256 * _MIB,
+    "rerank": 64 * _MIB,
+    "tts": 256 * _MIB,
+    "stt": 256 * _MIB,
+    "image_generation": 256 * _MIB,
+    "image_edit": 256 * _MIB,
 }
 
 
@@ -134,6 +151,10 @@ def _check_url(value: str) -> str:
 
 class InstanceConfig(_Strict):
     name: str = Field(min_length=1)
+    # What clients (x-modelrouter-instance) and metrics (the `instance` label) call this instance; unique in
+    # its service. Default: "<name>#<n>", n counting instances of the same name in the service from 1. A
+    # header value and a label: short, printable ASCII, no spaces.
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#/+-]{0,99}$")
     models: tuple[str, ...] = ()  # further names this instance serves
     base_url: str
     path: str | None = None
@@ -142,13 +163,24 @@ class InstanceConfig(_Strict):
     upstream_model: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: Timeouts | None = None
+    # Largest non-streamed answer taken from this instance (bytes); None: the service's, else its kind's default.
+    max_response_bytes: int | None = Field(default=None, gt=0)
     breaker: BreakerConfig | None = None
     health_check: HealthCheckConfig | None = None
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _check_url(value)
+        url = _check_url(value)
+        if "@" in urlsplit(url).netloc:
+            # Credentials in the URL end up wherever the URL does (logs, error reports, the admin view); the
+            # message does not repeat the value, which would print them once more.
+            raise ValueError(
+                "must not carry credentials (user:pass@host): give them as a header instead, e.g. "
+                "headers: {Authorization: 'Basic <base64 of user:pass>'} (a ${ENV} variable keeps them out of "
+                "the file)"
+            )
+        return url
 
     @field_validator("path")
     @classmethod
@@ -177,6 +209,9 @@ class ServiceConfig(_Strict):
     # What ip_hash / consistent_hash hash: the client IP, the request's `user` field, or a header.
     hash_on: HashOn = "client_ip"
     timeouts: Timeouts | None = None
+    # Largest non-streamed answer read from an instance (bytes); larger ones fail with a 502
+    # (upstream_response_too_large). None: DEFAULT_MAX_RESPONSE_BYTES of this service.
+    max_response_bytes: int | None = Field(default=None, gt=0)
     breaker: BreakerConfig | None = None
     health_check: HealthCheckConfig | None = None
     retry: RetryConfig | None = None
@@ -186,6 +221,29 @@ class ServiceConfig(_Strict):
     stale_cache: StaleCacheConfig = StaleCacheConfig()
     models: dict[str, ModelOverride] = Field(default_factory=dict)
     instances: list[InstanceConfig] = Field(default_factory=list)
+
+    def instance_names(self) -> list[str]:
+        """Each instance's public name, in order: its ``id``, or "<name>#<n>" with n its position (from 1)
+        among the instances of the same ``name`` in this service, whether or not they have an ``id``."""
+        seen: dict[str, int] = {}
+        names = []
+        for inst in self.instances:
+            seen[inst.name] = n = seen.get(inst.name, 0) + 1
+            names.append(inst.id or f"{inst.name}#{n}")
+        return names
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServiceConfig:
+        # Two instances of one name would share one header value and one metrics series.
+        taken: dict[str, int] = {}
+        for i, name in enumerate(self.instance_names()):
+            if name in taken:
+                raise ValueError(
+                    f"instances[{i}]: the instance name {name!r} is already that of instances[{taken[name]}]; "
+                    "give one of them another `id`"
+                )
+            taken[name] = i
+        return self
 
 
 LimitScope = Literal["global", "service", "model", "instance", "key", "ip", "user"]
@@ -261,6 +319,8 @@ class UsageConfig(_Strict):
     buffer: int = Field(default=10_000, ge=1)  # records held while the store is slow; beyond: dropped, counted
     batch: int = Field(default=500, ge=1)
     flush_interval: PositiveSeconds = 1
+    # Records older than this are deleted (hourly, in the background); None: kept forever (~3 GB a day at 200 req/s).
+    retention_days: int | None = Field(default=90, ge=1)
 
 
 class MaskRule(_Strict):
@@ -277,6 +337,9 @@ class RedactionConfig(_Strict):
 class AdminConfig(_Strict):
     token_ttl: PositiveSeconds = 3600
     login_attempts_per_minute: int = Field(default=5, ge=1)
+    # Audit log entries older than this are deleted (as usage records are); None: kept forever. Longer than usage:
+    # the log is small, and who changed what is asked about long after.
+    audit_retention_days: int | None = Field(default=365, ge=1)
 
 
 class ObservabilityHeaders(_Strict):
@@ -287,13 +350,37 @@ class ObservabilityHeaders(_Strict):
     server_timing: bool = True  # Server-Timing: gateway;dur=…, upstream;dur=…
 
 
+def split_address(value: str) -> tuple[str, int]:
+    """("127.0.0.1", 9464) from "127.0.0.1:9464"; IPv6 in brackets ("[::1]:9464"). ValueError when not that."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or any(c.isspace() for c in host):
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9464 (IPv6: [::1]:9464)")
+    return host, int(port)
+
+
 class ObservabilityConfig(_Strict):
     metrics: bool = True  # GET /metrics (Prometheus text format)
+    # A second address serving only GET /metrics (e.g. 127.0.0.1:9464), so that the metrics, which name
+    # models and instances, need not be reachable where clients are; the main port's /metrics then answers
+    # 404. Bound at start (a change needs a restart). None: /metrics on the main port.
+    metrics_listen: str | None = None
+    # A bearer token GET /metrics requires, wherever it is served (Prometheus: `authorization:
+    # {credentials_file: ...}`). Static on purpose: admin tokens expire, a scraper cannot log in again.
+    metrics_token: str | None = Field(default=None, min_length=16)
     access_log: bool = False  # one JSON line per request
     access_log_path: str | None = None  # a file to append to; default (or "-"): standard output
     request_id: bool = True  # X-Request-ID taken from the client (or made) and returned
     headers: ObservabilityHeaders = ObservabilityHeaders()
     tracing: bool = False  # OpenTelemetry spans (pip install 'modelrouter[otel]'; OTEL_* variables configure it)
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_address(value)
+        return value
 
 
 class ServerConfig(_Strict):
@@ -305,10 +392,35 @@ class ServerConfig(_Strict):
     # before spooling to disk.
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     spool_memory_bytes: int = Field(default=1024 * 1024, ge=0)
+    # Largest single event of an upstream stream (an SSE event, an Ollama NDJSON line) held while it is not
+    # complete: an upstream that streams without event boundaries ends with an error instead of growing
+    # memory without bound. Real events are a few hundred bytes; a long tool-call argument is still far below.
+    max_event_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     # Refuse request parameters outside OpenAI's ranges (temperature 0-2, n >= 1, encoding_format float|base64,
     # ...) with a 400 before any backend is called. Off: for backends that accept wider ranges; types and
     # required fields are checked either way.
     validate_parameters: bool = True
+    # Client-side limits: what one client may hold of the gateway before sending a request it can act on.
+    # Without them a few hundred connections that send their head one byte at a time, or one header that never
+    # ends, hold file descriptors and memory for ever. Read at start (a change needs a restart).
+    # A request head (request line and headers) must be complete this long after its first byte (or after the
+    # connection opened): a fixed deadline, not an idle timeout, which a byte every few seconds would defeat.
+    header_timeout: PositiveSeconds = 10
+    # Largest request head in bytes, and most headers; past either: 431 and the connection closed. A head is
+    # refused as it arrives, so one that never ends costs at most this much memory.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=200, ge=8)
+    # Longest pause while a request body is being read: past it, 408 and the connection closed (a body shorter
+    # than its Content-Length ends here). After the answer, the rest of a body the gateway did not need (a
+    # 401, a 413) must arrive within this long too.
+    body_read_timeout: PositiveSeconds = 30
+    # How long a connection may stay open with no request after the last answer.
+    keep_alive_timeout: PositiveSeconds = 5
+    # Open client connections per process (each worker of `serve --workers N` has its own). Past it a new
+    # connection first displaces the oldest one that has not yet sent a complete request head; only if every
+    # connection has a request in flight is it answered 503. At start the soft file-descriptor limit is raised
+    # (up to the hard one) to fit; if it cannot, the cap is lowered to fit it (and that is logged).
+    max_connections: int = Field(default=4096, ge=1)
     # On SIGTERM: stop accepting, let requests and streams in flight finish for at most this long, then close.
     drain_timeout: PositiveSeconds = 30
     # Reload the config file when it changes (checked every `watch_interval` seconds); SIGHUP always reloads.

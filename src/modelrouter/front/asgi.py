@@ -21,20 +21,24 @@ from ..accounting import Accounting, Ticket
 from ..auth import KeyRing, Principal
 from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
+    AuthenticationFailed,
     BodyTooLarge,
     GatewayError,
     InternalError,
-    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
+    RequestTimeout,
     UnsupportedMediaType,
+    echo,
 )
 from ..observe import Observe, RequestTrace
 from ..pipeline import ClientInfo, Pipeline, Response, StreamResponse
+from ..telemetry import metrics_token_ok
 from ..timers import Alarm, clock
 from ..usage import Meter
-from .multipart import Form, read_multipart
+from .jsonbody import parse_object
+from .multipart import ClientGone, Form, read_multipart
 from .params import check_form, check_json
 
 __all__ = ["FrontDoor"]
@@ -47,10 +51,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-
-
-class ClientGone(Exception):
-    """The client disconnected; there is nobody to answer."""
 
 
 class FrontDoor:
@@ -88,7 +88,10 @@ class FrontDoor:
         self.observe: Observe | None = None
         # GET /metrics: the exposition (body, content type); None: not served.
         self.metrics_exposition: Callable[[], tuple[bytes, str]] | None = None
+        self.metrics_token: str | None = None  # a bearer token GET /metrics requires, when set
         self.active = 0  # requests in progress (counted while observability is on)
+        # Longest pause while reading a request body (server.body_read_timeout): then 408, connection closed.
+        self.body_read_timeout = 30.0
 
     async def startup(self) -> None:
         """Called once before the first request."""
@@ -109,6 +112,7 @@ class FrontDoor:
                 await _fail(send, scope, exc)
             return
         form: Form | None = None
+        watch: _DisconnectWatch | None = None
         ticket: Ticket | None = None
         status = 0
         obs = self.observe
@@ -154,32 +158,49 @@ class FrontDoor:
                         principal = self.keys.authenticate_headers(authorization, api_key)
 
             payload: dict[str, Any] | Form
-            if endpoint.body == "json":
-                if content_type is not None and b"json" not in content_type.lower():
-                    raise UnsupportedMediaType(
-                        f"Content-Type must be application/json, not {content_type.decode('latin-1')}"
+            # One alarm per request: first timing the body read, then (re-armed) watching for a disconnect.
+            watch = _DisconnectWatch(receive, self.body_read_timeout)
+            try:
+                if endpoint.body == "json":
+                    if content_type is not None and b"json" not in content_type.lower():
+                        raise UnsupportedMediaType(
+                            f"Content-Type must be application/json, not {echo(content_type.decode('latin-1'))}"
+                        )
+                    limit = self.max_body_bytes
+                    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+                        raise BodyTooLarge(f"request body larger than the {limit} byte limit")
+                    message = await receive()
+                    body: bytes = message.get("body", b"")
+                    if message.get("more_body", False):
+                        body = await _read_rest(watch.receive, body, limit)
+                    elif not body and message["type"] == "http.disconnect":
+                        raise ClientGone()
+                    elif len(body) > limit:
+                        raise BodyTooLarge(f"request body larger than the {limit} byte limit")
+                else:
+                    limit = self.max_upload_bytes
+                    if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+                        raise BodyTooLarge(f"upload larger than the {limit} byte limit")
+                    form = await read_multipart(
+                        watch.receive,
+                        content_type.decode("latin-1") if content_type else None,
+                        max_bytes=limit,
+                        spool_bytes=self.spool_bytes,
                     )
-                limit = self.max_body_bytes
-                if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-                    raise BodyTooLarge(f"request body larger than the {limit} byte limit")
-                message = await receive()
-                body: bytes = message.get("body", b"")
-                if message.get("more_body", False):
-                    body = await _read_rest(receive, body, limit)
-                elif len(body) > limit:
-                    raise BodyTooLarge(f"request body larger than the {limit} byte limit")
-                payload = _parse_json(body)
+            except asyncio.CancelledError:
+                if watch.body_timed_out():
+                    raise RequestTimeout(
+                        f"the request body stopped arriving for {self.body_read_timeout:g}s "
+                        "(a body shorter than its Content-Length?)"
+                    ) from None
+                raise
+            watch.watch_disconnect()
+            if endpoint.body == "json":
+                payload = parse_object(body)
                 check_json(endpoint, payload, self.validate_parameters)
             else:
-                limit = self.max_upload_bytes
-                if content_length is not None and content_length.isdigit() and int(content_length) > limit:
-                    raise BodyTooLarge(f"upload larger than the {limit} byte limit")
-                payload = form = await read_multipart(
-                    receive,
-                    content_type.decode("latin-1") if content_type else None,
-                    max_bytes=limit,
-                    spool_bytes=self.spool_bytes,
-                )
+                assert form is not None
+                payload = form
                 check_form(endpoint, form, self.validate_parameters)
 
             client = scope.get("client")
@@ -199,7 +220,6 @@ class FrontDoor:
                     with trace.child("limits"):
                         ticket = await self.accounting.admit(endpoint, payload, ip, principal, table, meter)
                 ticket.bytes_in = size
-            watch = _DisconnectWatch(receive)
             try:
                 result = await self.pipeline.forward(endpoint, payload, info)
                 if type(result) is Response:
@@ -227,13 +247,13 @@ class FrontDoor:
                     status = status or 499  # nginx's "client closed request"
                     return
                 raise
-            finally:
-                watch.stop()
         except ClientGone:
             status = status or 499
         except Exception as exc:
             status = await _fail(send, scope, exc, _id_header(meter))
         finally:
+            if watch is not None:
+                watch.stop()
             if form is not None:
                 form.close()
             if ticket is not None and self.accounting is not None:
@@ -249,12 +269,14 @@ class FrontDoor:
         path: str = scope["path"]
         method: str = scope["method"]
         if endpoint is not None:
-            raise MethodNotAllowed(f"{method} is not allowed on {path}; use POST", allow="POST")
+            raise MethodNotAllowed(f"{echo(method)} is not allowed on {echo(path)}; use POST", allow="POST")
         if path.startswith("/admin/") and self.admin is not None:
             await self.admin(scope, receive, send)
             return
         if path == "/metrics" and self.metrics_exposition is not None:
             _require_get(method, path)
+            if not metrics_token_ok(self.metrics_token, _header(scope, b"authorization")):
+                raise AuthenticationFailed("GET /metrics needs 'Authorization: Bearer <observability.metrics_token>'")
             body, content_type = self.metrics_exposition()
             await _send(send, 200, [(b"content-type", content_type.encode("latin-1"))], body)
             return
@@ -268,7 +290,7 @@ class FrontDoor:
                 if path.startswith("/v1/models/"):
                     model_id = path[len("/v1/models/") :]
                     if model_id not in visible:
-                        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+                        raise ModelNotFound(f"The model '{echo(model_id)}' does not exist", param="model")
                     await _send(send, 200, _JSON_HEADERS, table.model_object(model_id))
                 else:
                     await _send(send, 200, _JSON_HEADERS, table.models_listing(visible))
@@ -294,7 +316,7 @@ class FrontDoor:
 
             await _send(send, 200, _JSON_HEADERS, openapi_json())
         else:
-            raise NotFound(f"Invalid URL ({method} {path})")
+            raise NotFound(f"Invalid URL ({echo(method)} {echo(path)})")
 
     def _principal(self, scope: Scope) -> Principal | None:
         """The caller's key when auth is on (raises 401 without a valid one), else None."""
@@ -326,19 +348,17 @@ class FrontDoor:
                 return
 
 
-def _parse_json(body: bytes) -> dict[str, Any]:
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}") from None
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The request body must be a JSON object")
-    return payload
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            value: bytes = v
+            return value
+    return None
 
 
 def _require_get(method: str, path: str) -> None:
     if method not in ("GET", "HEAD"):
-        raise MethodNotAllowed(f"{method} is not allowed on {path}; use GET", allow="GET")
+        raise MethodNotAllowed(f"{echo(method)} is not allowed on {echo(path)}; use GET", allow="GET")
 
 
 async def _read_rest(receive: Receive, first: bytes, limit: int) -> bytes:
@@ -364,23 +384,47 @@ _WATCH_AFTER = 0.02
 
 
 class _DisconnectWatch(Alarm):
-    """Cancels the request's task when the client disconnects (so the upstream request is dropped and its
-    connection and counters released at once); ``gone`` tells that cancellation apart from a shutdown."""
+    """First the body-read idle timeout: while the body is read, the request's task is cancelled if no part of
+    it comes for ``timeout`` seconds (``body_timed_out`` tells). Then (``watch_disconnect``) it cancels the task
+    when the client disconnects (so the upstream request is dropped and its connection and counters released at
+    once); ``gone`` tells that cancellation apart from a shutdown. One alarm for both: every per-request object
+    shows on the hot path."""
 
-    __slots__ = ("_receive", "_task", "_watcher", "gone")
+    __slots__ = ("_receive", "_task", "_timeout", "_watcher", "expired", "gone")
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, timeout: float) -> None:
         super().__init__(clock())
         task = asyncio.current_task()
         assert task is not None
         self._task = task
         self._receive = receive
+        self._timeout = timeout
         self._watcher: asyncio.Task[None] | None = None
+        self.expired = False
         self.gone = False
-        self.set(self._clock.time() + _WATCH_AFTER)
+        self.set(self._clock.time() + timeout)
+
+    async def receive(self) -> Message:
+        """``receive`` for reading the body: each message pushes the deadline back (an idle timeout)."""
+        message = await self._receive()
+        self.at = self._clock.time() + self._timeout  # still armed: the clock reads ``at`` when it ticks
+        return message
+
+    def watch_disconnect(self) -> None:
+        """The body is read: from now on, watch for the client going away."""
+        self._timeout = 0.0
+        # Still armed (it rings only while the task waits in ``receive``, and then the read ends in a timeout):
+        # moving ``at`` is enough.
+        self.at = self._clock.time() + _WATCH_AFTER
 
     def ring(self) -> None:
-        self._watcher = self._clock.loop.create_task(self._watch())
+        if self._timeout:
+            # Reading the body, which stopped coming. The task waits in ``receive`` (the only await while
+            # reading), so the cancellation lands there.
+            self.expired = True
+            self._task.cancel()
+        else:
+            self._watcher = self._clock.loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         while True:
@@ -389,6 +433,10 @@ class _DisconnectWatch(Alarm):
                 self.gone = True
                 self._task.cancel()
                 return
+
+    def body_timed_out(self) -> bool:
+        """After a CancelledError while reading the body: True if it was the timeout's (then undone)."""
+        return self.expired and self._task.uncancel() == 0
 
     def client_gone(self) -> bool:
         """After a CancelledError: True if it was ours (the client left), and the cancellation is then undone."""

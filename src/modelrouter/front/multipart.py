@@ -14,9 +14,13 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..errors import BodyTooLarge, InvalidRequest, UnsupportedMediaType
 
-__all__ = ["Form", "Part", "read_multipart"]
+__all__ = ["ClientGone", "Form", "Part", "read_multipart"]
 
 _READ_CHUNK = 64 * 1024
+
+
+class ClientGone(Exception):
+    """The client disconnected; there is nobody to answer (the front door records a 499)."""
 
 
 class Part:
@@ -179,9 +183,15 @@ async def read_multipart(
                 raise InvalidRequest(f"multipart field '{part.name}' is too long for a text field")
             part.data.extend(chunk)
 
+    ended: list[bool] = []
+
+    def on_end() -> None:
+        ended.append(True)
+
     parser = MultipartParser(
         boundary,
         {
+            "on_end": on_end,
             "on_part_begin": on_part_begin,
             "on_header_field": on_header_field,
             "on_header_value": on_header_value,
@@ -206,10 +216,16 @@ async def read_multipart(
                 break
             message = await receive()
             if message["type"] == "http.disconnect":
-                raise ConnectionResetError("client disconnected during upload")
+                raise ClientGone()
             chunk = message.get("body", b"")
             more = message.get("more_body", False)
         parser.finalize()
+        # The parser takes a body that just stops as complete: its last part would then be forwarded as a whole
+        # file or field, though the client (or a proxy) broke off. Only the closing boundary says it is all there.
+        if not ended:
+            raise InvalidRequest(
+                "multipart/form-data body ends without its closing boundary", code="incomplete_multipart"
+            )
     except MultipartParseError as exc:
         form.close()
         raise InvalidRequest(f"malformed multipart/form-data body: {exc}") from None

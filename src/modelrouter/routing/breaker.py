@@ -69,6 +69,16 @@ class CircuitBreaker:
             self.probe_successes = 0
         return self.probes < self.config.half_open_probes
 
+    def wait(self) -> float | None:
+        """Seconds until a request may go through: 0 now, the rest of the open period while open (it then goes
+        half-open), None while half-open with every probe slot taken (only the probes' outcome tells). Unlike
+        ``allows`` it changes no state: it answers a 503's Retry-After, not a routing question."""
+        if self.state == CLOSED or not self.config.enabled:
+            return 0.0
+        if self.state == OPEN:
+            return max(self.opened_until - self._clock(), 0.0)
+        return 0.0 if self.probes < self.config.half_open_probes else None
+
     def on_send(self) -> bool:
         """Called when a request is sent here; returns True if it is a half-open probe."""
         if self.state == HALF_OPEN:

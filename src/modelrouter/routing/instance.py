@@ -7,7 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._version import __version__
-from ..config.model import BreakerConfig, HealthCheckConfig, InstanceConfig, Timeouts
+from ..config.model import DEFAULT_MAX_RESPONSE_BYTES, BreakerConfig, HealthCheckConfig, InstanceConfig, Timeouts
 from .breaker import CircuitBreaker
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ class Instance:
         "json_headers",
         "key",
         "labels",
+        "max_response_bytes",
+        "name",
         "probe_url",
         "timeouts",
         "upstream_model",
@@ -66,10 +68,18 @@ class Instance:
         adapter: Adapter,
         breaker: BreakerConfig | None = None,
         health: HealthCheckConfig | None = None,
+        name: str | None = None,
+        max_response_bytes: int | None = None,
     ) -> None:
         self.config = config
-        self.id = f"{service}/{config.name}@{config.base_url}"
-        self.labels = (service, f"{config.name}@{config.base_url}")  # (service, instance) metric labels
+        # What clients and metrics see: the operator's `id`, or "<name>#<n>" (``ServiceConfig.instance_names``
+        # gives n; the routing table passes it). Never the URL: clients must not learn hosts, ports or
+        # credentials, and the URL is no stable label either (it changes when a backend moves).
+        self.name = name or config.id or f"{config.name}#1"
+        # Operator-side identity, for log lines and the admin view: the URL is what an operator looks for
+        # there. It carries no credentials: the config refuses user:pass@ in base_url.
+        self.id = f"{service}/{self.name}@{config.base_url}"
+        self.labels = (service, self.name)  # (service, instance) metric labels
         self.base_url = config.base_url
         # endpoint name -> full upstream URL, computed once per config
         self.urls = urls
@@ -81,10 +91,16 @@ class Instance:
         # Built once: the upstream client copies headers, so one dict can serve every JSON request.
         self.json_headers = {**self.headers, "Content-Type": "application/json"}
         self.timeouts = timeouts
+        # Largest non-streamed answer read from this instance (its own, its service's or the kind's default).
+        self.max_response_bytes = max_response_bytes or DEFAULT_MAX_RESPONSE_BYTES[service]
         self.adapter = adapter
         # Identity across config reloads: the same key means the same backend, so its state may be kept. The
-        # resilience settings are not part of it: changing a threshold keeps the instance and its state.
-        self.key = (service, config.model_dump_json(exclude={"timeouts", "breaker", "health_check"}))
+        # resilience settings are not part of it: changing a threshold keeps the instance and its state; nor is
+        # its public name (`id`), which only relabels it.
+        self.key = (
+            service,
+            config.model_dump_json(exclude={"id", "timeouts", "max_response_bytes", "breaker", "health_check"}),
+        )
         self.breaker = CircuitBreaker(breaker or BreakerConfig())
         self.health = health or HealthCheckConfig(enabled=False)
         # GET/POST target of the active health check, or None when checks are off.
@@ -102,14 +118,28 @@ class Instance:
     def adopt(self, newer: Instance) -> None:
         """Take the settings of ``newer`` (same backend, from a reloaded config) and keep this state."""
         self.timeouts = newer.timeouts
+        self.max_response_bytes = newer.max_response_bytes
         self.breaker.config = newer.breaker.config
         self.health = newer.health
         self.probe_url = newer.probe_url
         self.config = newer.config
+        # A default name counts position among same-named instances, which a reload may change without
+        # changing the backend (another instance added before this one).
+        self.name, self.id, self.labels = newer.name, newer.id, newer.labels
 
     def usable(self, now: float) -> bool:
         """May a request be sent here now? Health, Retry-After cool-down and circuit breaker."""
         return self.healthy and self.cooldown_until <= now and self.breaker.allows()
+
+    def usable_in(self, now: float) -> float | None:
+        """Seconds until ``usable`` may say yes (0: now), for a 503's Retry-After; None while unhealthy (the
+        next good health probe decides, at no known time) or while the breaker's probes are all out."""
+        if not self.healthy:
+            return None
+        breaker = self.breaker.wait()
+        if breaker is None:
+            return None
+        return max(self.cooldown_until - now, breaker, 0.0)
 
     def acquire(self) -> None:
         self.inflight += 1

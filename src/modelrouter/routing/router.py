@@ -24,7 +24,7 @@ from ..config.model import (
     layered,
 )
 from ..endpoints import ENDPOINTS_BY_SERVICE
-from ..errors import ModelNotFound
+from ..errors import ModelNotFound, echo
 from .balancers import BALANCERS, Balancer
 from .instance import Instance, join_url
 
@@ -123,7 +123,7 @@ class RoutingTable:
         if service.timeouts is not None:
             base_timeouts = service.timeouts.merged_over(base_timeouts)
         members: dict[str, list[Instance]] = {}
-        for inst_cfg in service.instances:
+        for inst_cfg, name in zip(service.instances, service.instance_names(), strict=True):
             timeouts: Timeouts = inst_cfg.timeouts.merged_over(base_timeouts) if inst_cfg.timeouts else base_timeouts
             instance = Instance(
                 inst_cfg,
@@ -133,6 +133,8 @@ class RoutingTable:
                 ADAPTERS[inst_cfg.adapter],
                 breaker=layered(config.breaker, service.breaker, inst_cfg.breaker),
                 health=layered(config.health_check, service.health_check, inst_cfg.health_check),
+                name=name,
+                max_response_bytes=inst_cfg.max_response_bytes or service.max_response_bytes,
             )
             kept = old.pop(instance.key, None)
             if kept is not None:
@@ -185,7 +187,7 @@ class RoutingTable:
     def model_object(self, model_id: str) -> bytes:
         obj = self._model_objects.get(model_id)
         if obj is None:
-            raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+            raise ModelNotFound(f"The model '{echo(model_id)}' does not exist", param="model")
         return orjson.dumps(obj)
 
     def all_instances(self) -> list[Instance]:
@@ -201,9 +203,9 @@ class RoutingTable:
             return pool
         elsewhere = self._service_of_model.get(name)
         if elsewhere and (may_use is None or any(may_use(s, model, name) for s in elsewhere)):
-            what = f"The model '{model}' is not available for this endpoint (it serves: {', '.join(elsewhere)})"
+            what = f"The model '{echo(model)}' is not available for this endpoint (it serves: {', '.join(elsewhere)})"
         else:
-            what = f"The model '{model}' does not exist"
+            what = f"The model '{echo(model)}' does not exist"
         raise ModelNotFound(f"{what}; {self._names_for(service, may_use)}", param="model")
 
     def _names_for(self, service: str, may_use: Callable[[str, str, str], bool] | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -23,6 +24,12 @@ class _Unset(enum.Enum):
 ANY = _Unset.ANY  # ``add_config_version(based_on=ANY)``: no optimistic check (an import, a file load)
 
 ConfigMode = Literal["file", "store"]
+
+# Pruning deletes this many rows per transaction, pausing between transactions: on SQLite a write transaction locks
+# the whole database, so a backlog of millions of rows (a first prune, months of records) deleted in one statement
+# would hold off the usage recorder and every admin write for as long as it takes. A batch takes ~8 ms on SQLite.
+PRUNE_BATCH = 2000
+PRUNE_PAUSE = 0.01  # seconds between batches: long enough for a writer waiting on the lock to take it
 _MODES: tuple[ConfigMode, ...] = ("file", "store")  # kept in `meta`, whose values are numbers: 1, 2
 
 
@@ -96,6 +103,30 @@ class ActivityStore(StoreBase):
                 )
                 for row in rows
             ]
+
+    async def prune_usage(self, before: float, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete usage records older than ``before`` (unix seconds), in batches; how many were deleted."""
+        return await self._prune(usage_records, before, batch)
+
+    async def prune_audit(self, before: float, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete audit log entries older than ``before`` (unix seconds), in batches; how many were deleted."""
+        return await self._prune(audit_log, before, batch)
+
+    async def _prune(self, table: sa.Table, before: float, batch: int) -> int:
+        """Oldest first, ``batch`` rows per short transaction, so that a crash or a shutdown half-way leaves only
+        the newest of the expired rows. Safe to run in several processes at once: each deletes what is left."""
+        total = 0
+        while True:
+            # DELETE ... LIMIT is not in SQLite's default build nor in PostgreSQL; a bounded IN (SELECT) is in both,
+            # and walks the `ts` index.
+            oldest = sa.select(table.c.id).where(table.c.ts < before).order_by(table.c.ts).limit(batch)
+            async with self._write() as conn:
+                result = await conn.execute(table.delete().where(table.c.id.in_(oldest)))
+            deleted = result.rowcount
+            total += deleted
+            if deleted < batch:
+                return total
+            await asyncio.sleep(PRUNE_PAUSE)
 
     async def audit(self, actor: str, action: str, target: str, detail: Mapping[str, Any] | None = None) -> None:
         """Record who did what to what. ``detail`` must be JSON-serialisable and must never hold a secret."""

@@ -13,9 +13,10 @@ import socket
 from collections.abc import AsyncIterator
 
 import aiohttp
+from aiohttp import hdrs
 
 from ..config.model import Timeouts
-from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamTimeout
+from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamResponseTooLarge, UpstreamTimeout
 from ..timers import Alarm, clock
 from .base import UpstreamRequest
 
@@ -82,7 +83,7 @@ class _Deadline(Alarm):
 
 
 class AiohttpResponse:
-    __slots__ = ("_deadline", "_first", "_idle", "_resp", "_url", "content_type", "status")
+    __slots__ = ("_deadline", "_first", "_first_at", "_idle", "_resp", "_url", "content_type", "status")
 
     def __init__(
         self, resp: aiohttp.ClientResponse, timeouts: Timeouts, deadline: _Deadline, url: str, first: float | None
@@ -91,19 +92,34 @@ class AiohttpResponse:
         self._idle = timeouts.idle
         self._deadline = deadline
         self._url = url
-        # What is left of the first-byte budget: a streaming server sends headers at once and then thinks.
+        # What is left of the first-byte budget: a streaming server sends headers at once and then thinks. It
+        # bounds the body's reads until the first complete event (``first_event``), not just the first read:
+        # a keep-alive comment or half an event is no first token.
         self._first = first
+        self._first_at: float | None = None  # when that budget runs out, once the body is being read
         self.status = resp.status
         self.content_type: str | None = resp.headers.get("Content-Type")
 
     def header_items(self) -> list[tuple[bytes, bytes]]:
         return [(k.lower(), v) for k, v in self._resp.raw_headers if k.lower() not in _DROP]
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int) -> bytes:
+        resp = self._resp
+        length = resp.headers.get(hdrs.CONTENT_LENGTH)
+        # Six digits or fewer is under a megabyte, so under any cap of a megabyte or more: the common answer is
+        # let through on the header's length, without converting it (the parser has checked it is digits).
+        if length is not None and (len(length) > 6 or limit < 1_000_000) and int(length) > limit:
+            # Refused on its word, before a byte of the body is read; the connection is dropped (_failed), as a
+            # pooled one would first have to be drained of the whole body.
+            raise self._failed(_too_large(limit, int(length)))
         deadline = self._deadline
         deadline.arm(self._idle)
         try:
-            return await self._resp.read()
+            if length is not None:
+                # The parser ends the body at Content-Length: it cannot exceed the limit checked above, so the
+                # common case (JSON servers send a length) reads as it always did, with no extra work.
+                return await resp.read()
+            return await self._read_capped(limit)
         except asyncio.CancelledError:
             if deadline.caused():
                 raise self._failed(UpstreamTimeout("the backend timed out sending its answer")) from None
@@ -113,16 +129,40 @@ class AiohttpResponse:
         finally:
             deadline.disarm()
 
+    async def _read_capped(self, limit: int) -> bytes:
+        """A body of unknown length (chunked, or up to the close), cut off once past ``limit``. The chunks are
+        joined once at the end, as aiohttp's own ``read`` does: no more copying than reading it whole."""
+        content = self._resp.content
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await content.readany():
+            size += len(chunk)
+            if size > limit:
+                chunks.clear()
+                raise self._failed(_too_large(limit, None))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def first_event(self) -> None:
+        self._first = None
+
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         content = self._resp.content
         deadline = self._deadline
-        phase = self._first if self._first is not None else self._idle
+        idle = self._idle
+        if self._first is not None:
+            self._first_at = deadline._clock.time() + self._first
         while True:
+            first_at = self._first_at if self._first is not None else None
+            # Before the first event: what is left of the first-byte budget; after it: the idle timeout.
+            phase = idle if first_at is None else max(first_at - deadline._clock.time(), 0.0)
             deadline.arm(phase)
             try:
                 chunk = await content.readany()
             except asyncio.CancelledError:
                 if deadline.caused():
+                    if first_at is not None:
+                        raise self._failed(UpstreamTimeout("the backend sent no first token in time")) from None
                     raise self._failed(UpstreamTimeout("the backend stalled mid-answer")) from None
                 raise
             except (aiohttp.ClientError, OSError) as exc:
@@ -131,7 +171,6 @@ class AiohttpResponse:
                 deadline.disarm()
             if not chunk:
                 return
-            phase = self._idle
             yield chunk
 
     def _failed(self, error: GatewayError, cause: BaseException | None = None) -> GatewayError:
@@ -146,6 +185,14 @@ class AiohttpResponse:
             self._resp.release()
         else:
             self._resp.close()
+
+
+def _too_large(limit: int, length: int | None) -> UpstreamResponseTooLarge:
+    if length is None:
+        return UpstreamResponseTooLarge(f"the backend's answer went on past the limit of {limit} bytes")
+    return UpstreamResponseTooLarge(
+        f"the backend's answer is {length} bytes long (Content-Length), over the limit of {limit} bytes"
+    )
 
 
 def _describe(exc: BaseException) -> str:
