@@ -320,13 +320,15 @@ async def test_sigterm_cuts_a_stream_longer_than_drain_timeout(
             await asyncio.wait_for(is_started.wait(), 10)
             signalled = time.monotonic()
             gw.send(signal.SIGTERM)
-            try:
-                body = await asyncio.wait_for(stream, 5)
-            except aiohttp.ClientPayloadError:
-                body = b""  # cut mid-chunk
+            body = await asyncio.wait_for(stream, 5)
         finally:
             stream.cancel()
     assert b"[DONE]" not in body
+    # The client is told why its stream ended, as for a broken upstream: a last error event, then the end.
+    last = body.rstrip(b"\n").rsplit(b"\n\n", 1)[-1]
+    assert last.startswith(b"data: "), body[-300:]
+    error = json.loads(last[len(b"data: ") :])["error"]
+    assert (error["type"], error["code"]) == ("overloaded_error", "shutting_down")
     code = await asyncio.to_thread(gw.wait, 5)
     assert code == 0, gw.log()
     assert time.monotonic() - signalled < 0.5 + 3

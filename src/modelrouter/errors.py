@@ -21,6 +21,7 @@ class by HTTP status, so the types do not change what a client catches.
     ├── NotFound                 404 not_found_error / unknown_url
     │   └── ModelNotFound        404 not_found_error / model_not_found
     ├── MethodNotAllowed         405 invalid_request_error / method_not_allowed
+    ├── ShuttingDown             503 overloaded_error / shutting_down (a stream cut at the end of the drain)
     ├── NoUsableInstance         503 overloaded_error / service_unavailable
     │   └── UpstreamConnectError 503 overloaded_error / upstream_unreachable (no instance accepted the connection)
     ├── UpstreamInvalid          502 api_error / bad_gateway (broken or non-HTTP answer, reset after connect)
@@ -53,6 +54,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "RequestTimeout",
+    "ShuttingDown",
     "UnsupportedMediaType",
     "UpstreamConnectError",
     "UpstreamEventTooLarge",
@@ -234,6 +236,14 @@ class NoUsableInstance(GatewayError):
         # Whole seconds, rounded up (the header has no fractions): a client retrying earlier would find the
         # instance still unusable.
         return [(b"retry-after", b"%d" % max(1, math.ceil(self.retry_after)))]
+
+
+class ShuttingDown(GatewayError):
+    """The gateway stopped: a stream still running at the end of ``server.drain_timeout`` is cut with this."""
+
+    status = 503
+    type = "overloaded_error"
+    code = "shutting_down"
 
 
 class UpstreamConnectError(NoUsableInstance):

@@ -9,6 +9,7 @@ cancels the upstream request at once). Required fields and parameter ranges are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from ..errors import (
     ModelNotFound,
     NotFound,
     RequestTimeout,
+    ShuttingDown,
     UnsupportedMediaType,
     echo,
 )
@@ -239,7 +241,7 @@ class FrontDoor:
                         assert meter is not None
                         result.headers = obs.response_headers(meter, started, list(result.headers))
                     try:
-                        await _stream(send, result, meter)
+                        await _stream(send, result, meter, watch)
                     finally:
                         result.aclose()
             except asyncio.CancelledError:
@@ -448,7 +450,7 @@ class _DisconnectWatch(Alarm):
             self._watcher.cancel()
 
 
-async def _stream(send: Send, stream: StreamResponse, meter: Meter | None) -> None:
+async def _stream(send: Send, stream: StreamResponse, meter: Meter | None, watch: _DisconnectWatch) -> None:
     try:
         await send({"type": "http.response.start", "status": stream.status, "headers": stream.headers})
         async for chunk in stream.chunks():
@@ -462,6 +464,15 @@ async def _stream(send: Send, stream: StreamResponse, meter: Meter | None) -> No
             raise ClientGone() from None  # a binary body cannot carry an error; leave it cut short
         log.warning("stream broke off after the first byte: %s", exc.message)
         await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n", "more_body": True})
+    except asyncio.CancelledError:
+        # Not the client leaving (the watch cancels for that): the server cutting streams that outlived the
+        # drain. An SSE client is told why, as for a broken upstream, instead of seeing the stream just stop.
+        if stream.sse and not watch.gone:
+            cut = ShuttingDown("the gateway is shutting down: the stream was cut at the end of its drain timeout")
+            with contextlib.suppress(Exception):
+                await send({"type": "http.response.body", "body": b"data: " + cut.body() + b"\n\n", "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        raise
     finally:
         stream.aclose()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
