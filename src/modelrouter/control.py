@@ -131,26 +131,31 @@ _ENV_ONLY = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
 _URL_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^:/@]*:)([^@]*)(@.*)$", re.IGNORECASE)
 
 
-def _secret_paths(doc: dict[str, Any]) -> list[tuple[Any, Any]]:
-    """(container, key) of every value that may be a secret: upstream request headers, client keys declared by
-    their secret, the database URL."""
-    found: list[tuple[Any, Any]] = []
+def _secret_places(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(path by position, as validation names it; container; key) of every value that may be a secret: upstream
+    request headers, client keys declared by their secret, the database URL."""
+    found: list[tuple[str, dict[str, Any], str]] = []
     services = doc.get("services")
-    for service in services.values() if isinstance(services, dict) else ():
+    for service_name, service in services.items() if isinstance(services, dict) else ():
         instances = service.get("instances") if isinstance(service, dict) else None
-        for inst in instances if isinstance(instances, list) else ():
+        for i, inst in enumerate(instances if isinstance(instances, list) else ()):
             headers = inst.get("headers") if isinstance(inst, dict) else None
             if isinstance(headers, dict):
-                found += [(headers, name) for name in headers]
+                found += [(f"services.{service_name}.instances[{i}].headers.{name}", headers, name) for name in headers]
     auth = doc.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
-    for key in keys if isinstance(keys, list) else ():
+    for i, key in enumerate(keys if isinstance(keys, list) else ()):
         if isinstance(key, dict) and "key" in key:
-            found.append((key, "key"))
+            found.append((f"auth.keys[{i}].key", key, "key"))
     store = doc.get("store")
     if isinstance(store, dict) and "database_url" in store:
-        found.append((store, "database_url"))
+        found.append(("store.database_url", store, "database_url"))
     return found
+
+
+def _secret_paths(doc: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(container, key) of every value that may be a secret (``_secret_places``), for views."""
+    return [(container, key) for _, container, key in _secret_places(doc)]
 
 
 def _mask_value(key: Any, value: Any) -> Any:
@@ -226,28 +231,19 @@ def _literal(value: Any) -> bool:
 
 def _literal_secrets(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     """(path, container, key) of every secret written literally: credential headers of upstream instances, client
-    keys given by their secret, a password in ``store.database_url``. Paths by position, as validation names them."""
-    found: list[tuple[str, dict[str, Any], str]] = []
-    services = doc.get("services")
-    for service_name, service in services.items() if isinstance(services, dict) else ():
-        instances = service.get("instances") if isinstance(service, dict) else None
-        for i, inst in enumerate(instances if isinstance(instances, list) else ()):
-            headers = inst.get("headers") if isinstance(inst, dict) else None
-            if not isinstance(headers, dict):
-                continue
-            for name, value in headers.items():
-                if isinstance(name, str) and _CREDENTIAL_HEADER.search(name) and _literal(value):
-                    found.append((f"services.{service_name}.instances[{i}].headers.{name}", headers, name))
-    auth = doc.get("auth")
-    keys = auth.get("keys") if isinstance(auth, dict) else None
-    for i, key in enumerate(keys if isinstance(keys, list) else ()):
-        if isinstance(key, dict) and _literal(key.get("key")):
-            found.append((f"auth.keys[{i}].key", key, "key"))
-    store = doc.get("store")
-    url = store.get("database_url") if isinstance(store, dict) else None
-    match = _URL_PASSWORD.match(url) if isinstance(url, str) else None
-    if isinstance(store, dict) and match and match[2] and not _REFERENCE.match(match[2]):
-        found.append(("store.database_url", store, "database_url"))
+    keys given by their secret, a password in ``store.database_url``."""
+    found = []
+    for path, container, key in _secret_places(doc):
+        value = container[key]
+        if path.startswith("services."):  # an upstream header: only one whose name says it carries a credential
+            literal = isinstance(key, str) and bool(_CREDENTIAL_HEADER.search(key)) and _literal(value)
+        elif path == "store.database_url":  # only its password
+            match = _URL_PASSWORD.match(value) if isinstance(value, str) else None
+            literal = bool(match and match[2] and not _REFERENCE.match(match[2]))
+        else:  # a client key given by its secret
+            literal = _literal(value)
+        if literal:
+            found.append((path, container, key))
     return found
 
 

@@ -44,7 +44,7 @@ from .redaction import ContentMasks
 from .routing.instance import Instance
 from .routing.router import Pool, RoutingTable
 from .upstream.base import Transport, UpstreamRequest, UpstreamResponse
-from .usage import Meter, StreamUsageTap, lacks_usage, with_usage
+from .usage import Meter, StreamUsageTap, add_usage, lacks_usage, with_usage
 
 __all__ = ["ClientInfo", "Pipeline", "Response", "StreamResponse"]
 
@@ -450,17 +450,21 @@ class Pipeline:
             if call.post is not None:
                 translated = call.post.apply(translated if translated is not None else raw)
                 estimated = isinstance(call.post, RerankShape) and call.post.estimated
-            if endpoint.name in _COUNTED and lacks_usage(answer := translated if translated is not None else raw):
-                # The upstream reported no usage (some servers never do): count it, and say so.
-                counted = with_usage(endpoint.name, payload, answer)
-                if counted is not None:
-                    translated, estimated = counted, True
+            # An answer without usage (some servers never report it) gets the gateway's count, marked as such.
+            counted = None
             if check and translated is None:
                 # Passed through byte for byte, so nothing parsed it on the way (a translation, the embeddings
-                # and rerank post-processing and the usage count all do): one full parse is the only sound
-                # check, as garbage may be anywhere in the body (a structural peek at the first and last byte
-                # passes a truncated or spliced answer). ~1 us per KiB with orjson (docs/resilience.md).
-                orjson.loads(raw)
+                # and rerank post-processing do): one full parse is the only sound check, as garbage may be
+                # anywhere in the body (a structural peek at the first and last byte passes a truncated or
+                # spliced answer). ~1 us per KiB with orjson (docs/resilience.md). The same parse tells whether
+                # the usage is there.
+                data = orjson.loads(raw)
+                if endpoint.name in _COUNTED and isinstance(data, dict):
+                    counted = add_usage(endpoint.name, payload, data)
+            elif endpoint.name in _COUNTED and translated is not None and lacks_usage(translated):
+                counted = with_usage(endpoint.name, payload, translated)
+            if counted is not None:
+                translated, estimated = counted, True
         except orjson.JSONDecodeError:
             raise self._invalid(instance, probe, call, "not valid JSON") from None
         except GatewayError:

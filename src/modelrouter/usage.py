@@ -28,6 +28,7 @@ __all__ = [
     "StreamUsageTap",
     "UsageRecord",
     "UsageRecorder",
+    "add_usage",
     "estimate_completion_tokens",
     "estimate_prompt_tokens",
     "estimate_tokens",
@@ -112,13 +113,20 @@ def _answer_text(choice: Any) -> str:
 
 
 def with_usage(endpoint: str, payload: dict[str, Any], body: bytes) -> bytes | None:
-    """``body`` with the ``usage`` the upstream left out, counted by the gateway (``estimated: true`` in it): the
-    prompt estimated from the request, the completion from the answer's text. None if it is not a JSON object."""
+    """``body`` with the ``usage`` the upstream left out (``add_usage``); None if it is not a JSON object or has
+    a usage already."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(data, dict) or isinstance(data.get("usage"), dict):
+    return add_usage(endpoint, payload, data) if isinstance(data, dict) else None
+
+
+def add_usage(endpoint: str, payload: dict[str, Any], data: dict[str, Any]) -> bytes | None:
+    """The parsed answer ``data`` with the ``usage`` the upstream left out, counted by the gateway
+    (``estimated: true`` in it), serialised: the prompt estimated from the request, the completion from the
+    answer's text. None when it has a usage object."""
+    if isinstance(data.get("usage"), dict):
         return None
     prompt = estimate_prompt_tokens(payload)
     if endpoint == "embeddings":
