@@ -23,6 +23,7 @@ import openai
 import pytest
 from aiohttp import web
 
+from modelrouter import pipeline, speedups
 from modelrouter.adapters import OllamaAdapter, SSEPassThrough
 from modelrouter.adapters.base import StreamTranslator
 from modelrouter.endpoints import ENDPOINTS_BY_PATH
@@ -492,7 +493,18 @@ INVALID_CASES = {
 }
 
 
+@pytest.fixture(params=["compiled scan", "orjson"])
+def json_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways an answer is checked: the compiled scan (when built), and orjson (without it, or when the scan
+    cannot tell)."""
+    if request.param == "orjson":
+        monkeypatch.setattr(pipeline, "json_kind", lambda body: speedups.JSON_UNKNOWN)
+    elif speedups.json_kind(b"{}") == speedups.JSON_UNKNOWN:
+        pytest.skip("modelrouter._speedups is not built (no C compiler at install time)")
+
+
 @pytest.mark.parametrize("case", list(INVALID_CASES))
+@pytest.mark.usefixtures("json_check")
 def test_a_non_json_200_alone_is_a_502_invalid_response_and_a_breaker_failure(
     case: str, serve_app: Callable[[web.Application], str], start_gateway: StartGateway
 ) -> None:
@@ -505,6 +517,44 @@ def test_a_non_json_200_alone_is_a_502_invalid_response_and_a_breaker_failure(
     err = error_of(body)
     assert (err["type"], err["code"]) == ("api_error", "upstream_invalid_response")
     assert instance_at(gw, url).breaker.consecutive == 1, "a 200 that is not JSON is no success"
+
+
+# Valid answers in the forms the check must get right whichever way it decides (the compiled scan, or orjson
+# when the scan cannot tell): passed through byte for byte, a usage added only where the answer has none.
+VALID_CASES = {
+    "with usage": (
+        b'{"choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":1,"completion_tokens":1}}',
+        False,
+    ),
+    "spaced and escaped": (
+        b'{ "choices" : [ { "message" : { "content" : "\\u00e9\\ud83d\\ude00" } } ] ,\n'
+        b' "usage" : { "prompt_tokens" : 1 , "completion_tokens" : 1 } }\n',
+        False,
+    ),
+    "usage only nested": (b'{"choices":[{"message":{"content":"hi","usage":{"prompt_tokens":9}}}]}', True),
+    "usage null": (b'{"choices":[{"message":{"content":"hi"}}],"usage":null}', True),
+    "a number near the double's limit": (b'{"choices":[],"x":1.7e308,"usage":{"prompt_tokens":1}}', False),
+    "an escaped key": (b'{"choices":[],"us\\u0061ge":{"prompt_tokens":1,"completion_tokens":0}}', False),
+}
+
+
+@pytest.mark.parametrize("case", list(VALID_CASES))
+@pytest.mark.usefixtures("json_check")
+def test_a_valid_answer_passes_and_gets_usage_only_when_it_has_none(
+    case: str, serve_app: Callable[[web.Application], str], start_gateway: StartGateway
+) -> None:
+    answer, estimated = VALID_CASES[case]
+    url = serve_app(Canned(answer).app())
+    gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
+    status, headers, body = post(gw.url, "/v1/chat/completions", chat("m"))
+    assert status == 200, body[:200]
+    assert instance_at(gw, url).breaker.consecutive == 0
+    if estimated:
+        assert headers["x-modelrouter-usage"] == "estimated"
+        assert json.loads(body)["usage"]["estimated"] is True
+    else:
+        assert "x-modelrouter-usage" not in headers
+        assert body == answer
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import random
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from modelrouter import observe, speedups
@@ -28,6 +29,7 @@ def test_the_helpers_are_built_in_ci() -> None:
         pytest.skip("not built here (no C compiler at install time)")
     assert speedups.usage is not None
     assert speedups.json_lines is not None
+    assert speedups.json_kind(b"{}") == speedups.JSON_WITHOUT_USAGE
 
 
 # --- usage -----------------------------------------------------------------------------------------------------
@@ -94,6 +96,152 @@ def test_usage_on_random_near_misses() -> None:
             read += 1
             assert fast == usage_from_body(bytes(body)), bytes(body)
     assert read > 1000  # most mutations leave the usage readable
+
+
+# --- json_kind -------------------------------------------------------------------------------------------------
+
+
+def _kind_by_orjson(body: bytes) -> int:
+    """What json_kind must answer, found the slow way."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return speedups.JSON_INVALID
+    if not isinstance(data, dict):
+        return speedups.JSON_OTHER
+    return speedups.JSON_WITH_USAGE if isinstance(data.get("usage"), dict) else speedups.JSON_WITHOUT_USAGE
+
+
+JSON_BODIES = [
+    b'{"id":"x","choices":[{"message":{"role":"assistant","content":"Hi \\u00e9 \xc3\xa9 \xf0\x9f\x98\x80"}}],'
+    b'"usage":{"prompt_tokens":3,"completion_tokens":2}}',
+    b'{"object":"list","data":[{"embedding":[0.1,-2.5e-05,3E+2,0,-0.0,1e299,1.5e-400],"index":0}],"model":"m"}',
+    b'[1, 2, {"a": [true, false, null]}, "x\\"\\\\\\/\\b\\f\\n\\r\\t"]',
+    b' {"usage" : null , "usage": {"a": 1}} ',  # the last one counts, as in a dict
+    b'{"usage":{"x":1},"usage":[1]}',
+    b'{"choices":[{"usage":{"prompt_tokens":1}}]}',  # a nested usage is not the answer's
+    b'{"choices":[{"message":{"content":"\\"usage\\":{}"}}]}',  # nor one inside a string
+    b'"\\ud83d\\ude00"',
+    b"-0.5e-7",
+    b"{}",
+    b"[]",
+    b'{"usage":{}}',
+    b"\t\r\n true \n",
+    # each of these is refused by orjson
+    b"",
+    b"   ",
+    b"\xef\xbb\xbf{}",  # a byte-order mark
+    b"{}\x00",
+    b"{} {}",
+    b"[1,]",
+    b'{"a":1,}',
+    b"01",
+    b"-",
+    b"1.",
+    b".5",
+    b"1e",
+    b"+1",
+    b"NaN",
+    b"Infinity",
+    b"nul",
+    b"tru",
+    b"'a'",
+    b'{"a" 1}',
+    b"{a:1}",
+    b'"\\x"',
+    b'"\\u12"',
+    b'"\\ud800"',  # a high surrogate alone
+    b'"\\udc00"',  # a low one alone
+    b'"\\ud800\\u0041"',
+    b'"tab\there"',  # a raw control character
+    b'"\xc0\x80"',  # overlong
+    b'"\xed\xa0\x80"',  # a surrogate in UTF-8
+    b'"\xf4\x90\x80\x80"',  # past U+10FFFF
+    b'"\xe2\x82"',  # cut short
+    b'"\xff"',
+    b'{"a":"unterminated',
+    b'{"usage":{"prompt_tokens":1',
+    b"<html>502 Bad Gateway</html>",
+]
+
+
+@compiled
+@pytest.mark.parametrize("body", JSON_BODIES)
+def test_json_kind_agrees_with_orjson(body: bytes) -> None:
+    assert speedups.json_kind(body) == _kind_by_orjson(body)
+
+
+@compiled
+@pytest.mark.parametrize("depth", [1, 1023, 1024, 1025, 5000])
+def test_json_kind_has_orjson_depth_limit(depth: int) -> None:
+    assert speedups.json_kind(b"[" * depth + b"]" * depth) == _kind_by_orjson(b"[" * depth + b"]" * depth)
+    nested = b'{"a":' * depth + b"1" + b"}" * depth
+    assert speedups.json_kind(nested) == _kind_by_orjson(nested)
+
+
+@compiled
+def test_json_kind_leaves_to_orjson_what_it_cannot_decide_exactly() -> None:
+    """A number that may overflow a double (orjson refuses those), a top-level key written with escapes (it may
+    spell "usage"), or something that is not a bytes object: parse it to know."""
+    for body in [b"1e308", b"1.8e308", b"1" + b"0" * 309, b'{"us\\u0061ge":{}}']:
+        assert speedups.json_kind(body) == speedups.JSON_UNKNOWN, body
+    assert speedups.json_kind(bytearray(b"{}")) == speedups.JSON_UNKNOWN  # type: ignore[arg-type]
+    assert speedups.json_kind(b"1e299") == speedups.JSON_OTHER
+
+
+def _mutated(rng: random.Random, seeds: list[bytes], alphabet: bytes) -> bytes:
+    body = bytearray(rng.choice(seeds))
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randint(0, len(body))
+        op = rng.random()
+        if op < 0.4 and body:
+            del body[min(at, len(body) - 1)]
+        elif op < 0.7:
+            body.insert(at, rng.choice(alphabet))
+        elif body:
+            body[min(at, len(body) - 1)] = rng.choice(alphabet)
+    return bytes(body)
+
+
+@compiled
+def test_json_kind_on_random_near_misses() -> None:
+    """Answers mutated a few bytes at a time, random short byte strings, random UTF-8 and random escapes:
+    whatever json_kind decides must be what orjson decides."""
+    rng = random.Random(11)
+    seeds = [body for body in JSON_BODIES[:13]]
+    alphabet = b'{}[]",:\\ -+.0123456789eEtrufalsnbu\t\n\r\x00\x1f\x7f\x80\xc3\xa9\xed\xa0\xf0\x9f\xf4\x90'
+    cases = [_mutated(rng, seeds, alphabet) for _ in range(20000)]
+    cases += [bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 10))) for _ in range(5000)]
+    utf8 = [0xED, 0xF4, 0xF0, 0xE0, 0x90, 0xA0, 0xBF, 0xC2, 0xDF]
+    for _ in range(5000):
+        text = bytes(rng.choice([rng.randint(0x80, 0xFF), rng.randint(0, 0x7F), rng.choice(utf8)]) for _ in range(5))
+        cases.append(b'"' + text + b'"')
+    for _ in range(5000):
+        units = [rng.choice([rng.randint(0, 0xFFFF), rng.randint(0xD800, 0xDBFF), rng.randint(0xDC00, 0xDFFF)])]
+        units.append(rng.randint(0xD800, 0xE000))
+        cases.append(b'"' + b"".join(b"\\u%04x" % unit for unit in units) + b'"')
+    decided = 0
+    for body in cases:
+        kind = speedups.json_kind(body)
+        if kind != speedups.JSON_UNKNOWN:
+            decided += 1
+            assert kind == _kind_by_orjson(body), body
+    assert decided > len(cases) * 0.95
+
+
+@compiled
+def test_json_kind_reads_long_runs_of_text_and_numbers() -> None:
+    """The eight-bytes-at-a-time loops: a special byte at every offset of a long string or digit run."""
+    for at in range(40):
+        text = bytearray(b'"' + b"a" * 40 + b'"')
+        for byte in (0x22, 0x5C, 0x1F, 0x00, 0xC3, 0x7F):
+            text[1 + at] = byte
+            assert speedups.json_kind(bytes(text)) == _kind_by_orjson(bytes(text)), bytes(text)
+        digits = bytearray(b"[1" + b"2" * 40 + b"." + b"3" * 40 + b"]")
+        for byte in b"x.e-,]/:":
+            changed = bytearray(digits)
+            changed[2 + at] = byte
+            assert speedups.json_kind(bytes(changed)) == _kind_by_orjson(bytes(changed)), bytes(changed)
 
 
 # --- access-log lines -------------------------------------------------------------------------------------------
@@ -194,6 +342,7 @@ def test_the_pure_python_paths_serve_when_switched_off() -> None:
     code = (
         "from modelrouter import speedups, usage, observe\n"
         "assert speedups.usage is None and speedups.json_lines is None\n"
+        "assert speedups.json_kind(b'{}') == speedups.JSON_UNKNOWN\n"
         "assert usage.compiled_usage is None and observe.compiled_json_lines is None\n"
         'm = usage.Meter(); m.body = b\'{"usage":{"prompt_tokens":9,"completion_tokens":41}}\'; m.read_body()\n'
         "assert (m.prompt_tokens, m.completion_tokens) == (9, 41)\n"

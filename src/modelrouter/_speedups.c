@@ -8,6 +8,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 /* --- usage ------------------------------------------------------------------------------------------------ */
@@ -308,9 +309,429 @@ json_lines(PyObject *module, PyObject *args)
     return result;
 }
 
+/* --- json_kind -------------------------------------------------------------------------------------------- */
+
+/* What json_kind answers. UNKNOWN: something this scanner does not decide exactly as orjson would (a number
+ * that may not be a finite double, a top-level key written with escapes); the caller parses then. */
+enum { KIND_UNKNOWN = -1, KIND_INVALID = 0, KIND_OTHER = 1, KIND_WITH_USAGE = 2, KIND_WITHOUT_USAGE = 3 };
+/* orjson's limit: 1,024 nested arrays/objects parse, 1,025 do not. */
+#define MAX_DEPTH 1024
+
+typedef struct {
+    const unsigned char *s;
+    Py_ssize_t n;
+    Py_ssize_t i;
+} Scan;
+
+static inline void
+skip_space(Scan *c)
+{
+    while (c->i < c->n) {
+        unsigned char ch = c->s[c->i];
+        if (ch != ' ' && ch != '\n' && ch != '\r' && ch != '\t') {
+            return;
+        }
+        c->i++;
+    }
+}
+
+static inline int
+hex4(const unsigned char *s, unsigned *out)
+{
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        unsigned char ch = s[k];
+        v <<= 4;
+        if (ch >= '0' && ch <= '9') {
+            v |= (unsigned)(ch - '0');
+        }
+        else if ((ch | 0x20) >= 'a' && (ch | 0x20) <= 'f') {
+            v |= (unsigned)((ch | 0x20) - 'a' + 10);
+        }
+        else {
+            return 0;
+        }
+    }
+    *out = v;
+    return 1;
+}
+
+/* One UTF-8 sequence starting with the byte at c->i (>= 0x80), by RFC 3629: no overlong forms, no surrogates,
+ * nothing past U+10FFFF (orjson refuses each). */
+static inline int
+utf8_sequence(Scan *c)
+{
+    const unsigned char *s = c->s + c->i;
+    Py_ssize_t left = c->n - c->i;
+    unsigned char b0 = s[0];
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+        if (left < 2 || (s[1] & 0xC0) != 0x80) {
+            return 0;
+        }
+        c->i += 2;
+        return 1;
+    }
+    if (b0 >= 0xE0 && b0 <= 0xEF) {
+        if (left < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) {
+            return 0;
+        }
+        if ((b0 == 0xE0 && s[1] < 0xA0) || (b0 == 0xED && s[1] >= 0xA0)) {
+            return 0; /* overlong, or a surrogate */
+        }
+        c->i += 3;
+        return 1;
+    }
+    if (b0 >= 0xF0 && b0 <= 0xF4) {
+        if (left < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) {
+            return 0;
+        }
+        if ((b0 == 0xF0 && s[1] < 0x90) || (b0 == 0xF4 && s[1] >= 0x90)) {
+            return 0; /* overlong, or past U+10FFFF */
+        }
+        c->i += 4;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string whose opening quote is at c->i; sets *escaped when it holds a backslash escape. */
+static int
+scan_string(Scan *c, int *escaped)
+{
+    const unsigned char *s = c->s;
+    Py_ssize_t n = c->n;
+    Py_ssize_t i = c->i + 1;
+    for (;;) {
+        /* the usual case, plain ASCII text: eight bytes at a time while none of them is a quote, a backslash,
+         * a control character or non-ASCII (each test may also flag a byte above a true hit, never miss one) */
+        while (i + 8 <= n) {
+            uint64_t v;
+            memcpy(&v, s + i, 8);
+            uint64_t quote = v ^ 0x2222222222222222ULL, slash = v ^ 0x5C5C5C5C5C5C5C5CULL;
+            uint64_t low = v - 0x2020202020202020ULL;
+            uint64_t is_quote = (quote - 0x0101010101010101ULL) & ~quote;
+            uint64_t is_slash = (slash - 0x0101010101010101ULL) & ~slash;
+            if ((v | low | is_quote | is_slash) & 0x8080808080808080ULL) {
+                break;
+            }
+            i += 8;
+        }
+        /* then byte by byte; the bytes object's terminating NUL (a control character) stops it at the end */
+        while (s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') {
+            i++;
+        }
+        if (i >= n) {
+            return 0;
+        }
+        unsigned char ch = s[i];
+        if (ch == '"') {
+            c->i = i + 1;
+            return 1;
+        }
+        if (ch < 0x20) {
+            return 0; /* a control character must be escaped */
+        }
+        if (ch == '\\') {
+            *escaped = 1;
+            if (i + 1 >= n) {
+                return 0;
+            }
+            unsigned char e = s[i + 1];
+            if (e == 'u') {
+                unsigned unit;
+                if (i + 6 > n || !hex4(s + i + 2, &unit)) {
+                    return 0;
+                }
+                i += 6;
+                if (unit >= 0xDC00 && unit <= 0xDFFF) {
+                    return 0; /* a low surrogate with no high one before it */
+                }
+                if (unit >= 0xD800 && unit <= 0xDBFF) {
+                    unsigned low;
+                    if (i + 6 > n || s[i] != '\\' || s[i + 1] != 'u' || !hex4(s + i + 2, &low) || low < 0xDC00 ||
+                        low > 0xDFFF) {
+                        return 0;
+                    }
+                    i += 6;
+                }
+                continue;
+            }
+            if (e != '"' && e != '\\' && e != '/' && e != 'b' && e != 'f' && e != 'n' && e != 'r' && e != 't') {
+                return 0;
+            }
+            i += 2;
+            continue;
+        }
+        c->i = i;
+        if (!utf8_sequence(c)) {
+            return 0;
+        }
+        i = c->i;
+    }
+}
+
+/* A number at c->i, by RFC 8259's grammar. KIND_UNKNOWN when it might overflow a double (orjson refuses those:
+ * "number is infinity"), which needs more than 300 decimal orders of magnitude. */
+#define IS_DIGIT(ch) ((unsigned)((ch) - '0') < 10u)
+
+/* Past a run of digits at i (embeddings are mostly 16-digit fractions): eight bytes at a time, the first
+ * byte that is not a digit found from the mask of such bytes; then one by one up to the terminating NUL. */
+static inline Py_ssize_t
+skip_digits(const unsigned char *s, Py_ssize_t n, Py_ssize_t i)
+{
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (i + 8 <= n) {
+        uint64_t v;
+        memcpy(&v, s + i, 8);
+        /* non-zero in each byte that is not '0'..'9' (a carry out of such a byte only reaches the ones above) */
+        uint64_t other = ((v & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL) |
+                         (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) ^ 0x3030303030303030ULL);
+        if (other) {
+            return i + (__builtin_ctzll(other) >> 3);
+        }
+        i += 8;
+    }
+#else
+    (void)n;
+#endif
+    while (IS_DIGIT(s[i])) {
+        i++;
+    }
+    return i;
+}
+
+static int
+scan_number(Scan *c)
+{
+    const unsigned char *s = c->s;
+    Py_ssize_t i = c->i;
+    if (s[i] == '-') {
+        i++;
+    }
+    Py_ssize_t digits = 0; /* integer digits after leading zeros: the order of magnitude before the exponent */
+    if (s[i] == '0') {
+        i++;
+        if (IS_DIGIT(s[i])) {
+            return KIND_INVALID; /* a leading zero */
+        }
+    }
+    else if (IS_DIGIT(s[i])) {
+        Py_ssize_t start = i;
+        i = skip_digits(s, c->n, i);
+        digits = i - start;
+    }
+    else {
+        return KIND_INVALID;
+    }
+    if (s[i] == '.') {
+        i++;
+        Py_ssize_t start = i;
+        i = skip_digits(s, c->n, i);
+        if (i == start) {
+            return KIND_INVALID;
+        }
+    }
+    long exponent = 0;
+    int negative = 0;
+    if (s[i] == 'e' || s[i] == 'E') {
+        i++;
+        if (s[i] == '+' || s[i] == '-') {
+            negative = s[i] == '-';
+            i++;
+        }
+        Py_ssize_t start = i;
+        while (IS_DIGIT(s[i])) {
+            if (exponent < 100000) {
+                exponent = exponent * 10 + (s[i] - '0');
+            }
+            i++;
+        }
+        if (i == start) {
+            return KIND_INVALID;
+        }
+    }
+    c->i = i;
+    if (digits + (negative ? -exponent : exponent) > 300) {
+        return KIND_UNKNOWN;
+    }
+    return KIND_OTHER;
+}
+
+static inline int
+scan_literal(Scan *c, const char *word, Py_ssize_t len)
+{
+    if (c->n - c->i < len || memcmp(c->s + c->i, word, (size_t)len) != 0) {
+        return 0;
+    }
+    c->i += len;
+    return 1;
+}
+
+/* json_kind(body) -> int: whether body is one JSON document exactly as orjson.loads would accept it, and
+ * whether it is an object whose (last) top-level "usage" member is an object. Nothing is allocated: the
+ * gateway checks every passed-through answer, and a full parse of a 1 MB answer costs a millisecond. */
+static PyObject *
+json_kind(PyObject *module, PyObject *arg)
+{
+    (void)module;
+    if (!PyBytes_CheckExact(arg)) {
+        return PyLong_FromLong(KIND_UNKNOWN); /* the scan relies on the NUL that ends a bytes object's data */
+    }
+    Scan c = {(const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg), 0};
+    unsigned char stack[MAX_DEPTH]; /* '{' or '[' for each open container */
+    int depth = 0;
+    int result = KIND_INVALID;
+    int unknown = 0;
+    int top_object = 0, usage_object = 0, key_escaped = 0, at_usage = 0;
+
+    skip_space(&c);
+    for (;;) {
+        /* a value at c.i */
+        if (c.i >= c.n) {
+            goto done;
+        }
+        unsigned char ch = c.s[c.i];
+        int opened = 0;
+        if (ch == '{' || ch == '[') {
+            if (depth == MAX_DEPTH) {
+                goto done;
+            }
+            if (depth == 0 && ch == '{') {
+                top_object = 1;
+            }
+            if (at_usage) {
+                usage_object = ch == '{';
+                at_usage = 0;
+            }
+            stack[depth++] = ch;
+            c.i++;
+            skip_space(&c);
+            if (c.i < c.n && c.s[c.i] == (ch == '{' ? '}' : ']')) {
+                depth--;
+                c.i++;
+            }
+            else {
+                opened = 1;
+            }
+        }
+        else {
+            if (at_usage) {
+                usage_object = 0;
+                at_usage = 0;
+            }
+            if (ch == '"') {
+                int escaped = 0;
+                if (!scan_string(&c, &escaped)) {
+                    goto done;
+                }
+            }
+            else if (ch == 't') {
+                if (!scan_literal(&c, "true", 4)) {
+                    goto done;
+                }
+            }
+            else if (ch == 'f') {
+                if (!scan_literal(&c, "false", 5)) {
+                    goto done;
+                }
+            }
+            else if (ch == 'n') {
+                if (!scan_literal(&c, "null", 4)) {
+                    goto done;
+                }
+            }
+            else {
+                int kind = scan_number(&c);
+                if (kind == KIND_INVALID) {
+                    goto done;
+                }
+                if (kind == KIND_UNKNOWN) {
+                    unknown = 1;
+                }
+            }
+        }
+        /* after a value (or an opened container): what comes next */
+        for (;;) {
+            if (!opened) {
+                skip_space(&c);
+                if (depth == 0) {
+                    if (c.i != c.n) {
+                        goto done; /* content after the document */
+                    }
+                    result = unknown || (top_object && key_escaped) ? KIND_UNKNOWN
+                             : !top_object                          ? KIND_OTHER
+                             : usage_object                         ? KIND_WITH_USAGE
+                                                                    : KIND_WITHOUT_USAGE;
+                    goto done;
+                }
+                if (c.i >= c.n) {
+                    goto done;
+                }
+                ch = c.s[c.i];
+                unsigned char open = stack[depth - 1];
+                if (open == '[' && ch == ',') {
+                    /* an array of numbers (an embedding): straight from one to the next */
+                    while (c.s[c.i] == ',' && (IS_DIGIT(c.s[c.i + 1]) || c.s[c.i + 1] == '-')) {
+                        c.i++;
+                        int kind = scan_number(&c);
+                        if (kind == KIND_INVALID) {
+                            goto done;
+                        }
+                        unknown |= kind == KIND_UNKNOWN;
+                    }
+                    skip_space(&c);
+                    if (c.i >= c.n) {
+                        goto done;
+                    }
+                    ch = c.s[c.i];
+                }
+                if (ch == (open == '{' ? '}' : ']')) {
+                    depth--;
+                    c.i++;
+                    continue;
+                }
+                if (ch != ',') {
+                    goto done;
+                }
+                c.i++;
+                skip_space(&c);
+            }
+            opened = 0;
+            if (stack[depth - 1] == '{') {
+                /* a member: "key" : value */
+                if (c.i >= c.n || c.s[c.i] != '"') {
+                    goto done; /* also a trailing comma */
+                }
+                Py_ssize_t key_start = c.i;
+                int escaped = 0;
+                if (!scan_string(&c, &escaped)) {
+                    goto done;
+                }
+                if (depth == 1) {
+                    key_escaped |= escaped;
+                    at_usage = c.i - key_start == 7 && memcmp(c.s + key_start, "\"usage\"", 7) == 0;
+                }
+                skip_space(&c);
+                if (c.i >= c.n || c.s[c.i] != ':') {
+                    goto done;
+                }
+                c.i++;
+            }
+            skip_space(&c);
+            if (c.i < c.n && c.s[c.i] == ']' && stack[depth - 1] == '[') {
+                goto done; /* a trailing comma */
+            }
+            break;
+        }
+    }
+done:
+    return PyLong_FromLong(result);
+}
+
 static PyMethodDef methods[] = {
     {"usage", usage, METH_O, "usage(body) -> (prompt, completion) | None: a compact last usage object."},
     {"json_lines", json_lines, METH_VARARGS, "json_lines(keys, rows) -> bytes | None: rows as JSON lines."},
+    {"json_kind", json_kind, METH_O, "json_kind(body) -> int: -1 unknown, 0 invalid, 1 other, 2/3 object with/without usage."},
     {NULL, NULL, 0, NULL},
 };
 

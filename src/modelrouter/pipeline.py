@@ -43,6 +43,7 @@ from .postprocess import EmbeddingsB64, RerankShape
 from .redaction import ContentMasks
 from .routing.instance import Instance
 from .routing.router import Pool, RoutingTable
+from .speedups import JSON_INVALID, JSON_UNKNOWN, JSON_WITHOUT_USAGE, json_kind
 from .upstream.base import Transport, UpstreamRequest, UpstreamResponse
 from .usage import Meter, StreamUsageTap, add_usage, lacks_usage, with_usage
 
@@ -437,11 +438,8 @@ class Pipeline:
         check = resp.status < 300 and resp.status not in (204, 205)
         if isinstance(payload, Form):
             # Multipart endpoints may answer text (transcriptions as text/srt/vtt): checked when they claim JSON.
-            if check and _claims_json(resp.content_type):
-                try:
-                    orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    raise self._invalid(instance, probe, call, "not valid JSON") from None
+            if check and _claims_json(resp.content_type) and not _is_json(raw):
+                raise self._invalid(instance, probe, call, "not valid JSON")
             breaker.record(True, probe)
             return Response(resp.status, resp.header_items(), raw)
         estimated = False
@@ -454,18 +452,22 @@ class Pipeline:
             counted = None
             if check and translated is None:
                 # Passed through byte for byte, so nothing parsed it on the way (a translation, the embeddings
-                # and rerank post-processing do): one full parse is the only sound check, as garbage may be
-                # anywhere in the body (a structural peek at the first and last byte passes a truncated or
-                # spliced answer). ~1 us per KiB with orjson (docs/resilience.md). The same parse tells whether
-                # the usage is there.
-                data = orjson.loads(raw)
-                if endpoint.name in _COUNTED and isinstance(data, dict):
-                    counted = add_usage(endpoint.name, payload, data)
+                # and rerank post-processing do): the whole body must be checked, as garbage may be anywhere in
+                # it (a peek at the first and last byte passes a truncated or spliced answer). json_kind scans it
+                # without building objects, ~3x faster than orjson.loads (docs/resilience.md), and tells whether
+                # the usage is there; only an answer that lacks it is parsed, to add it.
+                kind = json_kind(raw)
+                if kind == JSON_INVALID:
+                    raise _NotJSON
+                if kind == JSON_UNKNOWN or (kind == JSON_WITHOUT_USAGE and endpoint.name in _COUNTED):
+                    data = orjson.loads(raw)
+                    if endpoint.name in _COUNTED and isinstance(data, dict):
+                        counted = add_usage(endpoint.name, payload, data)
             elif endpoint.name in _COUNTED and translated is not None and lacks_usage(translated):
                 counted = with_usage(endpoint.name, payload, translated)
             if counted is not None:
                 translated, estimated = counted, True
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, _NotJSON):
             raise self._invalid(instance, probe, call, "not valid JSON") from None
         except GatewayError:
             breaker.record(False, probe)
@@ -553,6 +555,21 @@ def _usable_in(pools: tuple[Pool, ...]) -> float | None:
 def _is_binary(content_type: str | None) -> bool:
     """Whether a content type is a file's (image, audio, video, octet-stream) rather than JSON or text."""
     return content_type is not None and content_type.lstrip().lower().startswith(_BINARY_TYPES)
+
+
+class _NotJSON(Exception):
+    """An answer the compiled scan found not to be JSON (what orjson.JSONDecodeError says when it parses)."""
+
+
+def _is_json(raw: bytes) -> bool:
+    kind = json_kind(raw)
+    if kind != JSON_UNKNOWN:
+        return kind != JSON_INVALID
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _claims_json(content_type: str | None) -> bool:

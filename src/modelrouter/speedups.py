@@ -3,8 +3,9 @@
 Metrics and the access log cost every request something; in pure Python most of it went into two things:
 reading an answer's token usage (a reverse search, a regular expression, two ``int()`` calls) and writing the
 access-log lines (a 15-key dict per request and its encoding). ``_speedups.c`` does both in C, several times
-cheaper (docs/observability.md has the figures). It is built when the project is installed if a C compiler is
-there (setup.py). Without it, or with ``MODELROUTER_NO_SPEEDUPS=1`` in the environment, callers take their
+cheaper (docs/observability.md has the figures). It also checks that an answer passed through is JSON without
+parsing it into objects (``json_kind``; docs/resilience.md). It is built when the project is installed if a C
+compiler is there (setup.py). Without it, or with ``MODELROUTER_NO_SPEEDUPS=1`` in the environment, callers take their
 pure-Python paths, which are the reference: the compiled functions return None for anything they do not handle
 exactly as those do, and the tests compare the two byte for byte.
 """
@@ -15,7 +16,16 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["json_lines", "usage"]
+__all__ = [
+    "JSON_INVALID",
+    "JSON_OTHER",
+    "JSON_UNKNOWN",
+    "JSON_WITHOUT_USAGE",
+    "JSON_WITH_USAGE",
+    "json_kind",
+    "json_lines",
+    "usage",
+]
 
 # usage(body) -> (prompt, completion) | None: the answer's last "usage" object when it is written compactly
 # with prompt_tokens first (OpenAI, vLLM, llama.cpp...); usage.usage_from_body reads every other form.
@@ -24,10 +34,23 @@ usage: Callable[[bytes], tuple[int, int] | None] | None = None
 # 3 decimals; None for a value it does not write exactly as orjson would (observe.AccessLog then encodes).
 json_lines: Callable[[tuple[str, ...], list[tuple[Any, ...]]], bytes | None] | None = None
 
+# json_kind(body) -> one of these: whether body is one JSON document exactly as orjson.loads accepts it, and
+# whether it is an object whose top-level "usage" is an object, found without building anything (the gateway
+# checks every answer it passes through byte for byte). UNKNOWN: parse it to know (a number that may overflow a
+# double, a top-level key with escapes, not a bytes object, or the helpers are not built).
+JSON_UNKNOWN, JSON_INVALID, JSON_OTHER, JSON_WITH_USAGE, JSON_WITHOUT_USAGE = -1, 0, 1, 2, 3
+
+
+def _json_kind_unknown(body: bytes) -> int:
+    return JSON_UNKNOWN
+
+
+json_kind: Callable[[bytes], int] = _json_kind_unknown
+
 if os.environ.get("MODELROUTER_NO_SPEEDUPS") != "1":
     try:
         from . import _speedups
     except ImportError:  # not built (no compiler at install time): the pure-Python paths serve
         pass
     else:
-        usage, json_lines = _speedups.usage, _speedups.json_lines
+        usage, json_lines, json_kind = _speedups.usage, _speedups.json_lines, _speedups.json_kind
