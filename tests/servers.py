@@ -16,7 +16,7 @@ import uvicorn
 from aiohttp import web
 
 from modelrouter import Gateway, create_app, parse_config
-from modelrouter.control import ConfigControl, dump_document
+from modelrouter.control.source import ConfigControl, dump_document
 
 T = TypeVar("T")
 
@@ -78,16 +78,24 @@ class GatewayServer:
         if isinstance(config, dict) and "store" not in config:
             # Never the working directory's ./data: each gateway gets a store of its own.
             config = {**config, "store": {"data_dir": tempfile.mkdtemp(prefix="modelrouter-test-")}}
-        self.gateway = config if isinstance(config, Gateway) else create_app(parse_config(config))
-        if config_source is not None:
-            assert isinstance(config, dict)
-            text = dump_document(config)
-            self.gateway.control = ConfigControl(self.gateway, config_source, text, "test config")  # type: ignore[arg-type]
+        if isinstance(config, Gateway):
+            assert config_source is None
+            self.gateway = config
+        else:
+            control = None
+            if config_source is not None:
+                text = dump_document(config)
+                mode: Any = config_source
+
+                def control(gateway: Gateway) -> ConfigControl:
+                    return ConfigControl(gateway, mode, text, "test config")
+
+            self.gateway = create_app(parse_config(config), control=control)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server = uvicorn.Server(
             uvicorn.Config(
-                self.gateway,
+                self.gateway.front,
                 host="127.0.0.1",
                 port=self.port,
                 lifespan="on",

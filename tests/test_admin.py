@@ -20,10 +20,10 @@ import httpx2
 import orjson
 import pytest
 
+from modelrouter.access.keys import hash_secret
 from modelrouter.admin import PASSWORD_ENV, ROUTES, AdminApp, ensure_first_admin
-from modelrouter.admin._ratelimit import AttemptLimiter
+from modelrouter.admin.ratelimit import AttemptLimiter
 from modelrouter.config.model import AdminConfig, StoreConfig
-from modelrouter.keys import hash_secret
 from modelrouter.store import Role, Store
 
 from .fakes import FakeOpenAI

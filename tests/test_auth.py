@@ -12,7 +12,7 @@ import httpx2
 import openai
 import pytest
 
-from modelrouter.front.asgi import client_ip
+from modelrouter.http.client import client_ip
 
 from .fakes import FakeOpenAI
 from .servers import GatewayServer
@@ -166,11 +166,11 @@ def test_model_listing_needs_a_key_and_shows_only_allowed_models(start_upstream,
 
 
 def test_a_remembered_key_still_expires_and_is_forgotten_on_replace(monkeypatch: pytest.MonkeyPatch) -> None:
-    from modelrouter.auth import AuthenticationFailed, KeyRing, Principal
-    from modelrouter.keys import hash_secret
+    from modelrouter.access.auth import AuthenticationFailed, KeyRing, Principal
+    from modelrouter.access.keys import hash_secret
 
     now = [1000.0]
-    monkeypatch.setattr("modelrouter.auth.time.time", lambda: now[0])
+    monkeypatch.setattr("modelrouter.access.auth.time.time", lambda: now[0])
     principal = Principal(id="k1", name="soon", hash=hash_secret(KEY), expires_at=1010.0)
     ring = KeyRing([principal])
     bearer = b"Bearer " + KEY.encode()

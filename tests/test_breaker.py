@@ -8,7 +8,7 @@ import pytest
 
 from modelrouter import parse_config
 from modelrouter.config.model import BreakerConfig
-from modelrouter.routing.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from modelrouter.resilience.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from modelrouter.routing.router import RoutingTable
 
 

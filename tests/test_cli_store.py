@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from modelrouter.access.keys import hash_secret
 from modelrouter.config.model import ApiKeyConfig, StoreConfig
-from modelrouter.keys import hash_secret
 from modelrouter.store import Store
 
 T = TypeVar("T")
@@ -394,7 +394,7 @@ def test_a_name_two_keys_share_is_refused_listing_their_ids(data_dir: Path) -> N
     async def twins(store: Store) -> None:  # as an older modelrouter allowed: written past the store's check
         import sqlalchemy as sa
 
-        from modelrouter.store._schema import api_keys
+        from modelrouter.store.schema import api_keys
 
         await store.create_key("twin")
         await store.create_key("twin-2")

@@ -15,9 +15,17 @@ import pytest
 
 from modelrouter.config.load import ConfigError
 from modelrouter.config.model import Config, StoreConfig
-from modelrouter.control import MASK, ConfigControl, Mode, dump_document, parse_text, secret_problems, stored_text
+from modelrouter.control.source import (
+    MASK,
+    ConfigControl,
+    Mode,
+    dump_document,
+    parse_text,
+    secret_problems,
+    stored_text,
+)
 from modelrouter.store import Store
-from modelrouter.store._schema import metadata
+from modelrouter.store.schema import metadata
 
 from .fakes import FakeOpenAI
 from .servers import GatewayServer

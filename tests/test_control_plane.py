@@ -266,7 +266,7 @@ def test_file_mode_records_versions_and_refuses_writes(
     control = gw.gateway.control
     assert control is not None
     changed = _chat_config({"name": "m", "base_url": upstreams["b"]})
-    from modelrouter.control import dump_document, parse_text
+    from modelrouter.control.source import dump_document, parse_text
 
     text = dump_document({**changed, "health_check": {"enabled": False}})
     gw.gateway.reload(parse_text(text))

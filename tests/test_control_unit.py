@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrouter.control import MASK, InvalidConfig, masked, unmask
+from modelrouter.control.source import MASK, InvalidConfig, masked, unmask
 
 
 def _doc() -> dict[str, object]:

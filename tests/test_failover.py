@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 
-from modelrouter.routing.breaker import CLOSED, HALF_OPEN, OPEN
+from modelrouter.resilience.breaker import CLOSED, HALF_OPEN, OPEN
 from modelrouter.routing.instance import Instance
 
 from .fakes import FakeOpenAI

@@ -23,9 +23,10 @@ import openai
 import pytest
 from aiohttp import web
 
-from modelrouter import pipeline, speedups
+from modelrouter import speedups
 from modelrouter.adapters import OllamaAdapter, SSEPassThrough
 from modelrouter.adapters.base import StreamTranslator
+from modelrouter.dataplane import answers
 from modelrouter.endpoints import ENDPOINTS_BY_PATH
 from modelrouter.errors import GatewayError
 from modelrouter.routing.instance import Instance
@@ -498,7 +499,7 @@ def json_check(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """Both ways an answer is checked: the compiled scan (when built), and orjson (without it, or when the scan
     cannot tell)."""
     if request.param == "orjson":
-        monkeypatch.setattr(pipeline, "json_kind", lambda body: speedups.JSON_UNKNOWN)
+        monkeypatch.setattr(answers, "json_kind", lambda body: speedups.JSON_UNKNOWN)
     elif speedups.json_kind(b"{}") == speedups.JSON_UNKNOWN:
         pytest.skip("modelrouter._speedups is not built (no C compiler at install time)")
 

@@ -18,8 +18,8 @@ from modelrouter import parse_config
 from modelrouter.adapters import ADAPTERS
 from modelrouter.config.model import DEFAULT_TIMEOUTS, BreakerConfig, HealthCheckConfig, InstanceConfig
 from modelrouter.errors import UpstreamConnectError, UpstreamInvalid, UpstreamTimeout
-from modelrouter.routing.breaker import CLOSED, HALF_OPEN, OPEN
-from modelrouter.routing.health import HealthChecker
+from modelrouter.resilience.breaker import CLOSED, HALF_OPEN, OPEN
+from modelrouter.resilience.health import HealthChecker
 from modelrouter.routing.instance import Instance
 from modelrouter.routing.router import RoutingTable
 from modelrouter.upstream.aiohttp_transport import AiohttpTransport

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from modelrouter import create_app, parse_config
-from modelrouter.server import ConfigReloader, Server
+from modelrouter.runtime.server import ConfigReloader, Server
 
 from .fakes import FakeOpenAI
 from .servers import free_port

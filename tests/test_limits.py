@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from modelrouter import limits
-from modelrouter.config.model import KeyQuotas, LimitAlgorithm, LimitRule
-from modelrouter.limits import (
+from modelrouter.access import limits
+from modelrouter.access.limits import (
     ALGORITHMS,
     Concurrency,
     Decision,
@@ -23,6 +22,7 @@ from modelrouter.limits import (
     State,
     key_rate_rules,
 )
+from modelrouter.config.model import KeyQuotas, LimitAlgorithm, LimitRule
 
 
 def rule(algorithm: LimitAlgorithm = "token_bucket", **settings: Any) -> LimitRule:

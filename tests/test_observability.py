@@ -351,9 +351,10 @@ def test_access_log_lines_survive_any_string(tmp_path: Path, monkeypatch: pytest
     """A batch is serialised in one go: strings that look like the cut between lines (quotes, braces,
     newlines, '},{"ts":') must stay inside their own line, and times come out in milliseconds; whether the
     compiled helper writes the lines or orjson does."""
-    from modelrouter import observe, speedups
-    from modelrouter.observe import AccessLog
-    from modelrouter.usage import Ended, Meter
+    from modelrouter import speedups
+    from modelrouter.observability import observe
+    from modelrouter.observability.meter import Ended, Meter
+    from modelrouter.observability.observe import AccessLog
 
     if path == "compiled" and speedups.json_lines is None:
         pytest.skip("modelrouter._speedups is not built (no C compiler at install time)")
@@ -398,8 +399,8 @@ def test_access_log_lines_survive_any_string(tmp_path: Path, monkeypatch: pytest
 def test_a_mixed_batch_is_counted_per_label_exactly() -> None:
     """Metrics.ended reuses a series while consecutive requests share labels: any change of endpoint, model,
     status or key must still land in the right series."""
-    from modelrouter.metrics import Metrics
-    from modelrouter.usage import Ended, Meter
+    from modelrouter.observability.meter import Ended, Meter
+    from modelrouter.observability.metrics import Metrics
 
     metrics = Metrics()
     metrics.model_names = frozenset({"m1", "m2"})

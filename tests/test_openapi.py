@@ -24,8 +24,8 @@ from schemathesis.checks import not_a_server_error
 
 from modelrouter import _version
 from modelrouter.admin import PASSWORD_ENV, ROUTES, ensure_first_admin
+from modelrouter.control.openapi import ADMIN_OPERATIONS, PATH_PARAMETERS, build_openapi, openapi_json
 from modelrouter.endpoints import ENDPOINTS
-from modelrouter.openapi import ADMIN_OPERATIONS, PATH_PARAMETERS, build_openapi, openapi_json
 
 from .fakes import FakeOpenAI
 from .servers import GatewayServer

@@ -6,7 +6,7 @@ import logging
 
 import openai
 
-from modelrouter.redaction import LogRedactor
+from modelrouter.observability.redaction import LogRedactor
 
 KEY = "mr-abcdefghijklmnopqrstuvwxyz0123456789"
 

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from modelrouter.postprocess import RerankShape
-from modelrouter.usage import estimate_tokens
+from modelrouter.access.usage import estimate_tokens
+from modelrouter.dataplane.postprocess import RerankShape
 
 from .fakes import FakeOpenAI
 from .servers import GatewayServer, UpstreamServer

@@ -13,3 +13,25 @@ def test_chat_roundtrip_with_sdk(one_of_each) -> None:
         client.chat.completions.create(model="m-chat", messages=[{"role": "user", "content": "hi"}], stream=True)
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "tok0 tok1 tok2 "
+
+
+async def test_the_gateway_itself_is_an_asgi_app_for_library_users() -> None:
+    """``modelrouter serve`` hands uvicorn the front door; a library user may mount the Gateway object instead."""
+    from typing import Any
+
+    from modelrouter import create_app, parse_config
+
+    gateway = create_app(parse_config({"services": {"chat": {"instances": [{"name": "m", "base_url": "http://h:1"}]}}}))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/models", "headers": [], "client": ("127.0.0.1", 1)}
+    await gateway(scope, receive, send)
+    assert sent[0]["status"] == 200
+    assert b'"id":"m"' in sent[1]["body"]
+    assert gateway.front.bundle.table is gateway.table

@@ -13,8 +13,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from modelrouter import observe, speedups
-from modelrouter.usage import Ended, Meter, usage_from_body
+from modelrouter import speedups
+from modelrouter.access.usage import usage_from_body
+from modelrouter.observability import observe
+from modelrouter.observability.meter import Ended, Meter
 
 compiled = pytest.mark.skipif(
     speedups.usage is None and os.environ.get("CI") != "true",
@@ -340,11 +342,12 @@ def test_the_pure_python_paths_serve_when_switched_off() -> None:
     import subprocess
 
     code = (
-        "from modelrouter import speedups, usage, observe\n"
+        "from modelrouter import speedups\n"
+        "from modelrouter.observability import meter, observe\n"
         "assert speedups.usage is None and speedups.json_lines is None\n"
         "assert speedups.json_kind(b'{}') == speedups.JSON_UNKNOWN\n"
-        "assert usage.compiled_usage is None and observe.compiled_json_lines is None\n"
-        'm = usage.Meter(); m.body = b\'{"usage":{"prompt_tokens":9,"completion_tokens":41}}\'; m.read_body()\n'
+        "assert meter.compiled_usage is None and observe.compiled_json_lines is None\n"
+        'm = meter.Meter(); m.body = b\'{"usage":{"prompt_tokens":9,"completion_tokens":41}}\'; m.read_body()\n'
         "assert (m.prompt_tokens, m.completion_tokens) == (9, 41)\n"
     )
     env = {**os.environ, "MODELROUTER_NO_SPEEDUPS": "1"}

@@ -24,7 +24,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from modelrouter import keys
+from modelrouter.access import keys
 from modelrouter.config.model import KeyQuotas, LimitRule, StoreConfig
 from modelrouter.store import (
     ConflictError,
@@ -34,8 +34,8 @@ from modelrouter.store import (
     StoreError,
     UsageRecord,
 )
-from modelrouter.store._engine import database_url
-from modelrouter.store._schema import metadata
+from modelrouter.store.engine import database_url
+from modelrouter.store.schema import metadata
 
 
 class Clock:
@@ -119,7 +119,7 @@ def test_head_revision_is_the_newest_migration() -> None:
     from alembic.config import Config as AlembicConfig
     from alembic.script import ScriptDirectory
 
-    from modelrouter.store._engine import HEAD_REVISION, MIGRATIONS
+    from modelrouter.store.engine import HEAD_REVISION, MIGRATIONS
 
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
@@ -606,7 +606,7 @@ def test_the_gateway_prunes_its_store_in_the_background(
     start_gateway: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from modelrouter import app
-    from modelrouter.store._schema import audit_log
+    from modelrouter.store.schema import audit_log
 
     monkeypatch.setattr(app, "PRUNE_FIRST", 0.0)
     monkeypatch.setattr(app, "PRUNE_INTERVAL", 0.05)

@@ -156,7 +156,7 @@ def test_metrics_listen_refuses_a_bad_address() -> None:
 
 def test_a_taken_metrics_address_is_an_error_not_a_silent_gap() -> None:
     # Gateway.startup awaits this: a startup that cannot bind fails (and `serve` exits), as for the main port.
-    from modelrouter.telemetry import MetricsListener
+    from modelrouter.observability.telemetry import MetricsListener
 
     listener = MetricsListener(lambda: None, lambda: None)
     with socket.socket() as taken:

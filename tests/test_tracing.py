@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProces
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from modelrouter.tracing import OtelTracer, _exporters
+from modelrouter.observability.tracing import OtelTracer, _exporters
 
 from .fakes import FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer, UpstreamServer
@@ -67,7 +67,7 @@ def traced(start_gateway: StartGateway, exporter: InMemorySpanExporter) -> Calla
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         gw.gateway.telemetry._tracer = OtelTracer(provider)
-        gw.gateway._apply_observability()
+        gw.gateway.reload(gw.gateway.config)  # a new bundle, with this tracer
         return gw
 
     return start

@@ -7,8 +7,10 @@ from collections.abc import Sequence
 
 import orjson
 
+from modelrouter.access.records import UsageRecorder
+from modelrouter.access.usage import usage_from_body
 from modelrouter.adapters.base import SSEPassThrough
-from modelrouter.usage import StreamUsageTap, UsageRecorder, usage_from_body
+from modelrouter.dataplane.usage_tap import StreamUsageTap
 
 
 def test_usage_from_body_reads_openai_and_other_shapes() -> None:

@@ -13,8 +13,9 @@ import openai
 import orjson
 import pytest
 
+from modelrouter.access.usage import estimate_prompt_tokens, estimate_tokens, lacks_usage
 from modelrouter.adapters.base import SSEPassThrough
-from modelrouter.usage import StreamUsageTap, estimate_prompt_tokens, estimate_tokens, lacks_usage
+from modelrouter.dataplane.usage_tap import StreamUsageTap
 
 from .fakes import FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer

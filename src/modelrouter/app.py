@@ -1,4 +1,8 @@
-"""The app factory: the one place where config, routing, transport and the front door are wired together."""
+"""The app factory: the one place where config, routing, transport and the front door are wired together.
+
+Why this module is long: it is the one place where everything is wired - the bundle built and swapped, the
+store opened, its polling, pruning and quota seeding - so that no other module needs to know of the others.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,33 @@ import gc
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
-from .accounting import Accounting
+from . import store as persistence
+from .access.admission import Accounting, AdmissionState
+from .access.auth import KeyRing, Principal, principal_from_config, principal_from_record
+from .access.records import UsageRecorder
 from .admin import AdminApp, ensure_first_admin
-from .auth import KeyRing, Principal, principal_from_config, principal_from_record
 from .config.model import Config
-from .control import ConfigControl
-from .front.asgi import FrontDoor
-from .livestate import live_state
-from .pipeline import Pipeline
-from .redaction import ContentMasks, install_log_redaction
-from .routing.health import HealthChecker
+from .control.livestate import live_state
+from .control.openapi import openapi_json
+from .control.source import ConfigControl
+from .dataplane.bundle import Bundle
+from .dataplane.front import FrontDoor
+from .dataplane.masks import ContentMasks
+from .dataplane.pipeline import Pipeline
+from .http.asgi import Receive, Scope, Send
+from .observability.observe import Observe
+from .observability.redaction import install_log_redaction
+from .observability.telemetry import Live, MetricsListener, Telemetry
+from .resilience.health import HealthChecker
 from .routing.router import RoutingTable
-from .telemetry import MetricsListener, Telemetry
+from .runtime.workers import MetricsExchange
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
-from .usage import UsageRecorder
 
 if TYPE_CHECKING:
     from .store import Store
@@ -42,35 +53,35 @@ PRUNE_INTERVAL = 3600.0
 PRUNE_FIRST = 300.0
 
 
-class Gateway(FrontDoor):
+class Gateway:
     """The assembled gateway: the front door (an ASGI application) with its side services wired in.
-    ``reload`` swaps in a new config without a restart."""
+    ``reload`` swaps in a new config without a restart: one new ``Bundle``, one assignment."""
 
     def __init__(self, config: Config, *, transport: Transport | None = None) -> None:
         self.config = config
         self.transport: Transport = transport if transport is not None else AiohttpTransport()
         self.health = HealthChecker(self.transport)
         self._started = False
-        server = config.server
-        super().__init__(
-            Pipeline(RoutingTable(config), self.transport),
-            max_body_bytes=server.max_body_bytes,
-            max_upload_bytes=server.max_upload_bytes,
-            spool_bytes=server.spool_memory_bytes,
-            validate_parameters=server.validate_parameters,
-        )
+        self.pipeline = Pipeline(self.transport)
+        table = RoutingTable(config)
+        self.front = FrontDoor(self.pipeline, Bundle.plain(config, table), startup=self.startup, shutdown=self.shutdown)
         self._config_keys: list[Principal] = []
         self._store_keys: list[Principal] = []
+        # State carried from one bundle to the next: the key ring (the store poll refreshes it in place) and what
+        # admission control counts.
+        self._keyring: KeyRing | None = None
+        self._admission: AdmissionState | None = None
         self.store: Store | None = None
         self.recorder: UsageRecorder | None = None
         # The admin API answers 503 until a store is open (the store holds admin users and tokens).
-        self.admin = AdminApp(
+        self.front.admin = AdminApp(
             lambda: self.store,
             lambda: self.config.admin,
-            trusted_proxies=lambda: self.trusted_proxies,
+            trusted_proxies=lambda: self.front.bundle.trusted_proxies,
             control_getter=lambda: self.control,
             live_state=self.live_state,
         )
+        self.front.openapi = openapi_json
         self._refresher: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
@@ -80,50 +91,135 @@ class Gateway(FrontDoor):
         self.control: ConfigControl | None = None
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
         self.freeze_heap = False
-        self.telemetry = Telemetry(self)
+        self.telemetry = Telemetry(
+            Live(
+                observe=lambda: self.front.bundle.observe,
+                table=lambda: self.front.bundle.table,
+                recorder=lambda: self.recorder,
+                active=lambda: self.front.active,
+                config_version=lambda: self.control.version if self.control is not None else None,
+            )
+        )
         # observability.metrics_listen as started with: bound once, at startup (a reload that changes it is
         # reported, not applied). While set, the main port does not serve /metrics.
         self.metrics_listen = config.observability.metrics_listen
         self.metrics_listener: MetricsListener | None = None
         self._exposition: Callable[[], tuple[bytes, str]] | None = None
-        self.pipeline.max_event_bytes = server.max_event_bytes
-        self._apply_auth(config)
-        self._apply_redaction(config)
-        self._apply_observability()
+        self._install(config, table)
 
-    def _apply_auth(self, config: Config) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The gateway as an ASGI application (for a library user's server or tests; ``modelrouter serve`` gives
+        uvicorn the front door itself, one call layer fewer on every request)."""
+        await self.front(scope, receive, send)
+
+    # --- the config bundle ------------------------------------------------------------------------------------
+
+    def _install(self, config: Config, table: RoutingTable) -> bool:
+        """Build the bundle for ``config`` over the carried-over state and swap it in (one assignment). True when
+        admission control came on just now (its quotas are then to be seeded from the store)."""
+        bundle, admission_started = self._build(config, table)
+        self.front.bundle = bundle
+        self.config = config
+        return admission_started
+
+    def _build(self, config: Config, table: RoutingTable) -> tuple[Bundle, bool]:
         auth = config.auth
-        self.trusted_proxies = tuple(ip_network(cidr, strict=False) for cidr in auth.trusted_proxies)
         self._config_keys = [principal_from_config(k) for k in auth.keys]
-        if not auth.enabled:
-            self.keys = None
-            return
-        if self.keys is None:
-            self.keys = KeyRing()
-        self.keys.replace([*self._config_keys, *self._store_keys])
+        keys = None
+        if auth.enabled:
+            if self._keyring is None:
+                self._keyring = KeyRing()
+            self._keyring.replace([*self._config_keys, *self._store_keys])
+            keys = self._keyring
+        observe = self.telemetry.apply(config, table)
+        metrics = observe.metrics if observe is not None else None
+        # Limits, quotas and usage records cost a little per request; with none configured, none is paid.
+        accounting = None
+        started = False
+        if config.limits or auth.enabled or self.recorder is not None:
+            if self._admission is None or self.front.bundle.accounting is None:
+                self._admission = AdmissionState()  # coming on: counts start afresh (quotas seeded from the store)
+                started = True
+            accounting = Accounting(config, self.recorder, state=self._admission, metrics=metrics)
+        redaction = config.redaction
+        masks = ContentMasks(redaction.request_masks, redaction.response_masks)
+        self._exposition = self.telemetry.exposition if metrics is not None else None
+        server = config.server
+        bundle = Bundle(
+            config=config,
+            table=table,
+            keys=keys,
+            trusted_proxies=tuple(ip_network(cidr, strict=False) for cidr in auth.trusted_proxies),
+            accounting=accounting,
+            instance_limits=accounting.instance_limit if accounting is not None and accounting.instance_rules else None,
+            observe=observe,
+            metrics=metrics,
+            masks=masks if masks.active else None,
+            metrics_exposition=None if self.metrics_listen is not None else self._exposition,
+            metrics_token=config.observability.metrics_token,
+            max_body_bytes=server.max_body_bytes,
+            max_upload_bytes=server.max_upload_bytes,
+            spool_bytes=server.spool_memory_bytes,
+            validate_parameters=server.validate_parameters,
+            max_event_bytes=server.max_event_bytes,
+        )
+        return bundle, started
 
-    def _apply_accounting(self, config: Config) -> bool:
-        """Limits, quotas and usage records as ``config`` says; True when they came on just now (their quotas
-        are then to be seeded from the store). Limits and usage records cost a little per request; with none
-        configured, none is paid."""
-        wanted = bool(config.limits) or config.auth.enabled or self.recorder is not None
-        created = False
-        if not wanted:
-            self.accounting = None
-        elif self.accounting is None:
-            self.accounting = Accounting(config, self.recorder)
-            self.accounting.metrics = self.pipeline.metrics
-            created = True
-        else:
-            self.accounting.configure(config)
-            self.accounting.recorder = self.recorder
-        accounting = self.accounting
-        self.pipeline.instance_limits = accounting.instance_limit if accounting and accounting.instance_rules else None
-        return created
+    def _rebuild(self) -> bool:
+        """The same config and table in a new bundle: after something it is built from changed (the store opened,
+        the usage recorder came or went)."""
+        return self._install(self.config, self.front.bundle.table)
 
-    def _apply_usage(self, config: Config) -> None:
+    # Read-only views of the serving bundle, for the CLI, the admin API and tests.
+    @property
+    def bundle(self) -> Bundle:
+        return self.front.bundle
+
+    @property
+    def table(self) -> RoutingTable:
+        return self.front.bundle.table
+
+    @property
+    def keys(self) -> KeyRing | None:
+        return self.front.bundle.keys
+
+    @property
+    def accounting(self) -> Accounting | None:
+        return self.front.bundle.accounting
+
+    @property
+    def observe(self) -> Observe | None:
+        return self.front.bundle.observe
+
+    @property
+    def admin(self) -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+        """The admin API the front door serves under /admin/ (replaceable, as tests do)."""
+        return self.front.admin
+
+    @admin.setter
+    def admin(self, app: Callable[[Scope, Receive, Send], Awaitable[None]] | None) -> None:
+        self.front.admin = app
+
+    @property
+    def accepting(self) -> bool:
+        return self.front.accepting
+
+    @accepting.setter
+    def accepting(self, value: bool) -> None:
+        self.front.accepting = value
+
+    @property
+    def body_read_timeout(self) -> float:
+        return self.front.body_read_timeout
+
+    @body_read_timeout.setter
+    def body_read_timeout(self, value: float) -> None:
+        self.front.body_read_timeout = value
+
+    def _apply_usage(self, config: Config) -> bool:
         """Usage records on or off as ``usage`` (and ``auth``) say, at startup and after every reload: a reload
-        that turns auth on must record what its keys use from the next request on."""
+        that turns auth on must record what its keys use from the next request on. True when the recorder came
+        or went (the bundle, whose admission control writes to it, is then to be rebuilt)."""
         store = self.store
         enabled = config.usage.enabled
         wanted = store is not None and (enabled is True or (enabled is None and config.auth.enabled))
@@ -137,39 +233,21 @@ class Gateway(FrontDoor):
                 interval=config.usage.flush_interval,
             )
             self.recorder.start()
-        elif wanted and recorder is not None:
+            return True
+        if wanted and recorder is not None:
             recorder.capacity, recorder.batch = config.usage.buffer, config.usage.batch
             recorder.interval = config.usage.flush_interval
         elif recorder is not None:
             self.recorder = None
             self._background(recorder.aclose(), "usage recorder close")  # what it holds is still written
-        if self.accounting is not None:
-            self.accounting.recorder = self.recorder
+            return True
+        return False
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` off the request path; kept referenced until done, and awaited (bounded) at shutdown."""
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _apply_observability(self) -> None:
-        """Metrics, access log, response headers and tracing from ``observability`` (after the routing table, whose
-        model names bound the ``model`` label)."""
-        self.observe = self.telemetry.apply(self.config)
-        metrics = self.observe.metrics if self.observe is not None else None
-        self.pipeline.metrics = metrics
-        if self.accounting is not None:
-            self.accounting.metrics = metrics
-        self._exposition = self.telemetry.exposition if metrics is not None else None
-        self.metrics_exposition = None if self.metrics_listen is not None else self._exposition
-        self.metrics_token = self.config.observability.metrics_token
-
-    def _apply_redaction(self, config: Config) -> None:
-        redaction = config.redaction
-        masks = ContentMasks(redaction.request_masks, redaction.response_masks)
-        self.pipeline.masks = masks if masks.active else None
-        if self._started:
-            install_log_redaction(redaction)
 
     @staticmethod
     def store_wanted(config: Config) -> bool:
@@ -215,8 +293,8 @@ class Gateway(FrontDoor):
                 if current != version:
                     records = await store.all_active_keys()
                     self._store_keys = [principal_from_record(r) for r in records]
-                    if self.keys is not None:
-                        self.keys.replace([*self._config_keys, *self._store_keys])
+                    if self._keyring is not None:  # state shared by the bundles: no rebuild needed
+                        self._keyring.replace([*self._config_keys, *self._store_keys])
                     version = current
                 if self.control is not None:
                     await self.control.refresh()
@@ -250,10 +328,6 @@ class Gateway(FrontDoor):
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
 
-    @property
-    def table(self) -> RoutingTable:
-        return self.pipeline.table
-
     async def _seed_quotas_logged(self, store: Store, until: float) -> None:
         try:
             await self._seed_quotas(store, until)
@@ -269,14 +343,13 @@ class Gateway(FrontDoor):
             log.error("could not open the store that keys or usage records need: %s", exc)
             return
         self._apply_usage(self.config)
-        if self._apply_accounting(self.config):
+        if self._rebuild():  # with the store's usage recorder; admission control may come on with it
             assert self.store is not None
             await self._seed_quotas_logged(self.store, time.time())
 
     async def _open_store(self) -> None:
-        from .store import Store  # imported here: it is large, and only needed when wanted
-
-        self.store = store = await Store.open(self.config.store)
+        # The store package is light; Store itself (and SQLAlchemy) loads here, when a store is wanted.
+        self.store = store = await persistence.Store.open(self.config.store)
         log.info("store: %r", store)
         if self.control is not None:
             await self.control.start(store)  # store mode: the newest stored version replaces the seed
@@ -286,62 +359,54 @@ class Gateway(FrontDoor):
         self._pruner = asyncio.get_running_loop().create_task(self._prune_store(store), name="store prune")
 
     def reload(self, config: Config) -> None:
-        """Build a new routing table (keeping the state of unchanged instances) and swap it in atomically.
-        Size limits and parameter checks in ``server`` apply to new requests too; the listen address needs a
-        restart."""
-        self.pipeline.swap(RoutingTable(config, previous=self.pipeline.table))
-        self._apply_auth(config)
+        """Build a new bundle - a routing table keeping the state of unchanged instances, keys, limits,
+        observability, size limits - and swap it in with one assignment. Requests already running finish with the
+        bundle they started with. The listen address and the client-side limits need a restart."""
         if self._started:
             # Whatever a reload turns on works from the next request: usage records, quotas, the store.
             self._apply_usage(config)
             if self.store is None and self.store_wanted(config) and not self._opening:
                 self._opening = True
                 self._background(self._open_store_later(), "store open")
-        if self._apply_accounting(config) and self._started and self.store is not None:
+        table = RoutingTable(config, previous=self.front.bundle.table)
+        if self._install(config, table) and self._started and self.store is not None:
             self._background(self._seed_quotas_logged(self.store, time.time()), "quota seed")
-        self._apply_redaction(config)
         if self._started:
-            self.health.watch(self.table.all_instances())
-        server = config.server
-        self.max_body_bytes = server.max_body_bytes
-        self.max_upload_bytes = server.max_upload_bytes
-        self.spool_bytes = server.spool_memory_bytes
-        self.validate_parameters = server.validate_parameters
-        self.pipeline.max_event_bytes = server.max_event_bytes
+            install_log_redaction(config.redaction)
+            self.health.watch(table.all_instances())
         if config.observability.metrics_listen != self.metrics_listen:
             log.warning(
                 "observability.metrics_listen changed to %s (started with %s): that needs a restart",
                 config.observability.metrics_listen,
                 self.metrics_listen,
             )
-        self.config = config
-        self._apply_observability()
 
     async def startup(self) -> None:
         if self.store_wanted(self.config) or self.control is not None:
             await self._open_store()
             assert self.store is not None
             self._apply_usage(self.config)  # the config may be the store's newest version now
-            if self._apply_accounting(self.config):
+            # Rebuilt with the store's recorder; a fresh admission state counts quotas from the store's records.
+            self._admission = None
+            if self._rebuild():
                 await self._seed_quotas(self.store, time.time())
-        config = self.config
         if self.metrics_listen is not None:
             from .config.model import split_address
 
             host, port = split_address(self.metrics_listen)
-            self.metrics_listener = MetricsListener(lambda: self._exposition, lambda: self.metrics_token)
+            self.metrics_listener = MetricsListener(lambda: self._exposition, lambda: self.bundle.metrics_token)
             # Workers share the address (SO_REUSEPORT); whichever answers adds up the others' counters.
             await self.metrics_listener.start(host, port, reuse_port=self.telemetry.exchange is not None)
         if self.telemetry.exchange is not None:
             self._publisher = asyncio.get_running_loop().create_task(self.telemetry.publish_every(), name="metrics")
-        log.info("routing %d model(s) over %d instance(s)", len(self.table.pools), len(self.table.all_instances()))
-        self._apply_accounting(config)
+        table = self.table
+        log.info("routing %d model(s) over %d instance(s)", len(table.pools), len(table.all_instances()))
         self._started = True
-        self._apply_redaction(config)
-        self.health.watch(self.table.all_instances())
+        install_log_redaction(self.config.redaction)
+        self.health.watch(table.all_instances())
         if self.freeze_heap:
             # The store's libraries and migrations left a large heap that lives as long as the process: keep
-            # the collector from walking it again and again (see cli._tune_gc).
+            # the collector from walking it again and again (see cli.main._tune_gc).
             gc.collect()
             gc.freeze()
 
@@ -365,5 +430,20 @@ class Gateway(FrontDoor):
         await self.transport.aclose()
 
 
-def create_app(config: Config, *, transport: Transport | None = None) -> Gateway:
-    return Gateway(config, transport=transport)
+def create_app(
+    config: Config,
+    *,
+    transport: Transport | None = None,
+    control: Callable[[Gateway], ConfigControl] | None = None,
+    exchange: MetricsExchange | None = None,
+    freeze_heap: bool = False,
+) -> Gateway:
+    """The gateway for ``config``. ``control`` makes where its config comes from (the CLI's file or store mode;
+    a library user may leave it out); ``exchange`` is where worker processes share metrics (``serve --workers``);
+    ``freeze_heap`` freezes the GC heap after startup, which is process-wide: for the process owner to decide."""
+    gateway = Gateway(config, transport=transport)
+    if control is not None:
+        gateway.control = control(gateway)
+    gateway.telemetry.exchange = exchange
+    gateway.freeze_heap = freeze_heap
+    return gateway

@@ -18,7 +18,7 @@ class Endpoint:
     service: str
     path: str  # the OpenAI path; also the default upstream path for OpenAI-compatible backends
     body: Literal["json", "multipart"]
-    # (field, JSON type name) pairs that must be present; checked before routing (front/params.py has the rules
+    # (field, JSON type name) pairs that must be present; checked before routing (dataplane/params.py has the rules
     # of their values).
     required: tuple[tuple[str, str], ...]
     # Streams when the request says `"stream": true` (SSE), or always streams binary (speech).

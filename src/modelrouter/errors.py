@@ -2,7 +2,7 @@
 
 Every failure a client can see is a ``GatewayError``; each subclass carries the HTTP status, the error ``type``
 and an OpenAI-style machine ``code``. Errors from lower layers (aiohttp, JSON, multipart) are translated into this
-tree at their boundary only (``upstream/aiohttp_transport.py``, ``front/asgi.py``), never further up.
+tree at their boundary only (``upstream/aiohttp_transport.py``, ``dataplane/front.py``), never further up.
 
 ``type`` is only ever one of the API document's table (``ERROR_TYPES``), chosen by meaning: 404 is
 ``not_found_error``, 503 ``overloaded_error``, any other 5xx ``api_error``. The OpenAI SDKs pick their exception

@@ -17,14 +17,13 @@ plane in code and in credentials: it authenticates admin tokens only, never clie
 Roles rank viewer < operator < admin. Every write is recorded in the audit log.
 """
 
-from ._app import AdminApp
-from ._bootstrap import FIRST_ADMIN, PASSWORD_ENV, ensure_first_admin
-from ._handlers import MIN_PASSWORD_LENGTH, ROLE_RANK, Route
-from ._routes import ROUTES
+from .app import AdminApp
+from .bootstrap import FIRST_ADMIN, PASSWORD_ENV, ensure_first_admin
+from .handlers import ROLE_RANK, Route
+from .routes import ROUTES
 
 __all__ = [
     "FIRST_ADMIN",
-    "MIN_PASSWORD_LENGTH",
     "PASSWORD_ENV",
     "ROLE_RANK",
     "ROUTES",

@@ -1,6 +1,9 @@
 """Typed configuration values. Validation happens once, at load; the request path only reads these.
 
 Unknown keys are errors everywhere (``extra="forbid"``): a typo must not silently change routing.
+
+Why this module is long: it is the whole typed config, one class per section in the order of the YAML file,
+so that a reader finds every setting and its default in one place.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .._version import __version__
 from ..config.model import DEFAULT_MAX_RESPONSE_BYTES, BreakerConfig, HealthCheckConfig, InstanceConfig, Timeouts
-from .breaker import CircuitBreaker
+from ..resilience.breaker import CircuitBreaker
 
 if TYPE_CHECKING:
     from ..adapters.base import Adapter

@@ -2,9 +2,17 @@
 
 Use ``await Store.open(config.store)`` once per process, ``await store.close()`` at shutdown. The schema is
 created and upgraded by the Alembic migrations shipped in ``migrations/`` when the store opens.
+
+What the store hands out (``records``) is importable without the store: ``Store`` itself, and with it
+SQLAlchemy, is imported the first time it is asked for, so the request path and a library user's gateway
+without a store never load it.
 """
 
-from ._records import (
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .records import (
+    MIN_PASSWORD_LENGTH,
     ROLES,
     AdminRecord,
     AuditRecord,
@@ -16,13 +24,15 @@ from ._records import (
     Role,
     StaleVersionError,
     StoreError,
-    UsageLike,
     UsageRecord,
     UsageTotal,
 )
-from .store import Store
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = [
+    "MIN_PASSWORD_LENGTH",
     "ROLES",
     "AdminRecord",
     "AuditRecord",
@@ -35,7 +45,12 @@ __all__ = [
     "StaleVersionError",
     "Store",
     "StoreError",
-    "UsageLike",
     "UsageRecord",
     "UsageTotal",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        return importlib.import_module(".store", __name__).Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,11 +11,11 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config.model import StoreConfig
-from ._activity import ActivityStore
-from ._admins import AdminStore
-from ._engine import create_engine, database_url, has_schema, location, migrate
-from ._keys import KeyStore
-from ._records import NoStoreError, StoreError
+from .activity import ActivityStore
+from .admins import AdminStore
+from .engine import create_engine, database_url, has_schema, location, migrate
+from .keys import KeyStore
+from .records import NoStoreError, StoreError
 
 __all__ = ["Store"]
 

@@ -16,8 +16,8 @@ import aiohttp
 from aiohttp import hdrs
 
 from ..config.model import Timeouts
+from ..dataplane.timers import Alarm, clock
 from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamResponseTooLarge, UpstreamTimeout
-from ..timers import Alarm, clock
 from .base import UpstreamRequest
 
 __all__ = ["AiohttpTransport"]

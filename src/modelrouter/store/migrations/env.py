@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from modelrouter.store._schema import metadata
+from modelrouter.store.schema import metadata
 
 
 def _run(connection: sa.Connection) -> None:

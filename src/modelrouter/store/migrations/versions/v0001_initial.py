@@ -16,7 +16,7 @@ down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
 
-# Frozen copies of the types in _schema.py: a released revision must not change when the code does.
+# Frozen copies of the types in schema.py: a released revision must not change when the code does.
 _json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _bigid = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 

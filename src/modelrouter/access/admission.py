@@ -1,0 +1,353 @@
+"""Traffic control around one request: rate limits, concurrency caps and quotas before it is forwarded, and
+afterwards the reconciliation of token estimates with real usage and the usage record.
+
+Before: every limit that applies (global, service, model, API key, client IP, the request's ``user``; the key's
+own limits and its per-minute quotas) is taken at once - if one refuses, none is consumed - then the key's
+concurrency cap and daily/monthly quotas. Token limits take an estimate (prompt size + ``max_tokens``).
+After: the difference between the estimate and the real usage is applied, the concurrency slot freed and a
+usage record buffered for the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from ..config.model import Config, LimitRule
+from ..endpoints import Endpoint
+from ..errors import QuotaExceeded, RateLimited, echo
+from ..http.multipart import Form
+from ..observability.meter import Meter
+from ..observability.metrics import Metrics
+from ..routing.router import RoutingTable
+from .auth import Principal
+from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
+from .records import UsageRecord, UsageRecorder
+from .usage import estimate_completion_tokens, estimate_prompt_tokens
+
+__all__ = ["Accounting", "AdmissionState", "Ticket"]
+
+_Item = tuple[str, float, LimitRule]
+
+# How a plan step names its bucket: as is, or with the client IP / the request's ``user`` appended.
+_FIXED, _BY_IP, _BY_USER = "fixed", "ip", "user"
+
+
+class _Plan:
+    """The limits for one (key, service, model): steps of (bucket name or its prefix, how to complete it, rule,
+    the most tokens the bucket can hold - 0.0 for a request-counting rule)."""
+
+    __slots__ = ("may_wait", "principal", "steps", "tokens")
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal  # kept so that a cached plan is only used for this very key object
+        self.steps: list[tuple[str, str, LimitRule, float]] = []
+        self.tokens = False  # some step counts tokens (its estimate is reconciled with real usage)
+        self.may_wait = False  # some step is a leaky bucket that may hold the request
+
+    def add(self, bucket: str, how: str, rule: LimitRule) -> None:
+        token_cap = (rule.burst or rule.rate) if rule.unit == "tokens" else 0.0
+        self.steps.append((bucket, how, rule, token_cap))
+        self.tokens = self.tokens or rule.unit == "tokens"
+        self.may_wait = self.may_wait or rule.algorithm == "leaky_bucket"
+
+
+class Ticket:
+    """What one admitted request took, to be settled when it ends (exactly once)."""
+
+    __slots__ = (
+        "bytes_in",
+        "concurrency_key",
+        "endpoint",
+        "estimate",
+        "items",
+        "meter",
+        "model",
+        "principal",
+        "prompt_estimate",
+        "quota_key",
+        "started",
+    )
+
+    def __init__(self, endpoint: Endpoint, model: str, principal: Principal | None, meter: Meter | None) -> None:
+        self.endpoint = endpoint
+        self.model = model
+        self.principal = principal
+        self.meter = meter
+        self.items: list[_Item] = []  # token-unit buckets taken with the estimate, for reconciliation
+        self.estimate = 0
+        self.prompt_estimate = 0
+        self.concurrency_key: str | None = None
+        self.quota_key: str | None = None
+        self.started = time.monotonic()
+        self.bytes_in = 0
+
+
+class AdmissionState:
+    """What admission control counts, carried over from one config to the next: limiter buckets (those of
+    unchanged rules keep their state: a rule's bucket is named by its content), requests in flight per key, and
+    quota counts."""
+
+    __slots__ = ("concurrency", "limiter", "quota")
+
+    def __init__(self) -> None:
+        self.limiter = Limiter(MemoryBackend())
+        self.concurrency = Concurrency()
+        self.quota = Quota()
+
+
+class Accounting:
+    """Admission control for one config: its rules, and the plans worked out from them, over the carried-over
+    ``state``. A new config gets a new ``Accounting`` (in the config bundle); a request is admitted and settled
+    by the same one, so a reload between the two cannot mix two configs' limits."""
+
+    def __init__(
+        self,
+        config: Config,
+        recorder: UsageRecorder | None = None,
+        *,
+        state: AdmissionState | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.state = state if state is not None else AdmissionState()
+        self.limiter = self.state.limiter
+        self.concurrency = self.state.concurrency
+        self.quota = self.state.quota
+        self.recorder = recorder
+        self.metrics = metrics  # counts refusals by scope when metrics are on
+        self.rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope != "instance")
+        self._plans: dict[tuple[int, str, str], _Plan] = {}
+        self.instance_rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope == "instance")
+
+    def _refused(self, scope: str) -> None:
+        if self.metrics is not None:
+            self.metrics.count(self.metrics.rate_limited, (scope,))
+
+    def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
+        """Take one request from each ``scope: instance`` limit of the chosen instance; a refusal sends the
+        request to another instance (all or nothing, like the other limits)."""
+        items: list[_Item] = []
+        for rule in self.instance_rules:
+            if rule.services and endpoint.service not in rule.services:
+                continue
+            if rule.models and model not in rule.models:
+                continue
+            items.append((f"{_tag(rule)}|instance:{instance_id}", 1.0, rule))
+        if not items or not self.limiter.in_process:
+            return None  # a shared backend would need an await here; instance limits are in-process for now
+        refusal, decisions = self.limiter.check_now(items)
+        if refusal is None:
+            return None
+        rule = items[len(decisions) - 1][2]
+        self._refused("instance")
+        return RateLimited(
+            f"Every instance of model '{echo(model)}' is at its rate limit ({_describe(rule)})",
+            headers=_limit_headers(refusal, rule),
+        )
+
+    def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> _Plan:
+        """The limits that apply to requests of this key for this endpoint and model: worked out once, then
+        looked up (the rules only change with the config or the keys, and either brings new objects)."""
+        cache_key = (id(principal), endpoint.service, model)
+        plan = self._plans.get(cache_key)
+        if plan is not None and plan.principal is principal:
+            return plan
+        rules = self.rules + principal.rules if principal is not None else self.rules
+        plan = _Plan(principal)
+        for rule in rules:
+            if rule.services and endpoint.service not in rule.services:
+                continue
+            if rule.models and model not in rule.models:
+                continue
+            scope = rule.scope
+            tag = _tag(rule)
+            if scope == "global":
+                plan.add(f"{tag}|global", _FIXED, rule)
+            elif scope == "service":
+                plan.add(f"{tag}|service:{endpoint.service}", _FIXED, rule)
+            elif scope == "model":
+                plan.add(f"{tag}|model:{model}", _FIXED, rule)
+            elif scope == "key":
+                if principal is not None:
+                    plan.add(f"{tag}|key:{principal.id}", _FIXED, rule)
+            elif scope == "ip":
+                plan.add(f"{tag}|ip:", _BY_IP, rule)
+            elif scope == "user":
+                plan.add(f"{tag}|user:", _BY_USER, rule)
+        if len(self._plans) > 10_000:
+            self._plans.clear()
+        self._plans[cache_key] = plan
+        return plan
+
+    async def admit(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any] | Form,
+        ip: str | None,
+        principal: Principal | None,
+        table: RoutingTable,
+        meter: Meter,
+    ) -> Ticket:
+        requested = payload.get("model")
+        model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
+        meter.needs_usage = True
+        meter.model = model  # the routing sets the pool's name; this one shows on a refusal
+        ticket = Ticket(endpoint, model, principal, meter)
+        if isinstance(payload, dict):
+            # From the text itself, not the body's size: JSON's overhead would over-reserve and refuse requests
+            # that real usage would have let through.
+            ticket.prompt_estimate = estimate_prompt_tokens(payload)
+            ticket.estimate = ticket.prompt_estimate + estimate_completion_tokens(payload)
+        plan = self._plan(endpoint, model, principal)
+        items: list[_Item] = []
+        wait = 0.0
+        if plan.steps:
+            estimate = float(ticket.estimate)
+            for bucket, how, rule, token_cap in plan.steps:
+                if how is _BY_IP:
+                    if ip is None:
+                        continue
+                    bucket += ip
+                elif how is _BY_USER:
+                    user = payload.get("user")
+                    if not isinstance(user, str) or not user:
+                        continue
+                    bucket += user
+                # A token estimate larger than the bucket could never pass; it then waits for a full bucket
+                # instead (real usage is reconciled afterwards either way).
+                items.append((bucket, 1.0 if token_cap == 0.0 else min(estimate, token_cap), rule))
+            if self.limiter.in_process:
+                refusal, decisions = self.limiter.check_now(items)
+            else:
+                refusal, decisions = await self.limiter.check(items)
+            if refusal is not None:
+                rule = items[len(decisions) - 1][2]  # decisions end with the refusing bucket's
+                self._refused(rule.scope)
+                raise RateLimited(
+                    f"Rate limit reached ({_describe(rule)}). Try again in {refusal.retry_after:.1f}s.",
+                    headers=_limit_headers(refusal, rule),
+                )
+            if plan.tokens:
+                ticket.items = [i for i in items if i[2].unit == "tokens"]
+            if plan.may_wait:
+                wait = max(d.wait for d in decisions)
+        if principal is not None:
+            cap = principal.quotas.max_concurrent
+            if cap is not None:
+                if not self.concurrency.try_acquire(principal.id, cap):
+                    self._refused("concurrency")
+                    await self._give_back(ticket, items)
+                    raise RateLimited(
+                        f"Too many concurrent requests for this API key (limit {cap})",
+                        headers=[(b"retry-after", b"1")],
+                    )
+                ticket.concurrency_key = principal.id
+            if principal.has_quota:
+                quota = await self.quota.take(principal.id, principal.quotas, float(ticket.estimate))
+                if quota is not None:
+                    self._refused("quota")
+                    await self._give_back(ticket, items)
+                    raise QuotaExceeded(
+                        f"You exceeded your {quota.quota.replace('_', ' ')} quota "
+                        f"({quota.used:.0f} of {quota.limit:.0f}).",
+                        headers=[(b"retry-after", str(math.ceil(quota.retry_after)).encode())],
+                    )
+                ticket.quota_key = principal.id
+        if wait > 0:
+            await asyncio.sleep(wait)  # leaky bucket: smooth the request into its slot
+        return ticket
+
+    def _reconcile(self, items: list[_Item]) -> None:
+        if self.limiter.in_process:
+            self.limiter.reconcile_now(items)
+        else:
+            _run_now(self.limiter.reconcile(items))
+
+    async def _give_back(self, ticket: Ticket, items: list[_Item]) -> None:
+        self._reconcile([(key, -cost, rule) for key, cost, rule in items])
+        if ticket.concurrency_key is not None:
+            self.concurrency.release(ticket.concurrency_key)
+            ticket.concurrency_key = None
+
+    def settle(self, ticket: Ticket, status: int) -> None:
+        """Called once when the request ended, however it ended. Synchronous: it may run while the request's
+        task is being cancelled; the memory backend's corrections are applied at once."""
+        meter = ticket.meter
+        assert meter is not None
+        if ticket.concurrency_key is not None:
+            self.concurrency.release(ticket.concurrency_key)
+            ticket.concurrency_key = None
+        meter.settle(ticket.prompt_estimate)
+        used = meter.total if status < 400 else 0
+        delta = used - ticket.estimate
+        if delta and ticket.items:
+            self._reconcile([(key, delta, rule) for key, _, rule in ticket.items])
+        if ticket.quota_key is not None and delta:
+            _run_now(self.quota.reconcile(ticket.quota_key, tokens=float(delta)))
+        if self.recorder is not None:
+            principal = ticket.principal
+            self.recorder.record(
+                UsageRecord(
+                    ts=time.time(),
+                    key_id=principal.id if principal is not None else None,
+                    model=ticket.model,
+                    instance=meter.instance,
+                    endpoint=ticket.endpoint.name,
+                    status=status,
+                    prompt_tokens=meter.prompt_tokens,
+                    completion_tokens=meter.completion_tokens,
+                    latency_ms=(time.monotonic() - ticket.started) * 1000,
+                    ttft_ms=None if meter.first_at is None else (meter.first_at - ticket.started) * 1000,
+                    bytes_in=ticket.bytes_in,
+                    bytes_out=meter.bytes_out,
+                )
+            )
+
+
+_tags: dict[int, tuple[LimitRule, str]] = {}
+
+
+def _tag(rule: LimitRule) -> str:
+    """A bucket-name part for a rule, equal for equal rules (so buckets survive a reload that keeps the rule).
+    Hashing a pydantic model walks all its fields; this is done once per rule object, not per request."""
+    entry = _tags.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_tags) > 4096:
+            _tags.clear()
+        entry = _tags[id(rule)] = (rule, f"{hash(rule):x}")
+    return entry[1]
+
+
+def _run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Drive a coroutine that never suspends (in-process backends) to completion without an event-loop turn;
+    a backend that does suspend (a network store) gets a task instead."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    asyncio.get_running_loop().create_task(_finish(coro))
+
+
+async def _finish(coro: Coroutine[Any, Any, None]) -> None:
+    # The first step already ran in _run_now; awaiting the coroutine object resumes it where it stopped.
+    await coro
+
+
+def _describe(rule: LimitRule) -> str:
+    per = f"{rule.period:g}s" if rule.period != 60 else "minute"
+    return f"{rule.rate:g} {rule.unit} per {per}, {rule.scope} scope"
+
+
+def _limit_headers(refusal: Decision, rule: LimitRule) -> list[tuple[bytes, bytes]]:
+    kind = b"tokens" if rule.unit == "tokens" else b"requests"
+    retry = refusal.retry_after if math.isfinite(refusal.retry_after) else 3600.0
+    return [
+        (b"retry-after", str(max(math.ceil(retry), 1)).encode()),
+        (b"retry-after-ms", str(math.ceil(retry * 1000)).encode()),
+        (b"x-ratelimit-limit-" + kind, b"%d" % int(refusal.limit)),
+        (b"x-ratelimit-remaining-" + kind, b"%d" % int(refusal.remaining)),
+        (b"x-ratelimit-reset-" + kind, f"{refusal.reset_after:.3g}s".encode()),
+    ]

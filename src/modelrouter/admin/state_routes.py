@@ -1,0 +1,132 @@
+"""Admin routes for watching and for admin accounts: live state, usage queries, and changes to admin users
+(role, disabled, password)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from ..errors import GatewayError, PermissionDenied
+from ..store.records import MIN_PASSWORD_LENGTH, ROLES
+from .handlers import MAX_TIME, Call, Reply, _admin_view, _invalid, _only, _text
+
+__all__ = ["set_admin_password", "state", "update_admin", "usage", "usage_records"]
+
+GROUPS = ("key", "model", "key_model", "none")
+
+
+async def state(call: Call) -> Reply:
+    if call.live is None:
+        raise GatewayError("live state is not available in this process")
+    return 200, call.live()
+
+
+async def usage(call: Call) -> Reply:
+    """Sums over usage records, filtered by key, model and time range, grouped by key and/or model."""
+    query = call.request.query()
+    _only(query, {"key_id", "model", "since", "until", "group_by"})
+    group_by = query.get("group_by", "key_model")
+    if group_by not in GROUPS:
+        raise _invalid(f"'group_by' must be one of {', '.join(GROUPS)}", "group_by")
+    since, until = _time(query, "since"), _time(query, "until")
+    totals = await call.store.usage_totals(
+        key_id=query.get("key_id"), model=query.get("model"), since=since, until=until
+    )
+    groups: dict[tuple[str | None, str | None], dict[str, Any]] = {}
+    for total in totals:
+        key = (
+            total.key_id if group_by in ("key", "key_model") else None,
+            total.model if group_by in ("model", "key_model") else None,
+        )
+        row = groups.setdefault(
+            key,
+            {
+                "key_id": key[0],
+                "model": key[1],
+                "requests": 0,
+                "errors": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "total_tokens": 0,
+                "bytes_in": 0,
+                "bytes_out": 0,
+            },
+        )
+        for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "bytes_in", "bytes_out"):
+            row[name] += getattr(total, name)
+        row["total_tokens"] += total.total_tokens
+    return 200, {"object": "list", "group_by": group_by, "since": since, "until": until, "data": list(groups.values())}
+
+
+async def usage_records(call: Call) -> Reply:
+    """The records themselves, newest first (at most ``limit``)."""
+    query = call.request.query()
+    _only(query, {"key_id", "model", "since", "until", "limit"})
+    limit = query.get("limit", "100")
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        raise _invalid("'limit' must be a whole number from 1 to 1000", "limit")
+    records = await call.store.query_usage(
+        key_id=query.get("key_id"),
+        model=query.get("model"),
+        since=_time(query, "since"),
+        until=_time(query, "until"),
+        limit=int(limit),
+    )
+    return 200, {"object": "list", "data": [dataclasses.asdict(r) for r in records]}
+
+
+async def update_admin(call: Call) -> Reply:
+    body = await call.request.json()
+    _only(body, {"role", "disabled"})
+    username = call.params["username"]
+    if not body:
+        raise _invalid("give 'role' and/or 'disabled'", "role", "missing_parameter")
+    if username == call.who.username:
+        # An admin who demotes or disables themselves by mistake may leave nobody able to undo it.
+        raise _invalid("you cannot change your own role or disable yourself; ask another admin", "username")
+    record = None
+    detail: dict[str, Any] = {}
+    if "role" in body:
+        role = _text(body, "role")
+        if role not in ROLES:
+            raise _invalid(f"'role' must be one of {', '.join(ROLES)}", "role")
+        record = await call.store.set_admin_role(username, role)
+        detail["role"] = role
+    if "disabled" in body:
+        disabled = body["disabled"]
+        if not isinstance(disabled, bool):
+            raise _invalid("'disabled' must be true or false", "disabled", "invalid_type")
+        record = await call.store.set_admin_disabled(username, disabled)
+        detail["disabled"] = disabled
+    assert record is not None
+    await call.audit("admin.update", f"admin:{username}", detail)
+    return 200, _admin_view(record)
+
+
+async def set_admin_password(call: Call) -> Reply:
+    """Set an admin's password (an admin for anyone, or anyone for themselves); their tokens are revoked."""
+    body = await call.request.json()
+    _only(body, {"password"})
+    username = call.params["username"]
+    if username != call.who.username and call.who.role != "admin":
+        raise PermissionDenied("only an admin may set another user's password", code="insufficient_role")
+    password = _text(body, "password", max_length=1024)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise _invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters", "password")
+    await call.store.set_password(username, password)
+    await call.audit("admin.password", f"admin:{username}")
+    return 200, {"username": username, "password_changed": True}
+
+
+def _time(query: dict[str, str] | Any, name: str) -> float | None:
+    text = query.get(name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not 0 <= value <= MAX_TIME:
+        raise _invalid(f"'{name}' must be a unix time in seconds, up to the year 9999", name)
+    return value

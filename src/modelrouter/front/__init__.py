@@ -1,1 +1,0 @@
-"""The HTTP side of the data plane: raw ASGI front door and multipart handling."""

@@ -1,0 +1,1 @@
+"""HTTP details the data plane and the admin API share: multipart uploads, parsed as they arrive (``multipart``)."""
