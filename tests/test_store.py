@@ -605,11 +605,11 @@ async def test_two_stores_see_each_others_writes(config: StoreConfig) -> None:
 def test_the_gateway_prunes_its_store_in_the_background(
     start_gateway: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelrouter import app
+    from modelrouter.control import housekeeping
     from modelrouter.store.schema import audit_log
 
-    monkeypatch.setattr(app, "PRUNE_FIRST", 0.0)
-    monkeypatch.setattr(app, "PRUNE_INTERVAL", 0.05)
+    monkeypatch.setattr(housekeeping, "PRUNE_FIRST", 0.0)
+    monkeypatch.setattr(housekeeping, "PRUNE_INTERVAL", 0.05)
     gw = start_gateway(
         {
             "store": {"data_dir": str(tmp_path / "data")},

@@ -1,18 +1,16 @@
 """The app factory: the one place where config, routing, transport and the front door are wired together.
 
-Why this module is long: it is the one place where everything is wired - the bundle built and swapped, the
-store opened, its polling, pruning and quota seeding - so that no other module needs to know of the others.
-"""
+``Gateway`` builds the config bundle and swaps it on reload, opens the store and starts its background work
+(key and config polling here; pruning and quota seeding in ``control/housekeeping.py``), health checks,
+telemetry and the admin API."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import UTC, datetime
 from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +20,7 @@ from .access.auth import KeyRing, Principal, principal_from_config, principal_fr
 from .access.records import UsageRecorder
 from .admin import AdminApp, ensure_first_admin
 from .config.model import Config
+from .control.housekeeping import prune_forever, seed_quotas
 from .control.livestate import live_state
 from .control.openapi import openapi_json
 from .control.source import ConfigControl
@@ -45,12 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["Gateway", "create_app"]
 
 log = logging.getLogger("modelrouter")
-
-# Usage records and audit entries past their retention are deleted this often; the first time a random part of
-# PRUNE_FIRST after the store opens, so that replicas and workers started together do not all prune at once (each
-# pruning is harmless: they delete the same expired rows, and whoever comes second finds fewer or none).
-PRUNE_INTERVAL = 3600.0
-PRUNE_FIRST = 300.0
 
 
 class Gateway:
@@ -256,31 +249,8 @@ class Gateway:
         return config.auth.enabled or config.usage.enabled is True
 
     async def _seed_quotas(self, store: Store, until: float) -> None:
-        """Daily and monthly quotas count from the store's usage records, so a restart does not reset them.
-        Only records before ``until`` (when the quotas started counting in this process) are added: later ones
-        were counted here already."""
-        accounting = self.accounting
-        if accounting is None:
-            return
-        now = until
-        day = now - now % 86400
-        month = datetime.fromtimestamp(now, UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
-        per_key: dict[str, list[float]] = {}
-        for since, slot in ((month, 2), (day, 0)):
-            for total in await store.usage_totals(since=since, until=until):
-                if total.key_id is None:
-                    continue
-                counts = per_key.setdefault(total.key_id, [0, 0, 0, 0])
-                counts[slot] += total.requests
-                counts[slot + 1] += total.prompt_tokens + total.completion_tokens
-        for key_id, (day_requests, day_tokens, month_requests, month_tokens) in per_key.items():
-            accounting.quota.seed(
-                key_id,
-                day_requests=int(day_requests),
-                day_tokens=day_tokens,
-                month_requests=int(month_requests),
-                month_tokens=month_tokens,
-            )
+        if self.accounting is not None:
+            await seed_quotas(store, self.accounting.quota, until)
 
     async def _poll_store(self, store: Store) -> None:
         """Poll the store for what other processes change: the key version (a key created, disabled or revoked
@@ -301,29 +271,6 @@ class Gateway:
             except Exception as exc:  # the store is down: keep what we have, try again
                 log.warning("could not refresh keys or config from the store: %s", exc)
             await asyncio.sleep(self.config.store.refresh_interval)
-
-    async def _prune_store(self, store: Store) -> None:
-        """Delete usage records and audit entries older than ``usage.retention_days`` and
-        ``admin.audit_retention_days`` (read at each run: a reload applies). Its own task, never on the request path;
-        the store deletes in short batches, so the usage recorder and admin writes get in between. Every replica
-        runs one: only one is needed, several do no harm."""
-        await asyncio.sleep(random.uniform(0, PRUNE_FIRST))
-        while True:
-            now = time.time()
-            for what, days, prune in (
-                ("usage records", self.config.usage.retention_days, store.prune_usage),
-                ("audit log entries", self.config.admin.audit_retention_days, store.prune_audit),
-            ):
-                if days is None:
-                    continue
-                try:
-                    deleted = await prune(now - days * 86400)
-                except Exception as exc:  # the store is down: try again next time
-                    log.warning("could not delete %s older than %d days: %s", what, days, exc)
-                    continue
-                if deleted:
-                    log.info("deleted %d %s older than %d days", deleted, what, days)
-            await asyncio.sleep(PRUNE_INTERVAL)
 
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
@@ -356,7 +303,8 @@ class Gateway:
         # Before log redaction is installed: custom patterns must not mask the one-time password.
         await ensure_first_admin(store)
         self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
-        self._pruner = asyncio.get_running_loop().create_task(self._prune_store(store), name="store prune")
+        retention = lambda: (self.config.usage.retention_days, self.config.admin.audit_retention_days)  # noqa: E731
+        self._pruner = asyncio.get_running_loop().create_task(prune_forever(store, retention), name="store prune")
 
     def reload(self, config: Config) -> None:
         """Build a new bundle - a routing table keeping the state of unchanged instances, keys, limits,
