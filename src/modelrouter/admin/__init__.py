@@ -19,7 +19,7 @@ Roles rank viewer < operator < admin. Every write is recorded in the audit log.
 
 from .app import AdminApp
 from .bootstrap import FIRST_ADMIN, PASSWORD_ENV, ensure_first_admin
-from .handlers import ROLE_RANK, Route
+from .calls import ROLE_RANK, Route
 from .routes import ROUTES
 
 __all__ = [

@@ -21,7 +21,7 @@ from ..config.model import AdminConfig
 from ..errors import GatewayError, InternalError, InvalidRequest, MethodNotAllowed, NotFound, PermissionDenied, echo
 from ..http.client import TrustedProxies, client_ip
 from ..store.records import NotFoundError, StoreError
-from .handlers import ROLE_RANK, Call, Route
+from .calls import ROLE_RANK, Call, Route
 from .http import (
     Conflict,
     NotAuthenticated,

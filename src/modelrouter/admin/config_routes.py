@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ..config.model import Config
 from ..control.source import ConfigControl, diff_texts, document, dump_document, masked, unmask
 from ..errors import GatewayError, NotFound, echo
-from .handlers import Call, Reply, _invalid, _only
+from .calls import Call, Reply, invalid, only
 from .http import Conflict
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ async def get_config(call: Call) -> Reply:
 
 async def put_config(call: Call) -> Reply:
     body = await call.request.json()
-    _only(body, {"config", "version", "comment"})
+    only(body, {"config", "version", "comment"})
     new = _object(body, "config")
 
     def replace(doc: dict[str, Any]) -> None:
@@ -121,7 +121,7 @@ async def diff_versions(call: Call) -> Reply:
     control = _control(call)
     query = call.request.query()
     if "from" not in query:
-        raise _invalid("you must provide a from parameter (a version number)", "from", "missing_parameter")
+        raise invalid("you must provide a from parameter (a version number)", "from", "missing_parameter")
     old = await _version_at(call, control, query["from"], "from")
     new = await _version_at(call, control, query.get("to"), "to")
     # Diffed as masked views: a diff is for reading, and readers may be viewers.
@@ -135,7 +135,7 @@ async def apply_version(call: Call) -> Reply:
     control = _control(call)
     control.writable()
     body = await call.request.json()
-    _only(body, {"version", "comment"})
+    only(body, {"version", "comment"})
     based_on = _based_on(call, body)
     target = _number(call.params["version"], "version")
     saved = await control.restore(target, author=call.who.username, based_on=based_on)
@@ -162,7 +162,7 @@ async def get_service(call: Call) -> Reply:
 
 async def put_service(call: Call) -> Reply:
     body = await call.request.json()
-    _only(body, {"service", "version", "comment"})
+    only(body, {"service", "version", "comment"})
     settings = _object(body, "service")
     name = call.params["service"]
     return await _edit(call, body, f"service.put {name}", lambda doc: _services(doc).__setitem__(name, settings))
@@ -170,7 +170,7 @@ async def put_service(call: Call) -> Reply:
 
 async def edit_service(call: Call) -> Reply:
     body = await call.request.json()
-    _only(body, {"changes", "version", "comment"})
+    only(body, {"changes", "version", "comment"})
     changes = _object(body, "changes")
     name = call.params["service"]
     return await _edit(call, body, f"service.edit {name}", lambda doc: _service(doc, name).update(changes))
@@ -189,14 +189,14 @@ async def delete_service(call: Call) -> Reply:
 
 async def add_instance(call: Call) -> Reply:
     body = await call.request.json()
-    _only(body, {"instance", "version", "comment"})
+    only(body, {"instance", "version", "comment"})
     instance = _object(body, "instance")
     name = call.params["service"]
 
     def add(doc: dict[str, Any]) -> None:
         service = _services(doc).setdefault(name, {})
         if not isinstance(service, dict):
-            raise _invalid(f"services.{name} is not an object in the current config", "service")
+            raise invalid(f"services.{name} is not an object in the current config", "service")
         instances = service.setdefault("instances", [])
         if any(_same(i, instance.get("name"), instance.get("base_url")) for i in instances):
             raise Conflict(
@@ -210,7 +210,7 @@ async def add_instance(call: Call) -> Reply:
 
 async def put_instance(call: Call) -> Reply:
     body = await call.request.json()
-    _only(body, {"instance", "version", "comment"})
+    only(body, {"instance", "version", "comment"})
     instance = _object(body, "instance")
     service, name = call.params["service"], call.params["name"]
 
@@ -223,7 +223,7 @@ async def put_instance(call: Call) -> Reply:
 
 async def edit_instance(call: Call) -> Reply:
     body = await call.request.json()
-    _only(body, {"changes", "version", "comment"})
+    only(body, {"changes", "version", "comment"})
     changes = _object(body, "changes")
     service, name = call.params["service"], call.params["name"]
 
@@ -254,9 +254,9 @@ async def get_section(call: Call) -> Reply:
 async def put_section(call: Call) -> Reply:
     section = _section(call)
     body = await call.request.json()
-    _only(body, {"value", "version", "comment"})
+    only(body, {"value", "version", "comment"})
     if "value" not in body:
-        raise _invalid("you must provide a value parameter (null removes the section)", "value", "missing_parameter")
+        raise invalid("you must provide a value parameter (null removes the section)", "value", "missing_parameter")
     value = body["value"]
 
     def put(doc: dict[str, Any]) -> None:
@@ -305,7 +305,7 @@ def _version_view(version: ConfigVersion, control: ConfigControl) -> dict[str, A
 async def _optional_json(call: Call) -> dict[str, Any]:
     """A DELETE may carry its ``version`` in a body or in the query string."""
     body = await call.request.json()
-    _only(body, {"version", "comment"})
+    only(body, {"version", "comment"})
     query = call.request.query()
     if "version" not in body and "version" in query:
         body["version"] = _number(query["version"], "version")
@@ -315,14 +315,14 @@ async def _optional_json(call: Call) -> dict[str, Any]:
 def _based_on(call: Call, body: Mapping[str, Any]) -> int:
     value = body.get("version")
     if value is None:
-        raise _invalid(
+        raise invalid(
             "you must provide a version parameter: the config version your change is based on "
             "(GET /admin/api/config shows the current one)",
             "version",
             "missing_parameter",
         )
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid("'version' must be a version number", "version", "invalid_type")
+        raise invalid("'version' must be a version number", "version", "invalid_type")
     return value
 
 
@@ -331,28 +331,28 @@ def _comment(body: Mapping[str, Any]) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, str) or len(value) > MAX_COMMENT:
-        raise _invalid(f"'comment' must be a string of at most {MAX_COMMENT} characters", "comment", "invalid_type")
+        raise invalid(f"'comment' must be a string of at most {MAX_COMMENT} characters", "comment", "invalid_type")
     return {"comment": value}
 
 
 def _object(body: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = body.get(name)
     if value is None:
-        raise _invalid(f"Invalid request: missing required parameter '{name}'", name, "missing_parameter")
+        raise invalid(f"Invalid request: missing required parameter '{name}'", name, "missing_parameter")
     if not isinstance(value, dict):
-        raise _invalid(f"'{name}' must be an object", name, "invalid_type")
+        raise invalid(f"'{name}' must be an object", name, "invalid_type")
     return value
 
 
 def _number(text: str | None, name: str) -> int:
     if text is None or not text.isdigit() or len(text) > 9:
-        raise _invalid(f"'{name}' must be a version number", name)
+        raise invalid(f"'{name}' must be a version number", name)
     return int(text)
 
 
 def _limit(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise _invalid("'limit' must be a whole number from 1 to 1000", "limit")
+        raise invalid("'limit' must be a whole number from 1 to 1000", "limit")
     return int(text)
 
 
@@ -379,7 +379,7 @@ def _section(call: Call) -> str:
 def _services(doc: dict[str, Any]) -> dict[str, Any]:
     services = doc.setdefault("services", {})
     if not isinstance(services, dict):
-        raise _invalid("'services' is not an object in the current config", "services")
+        raise invalid("'services' is not an object in the current config", "services")
     return services
 
 

@@ -3,31 +3,30 @@ viewers, config and key changes to operators, admin accounts and the raw config 
 
 from __future__ import annotations
 
+from . import admins, keys, session, state
 from . import config_routes as config
-from . import handlers as base
-from . import state_routes as observe
-from .handlers import Route, route
+from .calls import Route, route
 
 __all__ = ["ROUTES"]
 
 ROUTES: tuple[Route, ...] = (
-    route("POST", "/admin/api/login", base.login, None),
-    route("POST", "/admin/api/logout", base.logout, "viewer"),  # every role may end its own session
-    route("GET", "/admin/api/me", base.me, "viewer"),
+    route("POST", "/admin/api/login", session.login, None),
+    route("POST", "/admin/api/logout", session.logout, "viewer"),  # every role may end its own session
+    route("GET", "/admin/api/me", session.me, "viewer"),
     # client keys
-    route("GET", "/admin/api/keys", base.list_keys, "viewer"),
-    route("POST", "/admin/api/keys", base.create_key, "operator"),
-    route("POST", "/admin/api/keys/{id}/disable", base.disable_key, "operator"),
-    route("POST", "/admin/api/keys/{id}/enable", base.enable_key, "operator"),
-    route("POST", "/admin/api/keys/{id}/revoke", base.revoke_key, "operator"),
-    route("POST", "/admin/api/keys/{id}/rotate", base.rotate_key, "operator"),
-    route("DELETE", "/admin/api/keys/{id}", base.delete_key, "operator"),
+    route("GET", "/admin/api/keys", keys.list_keys, "viewer"),
+    route("POST", "/admin/api/keys", keys.create_key, "operator"),
+    route("POST", "/admin/api/keys/{id}/disable", keys.disable_key, "operator"),
+    route("POST", "/admin/api/keys/{id}/enable", keys.enable_key, "operator"),
+    route("POST", "/admin/api/keys/{id}/revoke", keys.revoke_key, "operator"),
+    route("POST", "/admin/api/keys/{id}/rotate", keys.rotate_key, "operator"),
+    route("DELETE", "/admin/api/keys/{id}", keys.delete_key, "operator"),
     # admin users and the audit log
-    route("GET", "/admin/api/admins", base.list_admins, "viewer"),
-    route("POST", "/admin/api/admins", base.create_admin, "admin"),
-    route("PATCH", "/admin/api/admins/{username}", observe.update_admin, "admin"),
-    route("POST", "/admin/api/admins/{username}/password", observe.set_admin_password, "viewer"),  # own, or admin
-    route("GET", "/admin/api/audit", base.list_audit, "viewer"),
+    route("GET", "/admin/api/admins", admins.list_admins, "viewer"),
+    route("POST", "/admin/api/admins", admins.create_admin, "admin"),
+    route("PATCH", "/admin/api/admins/{username}", admins.update_admin, "admin"),
+    route("POST", "/admin/api/admins/{username}/password", admins.set_admin_password, "viewer"),  # own, or admin
+    route("GET", "/admin/api/audit", admins.list_audit, "viewer"),
     # the config and its versions
     route("GET", "/admin/api/config", config.get_config, "viewer"),
     route("PUT", "/admin/api/config", config.put_config, "operator"),
@@ -48,7 +47,7 @@ ROUTES: tuple[Route, ...] = (
     route("PATCH", "/admin/api/services/{service}/instances/{name}", config.edit_instance, "operator"),
     route("DELETE", "/admin/api/services/{service}/instances/{name}", config.delete_instance, "operator"),
     # what the gateway is doing
-    route("GET", "/admin/api/state", observe.state, "viewer"),
-    route("GET", "/admin/api/usage", observe.usage, "viewer"),
-    route("GET", "/admin/api/usage/records", observe.usage_records, "viewer"),
+    route("GET", "/admin/api/state", state.state, "viewer"),
+    route("GET", "/admin/api/usage", state.usage, "viewer"),
+    route("GET", "/admin/api/usage/records", state.usage_records, "viewer"),
 )

@@ -24,9 +24,9 @@ import orjson
 
 from .._version import __version__
 from ..admin import ROLE_RANK, ROUTES, Route
+from ..admin.calls import MAX_NAME_LENGTH
 from ..admin.config_routes import MAX_COMMENT, SECTIONS
-from ..admin.handlers import MAX_NAME_LENGTH
-from ..admin.state_routes import GROUPS
+from ..admin.state import GROUPS
 from ..config.model import SERVICE_NAMES, KeyQuotas
 from ..dataplane.params import field_schemas
 from ..endpoints import ENDPOINTS, Endpoint
@@ -81,7 +81,7 @@ _COMMENT: Schema = {"type": ["string", "null"], "maxLength": MAX_COMMENT}
 _ANY_OBJECT: Schema = {"type": "object"}
 _BASE_URL = "the instance's base_url, when several instances of the service share its name"
 
-# Path parameters by name. ``{id}`` and ``{version}`` only match digits (admin/handlers.py ``_PARAMS``); the rest
+# Path parameters by name. ``{id}`` and ``{version}`` only match digits (admin/calls.py ``_PARAMS``); the rest
 # match one path segment. Services and sections are the names the config model knows: others are 404 or 400.
 PATH_PARAMETERS: Mapping[str, Schema] = {
     "id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1, "description": "a client key's id"},

@@ -1,0 +1,74 @@
+"""Admin routes for the session: log in (throttled), log out, who am I."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import AuthenticationFailed, RateLimited
+from .calls import (
+    GLOBAL,
+    PER_ADDRESS,
+    Call,
+    Reply,
+    admin_view,
+    only,
+    text,
+)
+from .ratelimit import retry_after_header
+
+__all__ = ["login", "logout", "me"]
+
+log = logging.getLogger("modelrouter.admin")
+
+
+# --- session ---------------------------------------------------------------------------------------------------
+
+
+async def login(call: Call) -> Reply:
+    body = await call.request.json()
+    only(body, {"username", "password"})
+    username = text(body, "username")
+    password = text(body, "password", max_length=1024)
+    # Checked after validation (a malformed request is no guess) and before the password hash (which is the
+    # expensive part, and what a guesser is after).
+    limit = call.config.login_attempts_per_minute
+    ip = call.request.client_ip
+    wait = call.login_limiter.check(
+        (f"user:{username} ip:{ip}", limit),
+        (f"ip:{ip}", limit * PER_ADDRESS),
+        ("all", limit * GLOBAL),
+    )
+    if wait is not None:
+        log.warning("admin login throttled for %r from %s", username, call.request.client_ip)
+        header = retry_after_header(wait)
+        raise RateLimited(
+            f"Too many login attempts; try again in {header.decode()} seconds",
+            headers=[(b"retry-after", header)],
+        )
+    admin = await call.store.verify_admin(username, password)
+    if admin is None:
+        await call.audit("admin.login_failed", f"admin:{username}")
+        # The same answer for an unknown user, a wrong password and a disabled account.
+        raise AuthenticationFailed("Incorrect username or password", code="invalid_credentials")
+    ttl = call.config.token_ttl
+    token = await call.store.create_token(admin.id, ttl)
+    call.admin = admin
+    await call.audit("admin.login", f"admin:{admin.username}")
+    return 200, {
+        "token": token,
+        "token_type": "bearer",
+        "expires_at": call.clock() + ttl,
+        "username": admin.username,
+        "role": admin.role,
+    }
+
+
+async def logout(call: Call) -> Reply:
+    assert call.token is not None
+    await call.store.revoke_token(call.token)
+    await call.audit("admin.logout", f"admin:{call.who.username}")
+    return 200, {"logged_out": True}
+
+
+async def me(call: Call) -> Reply:
+    return 200, admin_view(call.who)
