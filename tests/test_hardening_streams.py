@@ -10,14 +10,12 @@ requests fast.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import openai
 import pytest
@@ -34,6 +32,7 @@ from modelrouter.routing.instance import Instance
 from .bystander import Bystander, two_models
 from .fakes import FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer, UpstreamServer
+from .test_failover import raw_post as post
 from .test_lifecycle import GatewayProcess, write_config
 from .test_sse_translators import every_cut
 
@@ -48,8 +47,20 @@ FIRST_EVENT = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"i
 # ---------------------------------------------------------------------------------------------------- upstreams
 
 
+class _AnyPath:
+    """A fake upstream answering every method and path with its ``_handle``."""
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+
 @dataclass
-class Endless:
+class Endless(_AnyPath):
     """Streams SSE headers, ``head``, then ``data: {"x":"aaaa…`` that never reaches a blank line: ``chunk`` bytes a
     write, up to ``limit`` bytes (or until the gateway hangs up)."""
 
@@ -58,11 +69,6 @@ class Endless:
     limit: int = 64 * MIB
     requests: int = 0
     sent: int = 0
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -82,7 +88,7 @@ class Endless:
 
 
 @dataclass
-class Trickle:
+class Trickle(_AnyPath):
     """SSE headers and ``head`` at once, then ``piece`` every ``every`` seconds for up to ``seconds``: bytes keep
     coming, no event is ever complete (``piece`` a keep-alive comment or a fragment of one event)."""
 
@@ -91,11 +97,6 @@ class Trickle:
     every: float = 0.05
     seconds: float = 20.0
     requests: int = 0
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         await request.read()
@@ -114,18 +115,13 @@ class Trickle:
 
 
 @dataclass
-class Canned:
+class Canned(_AnyPath):
     """Answers every request with one fixed status, content type and body; counts requests per path."""
 
     body: bytes
     content_type: str = "application/json"
     status: int = 200
     paths: list[str] = field(default_factory=list)
-
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        return app
 
     async def _handle(self, request: web.Request) -> web.Response:
         await request.read()
@@ -147,17 +143,6 @@ def serve_app(bg: BackgroundLoop) -> Iterator[Callable[[web.Application], str]]:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-
-
-def post(base_url: str, path: str, body: Any, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    u = urlsplit(base_url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port, timeout=timeout)
-    try:
-        conn.request("POST", path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
 
 
 def chat(model: str, *, stream: bool = False) -> dict[str, Any]:

@@ -7,6 +7,7 @@ telemetry and the admin API."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -137,10 +138,8 @@ class Gateway:
         redaction = config.redaction
         masks = ContentMasks(redaction.request_masks, redaction.response_masks)
         self._exposition = self.telemetry.exposition if metrics is not None else None
-        server = config.server
-        bundle = Bundle(
-            config=config,
-            table=table,
+        bundle = dataclasses.replace(
+            Bundle.plain(config, table),  # the table and the server section's limits
             keys=keys,
             trusted_proxies=tuple(ip_network(cidr, strict=False) for cidr in auth.trusted_proxies),
             accounting=accounting,
@@ -150,11 +149,6 @@ class Gateway:
             masks=masks if masks.active else None,
             metrics_exposition=None if self.metrics_listen is not None else self._exposition,
             metrics_token=config.observability.metrics_token,
-            max_body_bytes=server.max_body_bytes,
-            max_upload_bytes=server.max_upload_bytes,
-            spool_bytes=server.spool_memory_bytes,
-            validate_parameters=server.validate_parameters,
-            max_event_bytes=server.max_event_bytes,
         )
         return bundle, started
 

@@ -53,17 +53,6 @@ class Attempt:
             if self.probe:
                 self.instance.breaker.release_probe()
 
-    def succeed(self) -> None:
-        """``judge(True)`` and ``finish()`` in one call: how most tries end (this runs on every request)."""
-        if self.verdict is None:
-            self.verdict = "success"
-            self.instance.breaker.record(True, self.probe)
-        if not self.finished:
-            self.finished = True
-            self.instance.release()
-            if self.span is not None:
-                self.span.end(None)
-
     def finish(self, error: BaseException | None = None) -> None:
         """Give the instance back and end the span, once. A try that got no verdict by now is abandoned."""
         if self.finished:

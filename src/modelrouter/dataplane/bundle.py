@@ -45,12 +45,12 @@ class Bundle:
     # GET /metrics on the main port: the exposition (body, content type); None: not served there.
     metrics_exposition: Callable[[], tuple[bytes, str]] | None = None
     metrics_token: str | None = None  # a bearer token GET /metrics requires, when set
-    # server.*: request size limits, parameter ranges, the body-read timeout, one stream event's size.
+    # server.*: request size limits, parameter ranges, one stream event's size. (The body-read timeout is read at
+    # start, like the server layer's client limits: FrontDoor.body_read_timeout.)
     max_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
     spool_bytes: int = 1024 * 1024
     validate_parameters: bool = True
-    body_read_timeout: float = 30.0
     max_event_bytes: int = MAX_EVENT_BYTES
 
     @classmethod
@@ -65,6 +65,5 @@ class Bundle:
             max_upload_bytes=server.max_upload_bytes,
             spool_bytes=server.spool_memory_bytes,
             validate_parameters=server.validate_parameters,
-            body_read_timeout=server.body_read_timeout,
             max_event_bytes=server.max_event_bytes,
         )

@@ -311,7 +311,8 @@ class Pipeline:
                 headers = [(b"content-type", _JSON), ESTIMATED]
             else:
                 headers = [(b"content-type", _JSON)]
-        attempt.succeed()
+        attempt.judge(True)
+        attempt.finish()
         body = translated if translated is not None else raw
         if meter is not None:
             if call.bundle.metrics is not None:  # observed in the batch, with the request's counts (observe.py)
