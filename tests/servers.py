@@ -21,10 +21,20 @@ from modelrouter.control.source import ConfigControl, dump_document
 T = TypeVar("T")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, never one this process handed out before: the kernel may give the
+    same ephemeral port to two binds in a row once the first socket is closed, and a test that asks for two
+    ports (a gateway and its metrics address) must not get one twice."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class BackgroundLoop:
@@ -107,7 +117,7 @@ class GatewayServer:
 
     async def _start(self) -> None:
         self._server.config.setup_event_loop = lambda: None  # type: ignore[method-assign]
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        self._task = asyncio.get_running_loop().create_task(self._serve())
         for _ in range(500):
             if self._server.started:
                 return
@@ -115,6 +125,17 @@ class GatewayServer:
                 self._task.result()
             await asyncio.sleep(0.01)
         raise RuntimeError("gateway did not start")
+
+    async def _serve(self) -> None:
+        # uvicorn calls sys.exit(1) when it cannot bind; a SystemExit escaping a task stops the event loop that
+        # every server of the test session runs on, so it becomes this one test's error instead.
+        try:
+            await self._server.serve()
+        except SystemExit as exc:
+            # It exits after the lifespan started the gateway (store, health checks): end that too.
+            with contextlib.suppress(Exception):
+                await self._server.lifespan.shutdown()
+            raise RuntimeError(f"uvicorn exited with {exc.code} (port {self.port})") from None
 
     def start(self) -> GatewayServer:
         self.bg.run(self._start())
