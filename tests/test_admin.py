@@ -389,6 +389,36 @@ async def test_bad_key_requests_are_400(
     assert reply.error["param"] == param
 
 
+async def test_bad_input_is_named_in_the_documents_words(client: Client, users: dict[Role, str]) -> None:
+    """Bodies and queries are validated from the models the OpenAPI document is built from; each problem is a 400
+    invalid_request_error whose code says what kind it is and whose param names the field."""
+    token = users["admin"]
+    cases: list[tuple[str, str, dict[str, Any] | None, str, str]] = [
+        # unknown fields first, all of them named (a misspelt field explains the "missing" error it causes)
+        ("POST", "/admin/api/keys", {"nam": "k", "expire": 1}, "unknown_parameter", "nam"),
+        ("POST", "/admin/api/keys", {}, "missing_parameter", "name"),
+        ("POST", "/admin/api/keys", {"name": ["k"]}, "invalid_type", "name"),
+        ("POST", "/admin/api/keys", {"name": "k", "expires_at": True}, "invalid_type", "expires_at"),
+        ("POST", "/admin/api/keys", {"name": "   "}, "invalid_value", "name"),
+        ("POST", "/admin/api/keys", {"name": "k", "models": ["a", ""]}, "invalid_value", "models"),
+        ("POST", "/admin/api/admins", {"username": "d", "password": "x" * 8, "role": "root"}, "invalid_value", "role"),
+        ("PATCH", "/admin/api/admins/viewer", {"disabled": "yes"}, "invalid_type", "disabled"),
+        ("GET", "/admin/api/audit?limit=abc", None, "invalid_value", "limit"),
+        ("GET", "/admin/api/usage?group_by=day", None, "invalid_value", "group_by"),
+        ("GET", "/admin/api/usage?modle=m", None, "unknown_parameter", "modle"),
+    ]
+    for method, path, body, code, param in cases:
+        reply = await client.request(method, path, json=body, token=token)
+        assert reply.status == 400, (path, body, reply.body)
+        error = reply.error
+        assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, param), (path, body)
+        assert param in error["message"], error
+    unknown = await client.request("POST", "/admin/api/keys", json={"nam": "k", "expire": 1}, token=token)
+    assert unknown.error["message"] == "unknown field(s): nam, expire"
+    # A valid request after all of that still works: nothing was half-done.
+    assert (await client.request("POST", "/admin/api/keys", json={"name": "k"}, token=token)).status == 201
+
+
 async def test_bad_bodies_urls_and_methods(client: Client, users: dict[Role, str]) -> None:
     token = users["admin"]
     headers = {"content-type": "application/json"}

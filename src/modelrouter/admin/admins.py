@@ -6,92 +6,108 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..errors import PermissionDenied
-from ..store.records import MIN_PASSWORD_LENGTH, ROLES
-from .calls import (
-    Call,
-    Reply,
-    admin_view,
-    audit_view,
-    invalid,
-    only,
-    text,
-)
+from pydantic import ConfigDict
 
-__all__ = ["create_admin", "list_admins", "list_audit", "set_admin_password", "update_admin"]
+from ..errors import PermissionDenied
+from ..store.records import Role
+from .calls import Call, Reply, Routes, admin_view, audit_view, invalid
+from .schema import Body, Limit, NewPassword, Query, Username, list_of, obj, ref
+
+__all__ = [
+    "AdminChange",
+    "AuditQuery",
+    "NewAdmin",
+    "PasswordChange",
+    "create_admin",
+    "list_admins",
+    "list_audit",
+    "routes",
+    "set_admin_password",
+    "update_admin",
+]
 
 log = logging.getLogger("modelrouter.admin")
 
+routes = Routes()
 
-# --- admin users and the audit log -----------------------------------------------------------------------------
+
+class NewAdmin(Body):
+    username: Username
+    password: NewPassword
+    role: Role
 
 
+class AdminChange(Body):
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    role: Role | None = None
+    disabled: bool | None = None
+
+
+class PasswordChange(Body):
+    password: NewPassword
+
+
+class AuditQuery(Query):
+    limit: Limit = 100
+
+
+@routes("GET", "/admin/api/admins", "viewer", reply=list_of(ref("AdminUser")))
 async def list_admins(call: Call) -> Reply:
+    """Admin users."""
     return 200, {"object": "list", "data": [admin_view(a) for a in await call.store.list_admins()]}
 
 
-async def create_admin(call: Call) -> Reply:
-    body = await call.request.json()
-    only(body, {"username", "password", "role"})
-    username = text(body, "username")
-    if username != username.strip():
-        raise invalid("'username' must not start or end with spaces", "username")
-    password = text(body, "password", max_length=1024)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters", "password")
-    role = text(body, "role")
-    if role not in ROLES:
-        raise invalid(f"'role' must be one of {', '.join(ROLES)}", "role")
-    record = await call.store.create_admin(username, password, role)  # `in ROLES` narrowed role to a Role
+@routes("POST", "/admin/api/admins", "admin", reply=ref("AdminUser"), status=201, errors=(409,))
+async def create_admin(call: Call, body: NewAdmin) -> Reply:
+    """Create an admin user."""
+    record = await call.store.create_admin(body.username, body.password, body.role)
     await call.audit("admin.create", f"admin:{record.username}", {"role": record.role})
     return 201, admin_view(record)
 
 
-async def list_audit(call: Call) -> Reply:
-    text = call.request.query().get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise invalid("'limit' must be a whole number from 1 to 1000", "limit")
-    return 200, {"object": "list", "data": [audit_view(r) for r in await call.store.list_audit(int(text))]}
-
-
-async def update_admin(call: Call) -> Reply:
-    body = await call.request.json()
-    only(body, {"role", "disabled"})
+@routes("PATCH", "/admin/api/admins/{username}", "admin", reply=ref("AdminUser"), errors=(404,))
+async def update_admin(call: Call, body: AdminChange) -> Reply:
+    """Change another admin user's role, or disable or enable them."""
     username = call.params["username"]
-    if not body:
+    if body.role is None and body.disabled is None:
         raise invalid("give 'role' and/or 'disabled'", "role", "missing_parameter")
     if username == call.who.username:
         # An admin who demotes or disables themselves by mistake may leave nobody able to undo it.
         raise invalid("you cannot change your own role or disable yourself; ask another admin", "username")
     record = None
     detail: dict[str, Any] = {}
-    if "role" in body:
-        role = text(body, "role")
-        if role not in ROLES:
-            raise invalid(f"'role' must be one of {', '.join(ROLES)}", "role")
-        record = await call.store.set_admin_role(username, role)
-        detail["role"] = role
-    if "disabled" in body:
-        disabled = body["disabled"]
-        if not isinstance(disabled, bool):
-            raise invalid("'disabled' must be true or false", "disabled", "invalid_type")
-        record = await call.store.set_admin_disabled(username, disabled)
-        detail["disabled"] = disabled
+    if body.role is not None:
+        record = await call.store.set_admin_role(username, body.role)
+        detail["role"] = body.role
+    if body.disabled is not None:
+        record = await call.store.set_admin_disabled(username, body.disabled)
+        detail["disabled"] = body.disabled
     assert record is not None
     await call.audit("admin.update", f"admin:{username}", detail)
     return 200, admin_view(record)
 
 
-async def set_admin_password(call: Call) -> Reply:
-    """Set an admin's password (an admin for anyone, or anyone for themselves); their tokens are revoked."""
-    body = await call.request.json()
-    only(body, {"password"})
+@routes(
+    "POST",
+    "/admin/api/admins/{username}/password",
+    "viewer",
+    reply=obj({"username": {"type": "string"}, "password_changed": {"const": True}}, ["username"]),
+    errors=(403, 404),
+)
+async def set_admin_password(call: Call, body: PasswordChange) -> Reply:
+    """Set an admin user's password (one's own, or anyone's as an admin); their tokens are revoked.
+
+    Any role may set its own password; only an admin may set another user's."""
     username = call.params["username"]
     if username != call.who.username and call.who.role != "admin":
         raise PermissionDenied("only an admin may set another user's password", code="insufficient_role")
-    password = text(body, "password", max_length=1024)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise invalid(f"a password needs at least {MIN_PASSWORD_LENGTH} characters", "password")
-    await call.store.set_password(username, password)
+    await call.store.set_password(username, body.password)
     await call.audit("admin.password", f"admin:{username}")
     return 200, {"username": username, "password_changed": True}
+
+
+@routes("GET", "/admin/api/audit", "viewer", reply=list_of(ref("AuditEntry")))
+async def list_audit(call: Call, query: AuditQuery) -> Reply:
+    """The audit log, newest first."""
+    return 200, {"object": "list", "data": [audit_view(r) for r in await call.store.list_audit(query.limit)]}

@@ -1,7 +1,8 @@
 """``AdminApp``: the admin API as an ASGI application, mounted by the front door under ``/admin/``.
 
 For each request, in this order: match a route (404, 405), find the store (503), authenticate the admin token
-(401), check the role (403), run the handler (400, 404, 409, 429 …), and turn any error into an OpenAI-shaped
+(401), check the role (403), validate the body and query from the route's models (400, 415), run the handler
+(400, 404, 409, 429 …), and turn any error into an OpenAI-shaped
 error response — here, and nowhere else in the admin API.
 
 Authentication accepts ``Authorization: Bearer <admin token>`` and nothing else, looked up with
@@ -158,7 +159,7 @@ def _bearer(request: Request) -> str | None:
 async def _run(route: Route, call: Call) -> tuple[int, object]:
     """The handler, with the store's exceptions turned into HTTP errors (the one place they are)."""
     try:
-        return await route.handler(call)
+        return await route.run(call)
     except NotFoundError as exc:
         raise NotFound(str(exc), code="not_found") from None
     except StoreError as exc:  # a username taken, a revoked key enabled or rotated: refused for the current state

@@ -1,25 +1,26 @@
-"""What every admin route shares: the routed request a handler sees (``Call``), the route table's entries
-(``Route``, ``route``), the views of records that leave the API (never a hash, a secret already shown, or a
-password), and the checks of request input. ``AdminApp`` does the rest (matching, the store check,
-authentication, roles, turning errors into responses); a handler validates its input, acts on the store and
-writes the audit log (with the acting admin's username and the client IP, never a secret or password)."""
+"""What every admin route shares: the routed request a handler sees (``Call``), the declaration of a route
+(``Routes``: method, path, least role, the body and query models it reads, its summary and reply - each said once,
+at the handler), and the views of records that leave the API (never a hash, a secret already shown, or a
+password). ``AdminApp`` does the rest (matching, the store check, authentication, roles, validating the body and
+query from the route's models, turning errors into responses); a handler acts on the store and writes the audit
+log (with the acting admin's username and the client IP, never a secret or password)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
-import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+import typing
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
-
-from ..config.model import AdminConfig, KeyQuotas
-from ..errors import InvalidRequest, echo
+from ..config.model import AdminConfig
+from ..errors import InvalidRequest
 from ..store.records import AdminRecord, AuditRecord, Role
 from .http import Request
 from .ratelimit import AttemptLimiter
+from .schema import Body, Query, Schema, validated
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
     from ..control.source import ConfigControl
@@ -28,30 +29,21 @@ if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a st
 __all__ = [
     "ANONYMOUS",
     "GLOBAL",
-    "MAX_NAME_LENGTH",
-    "MAX_TIME",
     "PER_ADDRESS",
     "ROLE_RANK",
     "Call",
     "Handler",
     "Reply",
     "Route",
+    "Routes",
     "admin_view",
     "audit_view",
-    "expiry",
     "invalid",
-    "key_quotas",
-    "names",
-    "only",
-    "route",
-    "text",
 ]
 
 log = logging.getLogger("modelrouter.admin")
 
-MAX_NAME_LENGTH = 200
 ROLE_RANK: Mapping[Role, int] = {"viewer": 0, "operator": 1, "admin": 2}
-MAX_TIME = 253402300799.0  # 9999-12-31T23:59:59Z: the last time a database timestamp column holds
 ANONYMOUS = "anonymous"  # the audit actor of a failed login: nobody is authenticated yet
 # Login attempts a minute, as multiples of `admin.login_attempts_per_minute` (N), which counts per (username,
 # address): an address gets 4 N over all usernames (several admins behind one NAT), the process 20 N in all (at the
@@ -86,7 +78,10 @@ class Call:
 
 
 Reply = tuple[int, Any]  # status, JSON-serialisable body
-Handler = Callable[[Call], Awaitable[Reply]]
+# A handler takes the Call, and ``body`` and/or ``query`` when it reads them: their annotations are the models
+# they are validated from before the handler runs.
+Handler = Callable[..., Awaitable[Reply]]
+H = TypeVar("H", bound=Handler)
 
 
 # --- the route table -------------------------------------------------------------------------------------------
@@ -94,15 +89,35 @@ Handler = Callable[[Call], Awaitable[Reply]]
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """One admin route, as declared at its handler. ``errors`` lists only the statuses particular to the route;
+    those that follow from how it is called (400 for a body or query, 401, 403, 415, 503) are the document's to
+    add."""
+
     method: str
     template: str  # e.g. /admin/api/keys/{id}/disable
     handler: Handler
     role: Role | None  # the least role allowed; None: no login needed (only the login route itself)
     pattern: re.Pattern[str]
+    summary: str  # the first paragraph of the handler's docstring
+    notes: str  # the rest of it
+    reply: Schema
+    status: int
+    errors: tuple[int, ...]
+    body: type[Body] | None  # the JSON body the handler reads; None: it reads none
+    query: type[Query] | None
 
     def match(self, path: str) -> dict[str, str] | None:
         found = self.pattern.fullmatch(path)
         return None if found is None else found.groupdict()
+
+    async def run(self, call: Call) -> Reply:
+        """The handler, given its body and query as validated from its models."""
+        kwargs: dict[str, Any] = {}
+        if self.body is not None:
+            kwargs["body"] = validated(self.body, await call.request.json())
+        if self.query is not None:
+            kwargs["query"] = validated(self.query, call.request.query())
+        return await self.handler(call, **kwargs)
 
 
 _PARAMS = {
@@ -111,12 +126,67 @@ _PARAMS = {
 }
 
 
-def route(method: str, template: str, handler: Handler, role: Role | None) -> Route:
-    """A route; ``{id}`` and ``{version}`` match numbers, other ``{name}``s one path segment."""
+class Routes:
+    """A resource's routes in the order declared, each declared once, at its handler::
+
+        @routes("POST", "/admin/api/keys", "operator", reply=ref("KeyWithSecret"), status=201)
+        async def create_key(call: Call, body: NewKey) -> Reply:
+            "Create a client key; its secret is in this reply only."
+
+    ``{id}`` and ``{version}`` in a path match numbers, other ``{name}``s one path segment."""
+
+    def __init__(self) -> None:
+        self._routes: list[Route] = []
+
+    def __iter__(self) -> Iterator[Route]:
+        return iter(self._routes)
+
+    def __call__(
+        self,
+        method: str,
+        template: str,
+        role: Role | None,
+        *,
+        reply: Schema,
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+    ) -> Callable[[H], H]:
+        def declare(handler: H) -> H:
+            self._routes.append(_route(method, template, role, handler, reply, status, errors))
+            return handler
+
+        return declare
+
+
+def _route(
+    method: str, template: str, role: Role | None, handler: Handler, reply: Schema, status: int, errors: tuple[int, ...]
+) -> Route:
     pattern = re.escape(template)
     for name in re.findall(r"\{(\w+)\}", template):
         pattern = pattern.replace(re.escape("{" + name + "}"), f"(?P<{name}>{_PARAMS.get(name, '[^/]+')})")
-    return Route(method, template, handler, role, re.compile(pattern))
+    hints = typing.get_type_hints(handler)
+    reads = [name for name in inspect.signature(handler).parameters if name != "call"]
+    assert set(reads) <= {"body", "query"}, f"{handler.__name__}: a handler reads only (call, body, query)"
+    body, query = hints.get("body"), hints.get("query")
+    assert body is None or issubclass(body, Body), f"{handler.__name__}: body must be a Body model"
+    assert query is None or issubclass(query, Query), f"{handler.__name__}: query must be a Query model"
+    doc = inspect.getdoc(handler)
+    assert doc, f"{handler.__name__}: the docstring's first paragraph is the route's summary"
+    summary, _, notes = doc.partition("\n\n")
+    return Route(
+        method,
+        template,
+        handler,
+        role,
+        re.compile(pattern),
+        " ".join(summary.split()),
+        " ".join(notes.split()),
+        reply,
+        status,
+        errors,
+        body,
+        query,
+    )
 
 
 # --- views: what leaves the API (never a hash, a secret already shown, or a password) --------------------------
@@ -148,58 +218,5 @@ def audit_view(record: AuditRecord) -> dict[str, Any]:
 
 
 def invalid(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
+    """A 400 for input the models cannot judge alone (a time in the past, a change to one's own account)."""
     return InvalidRequest(message, param=param, code=code)
-
-
-def only(body: Mapping[str, Any], allowed: set[str]) -> None:
-    """Unknown fields are errors, as in the config file: a misspelt ``expires_at`` must not make a key that
-    never expires."""
-    if unknown := sorted(set(body) - allowed):
-        raise invalid(f"unknown field(s): {echo(', '.join(unknown))}", echo(unknown[0]), "unknown_parameter")
-
-
-def text(body: Mapping[str, Any], name: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
-    value = body.get(name)
-    if value is None:
-        raise invalid(f"Invalid request: missing required parameter '{name}'", name, "missing_parameter")
-    if not isinstance(value, str) or not value.strip():
-        raise invalid(f"'{name}' must be a non-empty string", name, "invalid_type")
-    if len(value) > max_length:
-        raise invalid(f"'{name}' is longer than {max_length} characters", name)
-    return value
-
-
-def names(body: Mapping[str, Any], name: str) -> tuple[str, ...]:
-    value = body.get(name)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise invalid(f"'{name}' must be a list of non-empty strings", name, "invalid_type")
-    return tuple(value)
-
-
-def expiry(body: Mapping[str, Any], now: float) -> float | None:
-    value = body.get("expires_at")
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise invalid("'expires_at' must be a unix time in seconds, or null", "expires_at", "invalid_type")
-    if value <= now:
-        raise invalid("'expires_at' is in the past", "expires_at")
-    if value > MAX_TIME:
-        raise invalid("'expires_at' is after the year 9999; leave it out for a key that never expires", "expires_at")
-    return float(value)
-
-
-def key_quotas(body: Mapping[str, Any]) -> KeyQuotas:
-    value = body.get("quotas")
-    if value is None:
-        return KeyQuotas()
-    if not isinstance(value, dict):
-        raise invalid("'quotas' must be an object", "quotas", "invalid_type")
-    try:
-        return KeyQuotas.model_validate(value)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in ("quotas", *error["loc"]))
-        raise invalid(f"{where}: {error['msg']}", where) from None

@@ -5,30 +5,26 @@ from __future__ import annotations
 import logging
 
 from ..errors import AuthenticationFailed, RateLimited
-from .calls import (
-    GLOBAL,
-    PER_ADDRESS,
-    Call,
-    Reply,
-    admin_view,
-    only,
-    text,
-)
+from .calls import GLOBAL, PER_ADDRESS, Call, Reply, Routes, admin_view
 from .ratelimit import retry_after_header
+from .schema import Body, LoginPassword, Name, obj, ref
 
-__all__ = ["login", "logout", "me"]
+__all__ = ["Credentials", "login", "logout", "me", "routes"]
 
 log = logging.getLogger("modelrouter.admin")
 
+routes = Routes()
 
-# --- session ---------------------------------------------------------------------------------------------------
+
+class Credentials(Body):
+    username: Name
+    password: LoginPassword
 
 
-async def login(call: Call) -> Reply:
-    body = await call.request.json()
-    only(body, {"username", "password"})
-    username = text(body, "username")
-    password = text(body, "password", max_length=1024)
+@routes("POST", "/admin/api/login", None, reply=ref("Login"), errors=(429,))
+async def login(call: Call, body: Credentials) -> Reply:
+    """Log in: exchange a username and password for an admin token (throttled per client IP and username)."""
+    username, password = body.username, body.password
     # Checked after validation (a malformed request is no guess) and before the password hash (which is the
     # expensive part, and what a guesser is after).
     limit = call.config.login_attempts_per_minute
@@ -63,12 +59,18 @@ async def login(call: Call) -> Reply:
     }
 
 
+@routes("POST", "/admin/api/logout", "viewer", reply=obj({"logged_out": {"const": True}}, ["logged_out"]))
 async def logout(call: Call) -> Reply:
+    """Log out: revoke the token presented.
+
+    Every role may end its own session."""
     assert call.token is not None
     await call.store.revoke_token(call.token)
     await call.audit("admin.logout", f"admin:{call.who.username}")
     return 200, {"logged_out": True}
 
 
+@routes("GET", "/admin/api/me", "viewer", reply=ref("AdminUser"))
 async def me(call: Call) -> Reply:
+    """The admin user the token belongs to."""
     return 200, admin_view(call.who)

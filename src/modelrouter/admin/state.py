@@ -3,34 +3,71 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
 
 from ..errors import GatewayError
-from .calls import MAX_TIME, Call, Reply, invalid, only
+from .calls import Call, Reply, Routes
+from .schema import Limit, Query, UnixTime, list_of, obj, ref
 
-__all__ = ["GROUPS", "state", "usage", "usage_records"]
+__all__ = ["GROUPS", "RecordsQuery", "UsageFilters", "UsageQuery", "routes", "state", "usage", "usage_records"]
 
-GROUPS = ("key", "model", "key_model", "none")
+Group = Literal["key", "model", "key_model", "none"]
+GROUPS: tuple[str, ...] = Group.__args__  # type: ignore[attr-defined]
+
+routes = Routes()
 
 
+class UsageFilters(Query):
+    """What usage queries filter by. Unknown parameters are refused: a misspelt filter must not widen a query
+    to every record."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str | None = Field(None, description='"store:<id>" for a stored key, "config:<name>" for the file')
+    model: str | None = None
+    since: UnixTime | None = Field(None, description="records at or after this time")
+    until: UnixTime | None = Field(None, description="records before this time")
+
+
+class UsageQuery(UsageFilters):
+    group_by: Group = "key_model"
+
+
+class RecordsQuery(UsageFilters):
+    limit: Limit = 100
+
+
+@routes("GET", "/admin/api/state", "viewer", reply=ref("LiveState"))
 async def state(call: Call) -> Reply:
+    """Live state: instances (health, breaker, load, latency) and rate limits."""
     if call.live is None:
         raise GatewayError("live state is not available in this process")
     return 200, call.live()
 
 
-async def usage(call: Call) -> Reply:
-    """Sums over usage records, filtered by key, model and time range, grouped by key and/or model."""
-    query = call.request.query()
-    only(query, {"key_id", "model", "since", "until", "group_by"})
-    group_by = query.get("group_by", "key_model")
-    if group_by not in GROUPS:
-        raise invalid(f"'group_by' must be one of {', '.join(GROUPS)}", "group_by")
-    since, until = _time(query, "since"), _time(query, "until")
-    totals = await call.store.usage_totals(
-        key_id=query.get("key_id"), model=query.get("model"), since=since, until=until
-    )
+@routes(
+    "GET",
+    "/admin/api/usage",
+    "viewer",
+    reply=obj(
+        {
+            "object": {"const": "list"},
+            "group_by": {"type": "string", "enum": list(GROUPS)},
+            "since": {"type": ["number", "null"]},
+            "until": {"type": ["number", "null"]},
+            "data": {"type": "array", "items": ref("UsageTotal")},
+        },
+        ["object", "group_by", "data"],
+    ),
+)
+async def usage(call: Call, query: UsageQuery) -> Reply:
+    """Usage totals, filtered and grouped (unknown query parameters are refused).
+
+    Sums over usage records, filtered by key, model and time range, grouped by key and/or model."""
+    group_by = query.group_by
+    totals = await call.store.usage_totals(key_id=query.key_id, model=query.model, since=query.since, until=query.until)
     groups: dict[tuple[str | None, str | None], dict[str, Any]] = {}
     for total in totals:
         key = (
@@ -54,34 +91,19 @@ async def usage(call: Call) -> Reply:
         for name in ("requests", "errors", "prompt_tokens", "completion_tokens", "bytes_in", "bytes_out"):
             row[name] += getattr(total, name)
         row["total_tokens"] += total.total_tokens
-    return 200, {"object": "list", "group_by": group_by, "since": since, "until": until, "data": list(groups.values())}
+    return 200, {
+        "object": "list",
+        "group_by": group_by,
+        "since": query.since,
+        "until": query.until,
+        "data": list(groups.values()),
+    }
 
 
-async def usage_records(call: Call) -> Reply:
-    """The records themselves, newest first (at most ``limit``)."""
-    query = call.request.query()
-    only(query, {"key_id", "model", "since", "until", "limit"})
-    limit = query.get("limit", "100")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        raise invalid("'limit' must be a whole number from 1 to 1000", "limit")
+@routes("GET", "/admin/api/usage/records", "viewer", reply=list_of(ref("UsageRecord")))
+async def usage_records(call: Call, query: RecordsQuery) -> Reply:
+    """Usage records, newest first (unknown query parameters are refused)."""
     records = await call.store.query_usage(
-        key_id=query.get("key_id"),
-        model=query.get("model"),
-        since=_time(query, "since"),
-        until=_time(query, "until"),
-        limit=int(limit),
+        key_id=query.key_id, model=query.model, since=query.since, until=query.until, limit=query.limit
     )
     return 200, {"object": "list", "data": [dataclasses.asdict(r) for r in records]}
-
-
-def _time(query: dict[str, str] | Any, name: str) -> float | None:
-    text = query.get(name)
-    if text is None:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or not 0 <= value <= MAX_TIME:
-        raise invalid(f"'{name}' must be a unix time in seconds, up to the year 9999", name)
-    return value
