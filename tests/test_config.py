@@ -665,3 +665,38 @@ def test_config_round_trips_through_yaml(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
     assert load_config(path, env={}) == parse_config(data, env={})
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"backend": "redis"}, "state: state.backend redis needs exactly one of url or sentinel"),
+        (
+            {"backend": "redis", "url": "redis://a:6379", "sentinel": {"master": "m", "nodes": ["b:26379"]}},
+            "state: state.backend redis needs exactly one of url or sentinel",
+        ),
+        (
+            {"backend": "redis", "url": "http://a:6379"},
+            "state.url: must start with redis://, rediss:// (TLS) or unix://",
+        ),
+        ({"backend": "redis", "sentinel": {"master": "m", "nodes": ["b"]}}, "state.sentinel.nodes: must be host:port"),
+        ({"backend": "etcd"}, "state.backend"),
+        ({"on_error": "ignore"}, "state.on_error"),
+        ({"timeout_ms": 0}, "state.timeout_ms"),
+    ],
+)
+def test_bad_state_sections_are_refused_by_path(state: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"state": state})
+    assert any(p.startswith(problem) for p in info.value.problems), info.value.problems
+
+
+def test_a_redis_state_section_reads_as_written() -> None:
+    config = parse_config({"state": {"backend": "redis", "url": "rediss://r.example:6380/2", "on_error": "deny"}})
+    assert (config.state.backend, config.state.url, config.state.on_error) == (
+        "redis",
+        "rediss://r.example:6380/2",
+        "deny",
+    )
+    assert (config.state.timeout_ms, config.state.prefix) == (50, "mr:")
+    assert parse_config({}).state.backend == "memory"

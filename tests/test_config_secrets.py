@@ -20,6 +20,7 @@ from modelrouter.control.source import (
     ConfigControl,
     Mode,
     dump_document,
+    masked,
     parse_text,
     secret_problems,
     stored_text,
@@ -122,6 +123,18 @@ def test_a_default_client_keys_and_the_database_url() -> None:
     assert "hunter2" not in stored
     assert f"postgresql://app:{MASK}@db/modelrouter" in stored
     assert "${TEAM_KEY}" in stored
+
+
+def test_a_redis_password_is_a_secret_and_a_reference_is_not() -> None:
+    literal = {"state": {"backend": "redis", "url": "redis://:hunter2@10.0.0.5:6379/0"}}
+    (problem,) = secret_problems(dump_document(literal))
+    assert problem.startswith("state.url: a literal secret")
+    assert "redis://:${REDIS_PASSWORD}@10.0.0.5:6379/0" in problem
+    assert "hunter2" not in problem
+    assert masked(literal)["state"]["url"] == f"redis://:{MASK}@10.0.0.5:6379/0"
+    assert "hunter2" not in stored_text(dump_document(literal))
+    for url in ("redis://:${REDIS_PASSWORD}@10.0.0.5:6379/0", "redis://10.0.0.5:6379/0", "unix:///run/redis.sock"):
+        assert secret_problems(dump_document({"state": {"backend": "redis", "url": url}})) == [], url
 
 
 def test_masking_keeps_the_text_as_written() -> None:

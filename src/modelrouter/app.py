@@ -36,6 +36,7 @@ from .observability.telemetry import Live, MetricsListener, Telemetry
 from .resilience.health import HealthChecker
 from .routing.router import RoutingTable
 from .runtime.workers import MetricsExchange
+from .state import SharedState
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
 
@@ -65,6 +66,8 @@ class Gateway:
         # admission control counts.
         self._keyring: KeyRing | None = None
         self._admission: AdmissionState | None = None
+        self.state_config = config.state  # as started with: a reload that changes it is reported, not applied
+        self.shared_state = SharedState(config.state) if config.state.backend == "redis" else None
         self.store: Store | None = None
         self.recorder: UsageRecorder | None = None
         # The admin API answers 503 until a store is open (the store holds admin users and tokens).
@@ -92,6 +95,7 @@ class Gateway:
                 recorder=lambda: self.recorder,
                 active=lambda: self.front.active,
                 config_version=lambda: self.control.version if self.control is not None else None,
+                state_errors=lambda: self.shared_state.errors if self.shared_state is not None else None,
             )
         )
         # observability.metrics_listen as started with: bound once, at startup (a reload that changes it is
@@ -132,7 +136,8 @@ class Gateway:
         started = False
         if config.limits or auth.enabled or self.recorder is not None:
             if self._admission is None or self.front.bundle.accounting is None:
-                self._admission = AdmissionState()  # coming on: counts start afresh (quotas seeded from the store)
+                # Coming on: counts start afresh (quotas seeded from the store); in Redis, they are where they were.
+                self._admission = AdmissionState(self.shared_state)
                 started = True
             accounting = Accounting(config, self.recorder, state=self._admission, metrics=metrics)
         redaction = config.redaction
@@ -316,6 +321,8 @@ class Gateway:
         if self._started:
             install_log_redaction(config.redaction)
             self.health.watch(table.all_instances())
+        if config.state != self.state_config:
+            log.warning("the state section changed: that needs a restart (limits still count where they did)")
         if config.observability.metrics_listen != self.metrics_listen:
             log.warning(
                 "observability.metrics_listen changed to %s (started with %s): that needs a restart",
@@ -367,6 +374,8 @@ class Gateway:
                 await asyncio.gather(task, return_exceptions=True)
         if self.recorder is not None:
             await self.recorder.aclose()
+        if self.shared_state is not None:
+            await self.shared_state.aclose()
         if self.store is not None:
             await self.store.close()
         await self.transport.aclose()

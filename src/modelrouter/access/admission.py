@@ -11,6 +11,7 @@ usage record buffered for the store.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import Coroutine
@@ -23,12 +24,14 @@ from ..http.multipart import Form
 from ..observability.meter import Meter
 from ..observability.metrics import Metrics
 from ..routing.router import RoutingTable
+from ..state import SharedState
 from .auth import Principal
 from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
+from .limits.shared import RedisBackend
 from .records import UsageRecord, UsageRecorder
 from .usage import estimate_completion_tokens, estimate_prompt_tokens
 
-__all__ = ["Accounting", "AdmissionState", "Ticket"]
+__all__ = ["Accounting", "AdmissionState", "Ticket", "per_process_promises"]
 
 _Item = tuple[str, float, LimitRule]
 
@@ -93,8 +96,9 @@ class AdmissionState:
 
     __slots__ = ("concurrency", "limiter", "quota")
 
-    def __init__(self) -> None:
-        self.limiter = Limiter(MemoryBackend())
+    def __init__(self, shared: SharedState | None = None) -> None:
+        # state.backend: redis - the limiter's buckets live there, shared with every process and replica.
+        self.limiter = Limiter(MemoryBackend() if shared is None else RedisBackend(shared))
         self.concurrency = Concurrency()
         self.quota = Quota()
 
@@ -126,7 +130,7 @@ class Accounting:
         if self.metrics is not None:
             self.metrics.count(self.metrics.rate_limited, (scope,))
 
-    def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
+    async def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
         """Take one request from each ``scope: instance`` limit of the chosen instance; a refusal sends the
         request to another instance (all or nothing, like the other limits)."""
         items: list[_Item] = []
@@ -136,9 +140,12 @@ class Accounting:
             if rule.models and model not in rule.models:
                 continue
             items.append((f"{_tag(rule)}|instance:{instance_id}", 1.0, rule))
-        if not items or not self.limiter.in_process:
-            return None  # a shared backend would need an await here; instance limits are in-process for now
-        refusal, decisions = self.limiter.check_now(items)
+        if not items:
+            return None
+        if self.limiter.in_process:
+            refusal, decisions = self.limiter.check_now(items)
+        else:
+            refusal, decisions = await self.limiter.check(items)
         if refusal is None:
             return None
         rule = items[len(decisions) - 1][2]
@@ -307,17 +314,42 @@ class Accounting:
             )
 
 
+def per_process_promises(config: Config) -> list[str]:
+    """What this config promises that would count in each process separately, not in all of them together: with
+    ``state.backend: memory`` every rate limit and per-key quota; with Redis, what does not count there yet (daily
+    and monthly quotas, per-key max_concurrent). ``serve --workers N`` refuses to start with any of it: N
+    processes would let N times the traffic through, silently."""
+    found: list[str] = []
+    memory = config.state.backend == "memory"
+    if memory and config.limits:
+        found.append(f"limits ({len(config.limits)} rule(s))")
+    for key in config.auth.keys:
+        quotas = key.quotas
+        counted = [
+            name
+            for name, value in quotas.model_dump(exclude_none=True).items()
+            if memory or name not in ("requests_per_minute", "tokens_per_minute")
+        ]
+        if memory and key.limits:
+            counted.append("limits")
+        if counted:
+            found.append(f"auth.keys {key.name!r}: {', '.join(counted)}")
+    return found
+
+
 _tags: dict[int, tuple[LimitRule, str]] = {}
 
 
 def _tag(rule: LimitRule) -> str:
-    """A bucket-name part for a rule, equal for equal rules (so buckets survive a reload that keeps the rule).
-    Hashing a pydantic model walks all its fields; this is done once per rule object, not per request."""
+    """A bucket-name part for a rule, equal for equal rules (so buckets survive a reload that keeps the rule) and
+    the same in every process (a shared backend's buckets are named by it: Python's ``hash`` of a string differs
+    from process to process). Done once per rule object, not per request."""
     entry = _tags.get(id(rule))
     if entry is None or entry[0] is not rule:
         if len(_tags) > 4096:
             _tags.clear()
-        entry = _tags[id(rule)] = (rule, f"{hash(rule):x}")
+        digest = hashlib.blake2b(rule.model_dump_json().encode(), digest_size=8).hexdigest()
+        entry = _tags[id(rule)] = (rule, digest)
     return entry[1]
 
 

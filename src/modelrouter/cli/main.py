@@ -52,7 +52,17 @@ def _serve(args: argparse.Namespace) -> int:
         "modelrouter %s on http://%s:%d (%s, %s mode)", __version__, host, port, source, args.config_source
     )
     if args.workers > 1 and FD_ENV not in os.environ:
+        from ..access.admission import per_process_promises
         from ..runtime.workers import supervise
+
+        if promises := per_process_promises(config):
+            print(
+                f"modelrouter: --workers {args.workers} would count these in each worker separately, letting "
+                f"{args.workers} times the traffic through: {'; '.join(promises)}. Set state.backend: redis (with "
+                "state.url) so that every worker counts in one place, or run one process.",
+                file=sys.stderr,
+            )
+            return 2
 
         return supervise(_worker_argv(args), host=host, port=port, workers=args.workers)
     exchange = None

@@ -431,6 +431,49 @@ class ServerConfig(_Strict):
     watch_interval: PositiveSeconds = 1
 
 
+class SentinelConfig(_Strict):
+    """Redis Sentinel: the gateway asks these nodes which server is ``master`` now, and follows a failover."""
+
+    master: str = Field(min_length=1)
+    nodes: tuple[str, ...] = Field(min_length=1)  # host:port of each sentinel
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for node in value:
+            split_address(node)
+        return value
+
+
+class StateConfig(_Strict):
+    """Where the counts behind rate limits, token limits, quotas and concurrency caps live. ``memory``: in this
+    process, exact for one process only. ``redis``: one Redis shared by every process and replica, so a limit
+    means the same however many there are."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    # redis://[:password@]host:port/db, rediss:// (TLS), unix:///path.sock?db=0; the password via ${ENV}.
+    url: str | None = None
+    sentinel: SentinelConfig | None = None  # instead of url
+    # One Redis round trip; past it (or when Redis is down) `on_error` applies to the request.
+    timeout_ms: float = Field(default=50, gt=0, le=60_000)
+    # allow: the request is admitted and counted in this process until Redis answers again; deny: 503.
+    on_error: Literal["allow", "deny"] = "allow"
+    prefix: str = Field(default="mr:", max_length=64)  # of every key, so that several gateways can share a Redis
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// (TLS) or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _where(self) -> StateConfig:
+        if self.backend == "redis" and (self.url is None) == (self.sentinel is None):
+            raise ValueError("state.backend redis needs exactly one of url or sentinel")
+        return self
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     # Global resilience defaults; services and instances override them field by field.
@@ -440,6 +483,7 @@ class Config(_Strict):
     auth: AuthConfig = AuthConfig()
     limits: tuple[LimitRule, ...] = ()
     store: StoreConfig = StoreConfig()
+    state: StateConfig = StateConfig()
     usage: UsageConfig = UsageConfig()
     redaction: RedactionConfig = RedactionConfig()
     admin: AdminConfig = AdminConfig()

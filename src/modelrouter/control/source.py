@@ -133,11 +133,12 @@ def diff_texts(old: str, new: str, old_name: str, new_name: str) -> str:
 
 _ENV_ONLY = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$")
 _URL_PASSWORD = re.compile(r"^([a-z0-9+.-]+://[^:/@]*:)([^@]*)(@.*)$", re.IGNORECASE)
+_URLS = ("database_url", "url")  # secret places where only the password part of a URL is secret
 
 
 def _secret_places(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     """(path by position, as validation names it; container; key) of every value that may be a secret: upstream
-    request headers, client keys declared by their secret, the database URL."""
+    request headers, client keys declared by their secret, the database URL, the Redis URL."""
     found: list[tuple[str, dict[str, Any], str]] = []
     services = doc.get("services")
     for service_name, service in services.items() if isinstance(services, dict) else ():
@@ -154,6 +155,9 @@ def _secret_places(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]
     store = doc.get("store")
     if isinstance(store, dict) and "database_url" in store:
         found.append(("store.database_url", store, "database_url"))
+    state = doc.get("state")
+    if isinstance(state, dict) and "url" in state:
+        found.append(("state.url", state, "url"))
     return found
 
 
@@ -165,7 +169,7 @@ def _secret_paths(doc: dict[str, Any]) -> list[tuple[Any, Any]]:
 def _mask_value(key: Any, value: Any) -> Any:
     if not isinstance(value, str) or _ENV_ONLY.match(value):
         return value  # a reference to the environment shows no secret
-    if key == "database_url":
+    if key in _URLS:
         match = _URL_PASSWORD.match(value)
         return f"{match[1]}{MASK}{match[3]}" if match else value
     return MASK
@@ -212,6 +216,8 @@ def _where(doc: dict[str, Any], container: Any, key: Any) -> str:
     for item in keys if isinstance(keys, list) else ():
         if item is container:
             return f"auth.keys[{item.get('name')}].key"
+    if doc.get("state") is container:
+        return f"state.{key}"
     return f"store.{key}"
 
 
@@ -235,13 +241,13 @@ def _literal(value: Any) -> bool:
 
 def _literal_secrets(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
     """(path, container, key) of every secret written literally: credential headers of upstream instances, client
-    keys given by their secret, a password in ``store.database_url``."""
+    keys given by their secret, a password in ``store.database_url`` or ``state.url``."""
     found = []
     for path, container, key in _secret_places(doc):
         value = container[key]
         if path.startswith("services."):  # an upstream header: only one whose name says it carries a credential
             literal = isinstance(key, str) and bool(_CREDENTIAL_HEADER.search(key)) and _literal(value)
-        elif path == "store.database_url":  # only its password
+        elif path in ("store.database_url", "state.url"):  # only its password
             match = _URL_PASSWORD.match(value) if isinstance(value, str) else None
             literal = bool(match and match[2] and not _REFERENCE.match(match[2]))
         else:  # a client key given by its secret
@@ -259,7 +265,9 @@ def secret_problems(text: str) -> list[str]:
         if key == "database_url":
             continue
         how = "a ${ENV} reference (e.g. 'Bearer ${UPSTREAM_KEY}')"
-        if key == "key":
+        if path == "state.url":
+            how = "a ${ENV} reference for the password (e.g. redis://:${REDIS_PASSWORD}@10.0.0.5:6379/0)"
+        elif key == "key":
             how = "a ${ENV} reference, or as hash: 'sha256:...' (printed by `modelrouter keys hash`)"
         value = str(container[key])
         note = ""
@@ -280,7 +288,7 @@ def stored_text(text: str) -> str:
     hidden = copy.deepcopy(doc)
     for _, container, key in _literal_secrets(hidden):
         value = container[key]
-        match = _URL_PASSWORD.match(value) if key == "database_url" else None
+        match = _URL_PASSWORD.match(value) if key in _URLS else None
         container[key] = f"{match[1]}{MASK}{match[3]}" if match else MASK
     in_place = _replace_scalars(text, doc, hidden)
     return in_place if in_place is not None else dump_document(hidden)

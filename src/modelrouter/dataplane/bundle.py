@@ -9,7 +9,7 @@ limited and observed under exactly one config, whatever reload lands meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ..access.admission import Accounting
@@ -37,7 +37,7 @@ class Bundle:
     # Rate limits, quotas and usage records; None when nothing is configured (nothing is paid).
     accounting: Accounting | None = None
     # Limits with `scope: instance`: (endpoint, model, instance id) -> a refusal, or None to go ahead.
-    instance_limits: Callable[[Endpoint, str, str], RateLimited | None] | None = None
+    instance_limits: Callable[[Endpoint, str, str], Awaitable[RateLimited | None]] | None = None
     # Metrics, access log, response headers, tracing; None when all are off (nothing is paid).
     observe: Observe | None = None
     metrics: Metrics | None = None  # upstream timings, retries and fallbacks, when metrics are on

@@ -118,7 +118,7 @@ class Pipeline:
                 tried.append(instance)
                 if (
                     instance_limits is not None
-                    and (refusal := instance_limits(endpoint, call.model, instance.id)) is not None
+                    and (refusal := await instance_limits(endpoint, call.model, instance.id)) is not None
                 ):
                     failure = refusal  # this instance is at its limit: another may not be
                     continue

@@ -59,6 +59,7 @@ class Metrics:
         self.fallbacks: dict[Labels, float] = {}  # (service, model)
         self.rate_limited: dict[Labels, float] = {}  # (scope,)
         self.usage_dropped: dict[Labels, float] = {}  # (): copied from the usage recorder at each scrape
+        self.state_errors: dict[Labels, float] = {}  # (): copied from the shared state at each scrape
         self.model_names: frozenset[str] = frozenset()
 
     @staticmethod
@@ -157,6 +158,7 @@ class Metrics:
             ("fallbacks", self.fallbacks),
             ("rate_limited", self.rate_limited),
             ("usage_dropped", self.usage_dropped),
+            ("state_errors", self.state_errors),
         ]
 
     def _series(self) -> list[tuple[str, dict[Labels, list[float]]]]:
@@ -240,6 +242,12 @@ class _Collector:
                 "Usage records dropped because the store could not keep up",
                 (),
                 m.usage_dropped,
+            ),
+            (
+                "modelrouter_state_errors",
+                "Calls to the shared state (state.backend: redis) that it did not answer; state.on_error applied",
+                (),
+                m.state_errors,
             ),
         ]
         for name, doc, label_names, values in counters:

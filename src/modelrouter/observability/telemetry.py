@@ -35,6 +35,7 @@ class Live:
     recorder: Callable[[], UsageRecorder | None]
     active: Callable[[], int]
     config_version: Callable[[], int | None]
+    state_errors: Callable[[], int | None] = lambda: None  # calls the shared state failed; None: no shared state
 
 
 class Telemetry:
@@ -122,6 +123,9 @@ class Telemetry:
         recorder = self.live.recorder()
         if recorder is not None:
             self.metrics.usage_dropped[()] = float(recorder.dropped)
+        state_errors = self.live.state_errors()
+        if state_errors is not None:
+            self.metrics.state_errors[()] = float(state_errors)
         if self.exchange is None:
             return render(self.metrics, self._gauges)
         own = self.publish()

@@ -1,8 +1,8 @@
 """What a rate-limit step answers (``Decision``) and where limiter state lives (``StateBackend``).
 
-The backend owns the state and runs one algorithm step per call, atomically per key; the in-process backend
-does it between two awaits, a shared one (Redis) would run the same step as one script. Keys are opaque
-strings the caller builds, e.g. ``"key:abc|rule:3"``.
+The backend owns the state and runs the algorithm steps of all of one request's buckets at once, all or none:
+the in-process backend between two awaits (``memory.py``), the shared one as one Redis script (``shared.py``).
+Keys are opaque strings the caller builds, e.g. ``"key:abc|rule:3"``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ class Decision(NamedTuple):  # a tuple: the cheapest record to build, once per b
 
 
 class StateBackend(Protocol):
+    """One step per call. Both backends also take a request's buckets together (``take_all(items, now)``, all or
+    none) and apply its corrections together (``adjust_all``): synchronously in this process, awaited in Redis."""
+
     async def take(self, key: str, cost: float, now: float, rule: LimitRule) -> Decision:
         """Run ``rule``'s algorithm on ``key``'s state for ``cost`` units at ``now``, atomically per key."""
         ...

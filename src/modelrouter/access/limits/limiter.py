@@ -22,60 +22,51 @@ class Limiter:
     for a request, the token estimate for a token rule). ``now`` comes from ``clock``; a backend shared by several
     processes needs a clock they share (``time.time``)."""
 
-    __slots__ = ("backend", "clock")
+    __slots__ = ("backend", "clock", "shared")
 
     def __init__(self, backend: StateBackend, clock: Callable[[], float] = time.monotonic) -> None:
         self.backend = backend
         self.clock = clock
+        # A backend shared by several processes (Redis) is called with all of a request's buckets at once and
+        # awaited; one in this process runs each step synchronously.
+        self.shared = not hasattr(backend, "take_now")
 
     async def check(self, items: Sequence[tuple[str, float, LimitRule]]) -> tuple[Decision | None, list[Decision]]:
         """Take from every bucket. Admitted: ``(None, decisions)`` in item order, for the x-ratelimit headers
         and the longest ``wait``. Refused: ``(refusal, decisions)`` where the last decision is the refusal (so
         ``items[len(decisions) - 1]`` is the bucket that refused), and whatever the earlier buckets gave has been
         put back."""
-        now = self.clock()
-        decisions: list[Decision] = []
-        for key, cost, rule in items:
-            decision = await self.backend.take(key, cost, now, rule)
-            if not decision.allowed:
-                for taken_key, taken_cost, taken_rule in items[: len(decisions)]:
-                    await self.backend.adjust(taken_key, -taken_cost, now, taken_rule)
-                return decision, [*decisions, decision]
-            decisions.append(decision)
-        return None, decisions
+        backend: Any = self.backend
+        if self.shared:
+            result: tuple[Decision | None, list[Decision]] = await backend.take_all(items, self.clock())
+            return result
+        return self.check_now(items)
 
     def check_now(self, items: Sequence[tuple[str, float, LimitRule]]) -> tuple[Decision | None, list[Decision]]:
-        """``check`` without awaiting, for an in-process backend (one with ``take_now``/``adjust_now``)."""
+        """``check`` without awaiting, for an in-process backend."""
         backend: Any = self.backend
-        now = self.clock()
-        decisions: list[Decision] = []
-        for key, cost, rule in items:
-            decision = backend.take_now(key, cost, now, rule)
-            if not decision.allowed:
-                for (taken_key, taken_cost, taken_rule), _ in zip(items, decisions, strict=False):
-                    backend.adjust_now(taken_key, -taken_cost, now, taken_rule)
-                return decision, [*decisions, decision]
-            decisions.append(decision)
-        return None, decisions
+        result: tuple[Decision | None, list[Decision]] = backend.take_all(items, self.clock())
+        return result
 
     def reconcile_now(self, items: Sequence[tuple[str, float, LimitRule]]) -> None:
         backend: Any = self.backend
-        now = self.clock()
-        for key, delta, rule in items:
-            if delta:
-                backend.adjust_now(key, delta, now, rule)
+        backend.adjust_all(items, self.clock())
 
     @property
     def in_process(self) -> bool:
-        return hasattr(self.backend, "take_now")
+        return not self.shared
 
     async def reconcile(self, items: Sequence[tuple[str, float, LimitRule]]) -> None:
         """Apply signed corrections ``(key, delta, rule)``: real usage minus what was taken (positive: more was
         used, the bucket may go into debt; negative: a refund, never beyond a full bucket)."""
-        now = self.clock()
-        for key, delta, rule in items:
-            if delta:
-                await self.backend.adjust(key, delta, now, rule)
+        items = [item for item in items if item[1]]
+        if not items:
+            return
+        if self.shared:
+            backend: Any = self.backend
+            await backend.adjust_all(items, self.clock())
+        else:
+            self.reconcile_now(items)
 
     def __repr__(self) -> str:
         return f"<Limiter {self.backend!r}>"

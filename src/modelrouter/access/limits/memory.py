@@ -8,6 +8,8 @@ the keys that are actually live, however many client IPs or users pass by.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ...config.model import LimitRule
 from .algorithms import ALGORITHMS, Algorithm, State
 from .base import Decision
@@ -37,6 +39,25 @@ class MemoryBackend:
 
     async def adjust(self, key: str, delta: float, now: float, rule: LimitRule) -> None:
         self.adjust_now(key, delta, now, rule)
+
+    def take_all(
+        self, items: Sequence[tuple[str, float, LimitRule]], now: float
+    ) -> tuple[Decision | None, list[Decision]]:
+        """Take from every bucket in order; at a refusal, give back what the earlier ones gave (all or none)."""
+        decisions: list[Decision] = []
+        for key, cost, rule in items:
+            decision = self.take_now(key, cost, now, rule)
+            if not decision.allowed:
+                for (taken_key, taken_cost, taken_rule), _ in zip(items, decisions, strict=False):
+                    self.adjust_now(taken_key, -taken_cost, now, taken_rule)
+                return decision, [*decisions, decision]
+            decisions.append(decision)
+        return None, decisions
+
+    def adjust_all(self, items: Sequence[tuple[str, float, LimitRule]], now: float) -> None:
+        for key, delta, rule in items:
+            if delta:
+                self.adjust_now(key, delta, now, rule)
 
     # Synchronous twins: an in-process step needs no await, and a coroutine per bucket per request measured a
     # few percent of throughput. ``Limiter`` uses these when the backend has them.

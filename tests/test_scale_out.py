@@ -1,0 +1,268 @@
+"""Scale-out: several gateway processes that share one Redis keep one set of promises. Three `modelrouter serve`
+replicas, or one `serve --workers 3`, with one global limit admit exactly what the limit says, all of them
+together; `serve --workers N` with limits counted per process refuses to start."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+import yaml
+
+from .fakes import FakeOpenAI
+from .servers import free_port
+from .test_lifecycle import GatewayProcess, wait_until
+
+REDIS_URL = os.environ.get("MODELROUTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of the test's own in the machine's Redis, emptied afterwards."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"CI=true and no Redis at {REDIS_URL}: {exc!r}") from exc
+        pytest.skip(f"no Redis at {REDIS_URL}")
+    name = f"mrtest:{secrets.token_hex(6)}:"
+    yield name
+    for key in client.scan_iter(match=name + "*"):
+        client.delete(key)
+    client.close()
+
+
+def _config(upstream: str, data_dir: Path, prefix: str | None, limits: list[dict[str, Any]]) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "health_check": {"enabled": False},
+        "store": {"data_dir": str(data_dir)},
+        "limits": limits,
+        "services": {"chat": {"instances": [{"name": "m", "base_url": upstream}]}},
+    }
+    if prefix is not None:
+        config["state"] = {"backend": "redis", "url": REDIS_URL, "prefix": prefix, "timeout_ms": 2000}
+    return config
+
+
+def _write(path: Path, config: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _clear_of_a_minute_boundary(margin: float = 15.0) -> None:
+    """Fixed windows are aligned to the minute (on Redis's clock, this machine's): start well inside one, so that
+    every request of the test falls in the same window."""
+    left = 60 - time.time() % 60
+    if left < margin:
+        time.sleep(left + 0.5)
+
+
+async def _burst(urls: list[str], total: int) -> Counter[int]:
+    """``total`` chat requests at once, spread round-robin over ``urls``; each on a connection of its own."""
+    statuses: Counter[int] = Counter()
+    retry_after: list[str | None] = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def one(n: int) -> None:
+            async with session.post(urls[n % len(urls)] + "/v1/chat/completions", json=CHAT) as reply:
+                await reply.read()
+                statuses[reply.status] += 1
+                if reply.status == 429:
+                    retry_after.append(reply.headers.get("retry-after"))
+
+        await asyncio.gather(*(one(n) for n in range(total)))
+    assert all(value is not None and int(value) >= 1 for value in retry_after), retry_after
+    return statuses
+
+
+LIMIT = [{"scope": "global", "algorithm": "fixed_window", "rate": 100, "period": 60}]
+
+
+def test_three_replicas_admit_exactly_one_global_limit(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], tmp_path: Path, prefix: str
+) -> None:
+    fake, upstream = start_upstream("a")
+    replicas = []
+    try:
+        for n in range(3):
+            path = _write(tmp_path / f"replica{n}.yaml", _config(upstream, tmp_path / f"data{n}", prefix, LIMIT))
+            replicas.append(GatewayProcess(path, tmp_path / f"replica{n}.log"))
+        for replica in replicas:
+            replica.wait_ready()
+        _clear_of_a_minute_boundary()
+        statuses = asyncio.run(_burst([r.url for r in replicas], 300))
+        assert statuses == {200: 100, 429: 200}, statuses
+        assert len(fake.requests) == 100  # the refused ones never reached the upstream
+    finally:
+        for replica in replicas:
+            replica.kill()
+
+
+def test_workers_on_one_port_admit_exactly_one_global_limit(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], tmp_path: Path, prefix: str
+) -> None:
+    fake, upstream = start_upstream("a")
+    port = free_port()
+    config = {**_config(upstream, tmp_path / "data", prefix, LIMIT), "server": {"host": "127.0.0.1", "port": port}}
+    path = _write(tmp_path / "gateway.yaml", config)
+    log = (tmp_path / "gateway.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelrouter", "serve", "--config", str(path), "--workers", "3"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
+            try:
+                return asyncio.run(_health(url))
+            except (aiohttp.ClientError, OSError):
+                return False
+
+        wait_until(up, "the workers to serve", 30)
+        _clear_of_a_minute_boundary()
+        statuses = asyncio.run(_burst([url], 300))
+        assert statuses == {200: 100, 429: 200}, statuses
+        assert len(fake.requests) == 100
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+async def _health(url: str) -> bool:
+    async with aiohttp.ClientSession() as session, session.get(url + "/health") as reply:
+        return reply.status == 200
+
+
+def test_workers_with_limits_counted_per_process_refuse_to_start(tmp_path: Path) -> None:
+    config = _config("http://127.0.0.1:9", tmp_path / "data", None, LIMIT)
+    config["server"] = {"host": "127.0.0.1", "port": free_port()}
+    path = _write(tmp_path / "gateway.yaml", config)
+    done = subprocess.run(
+        [sys.executable, "-m", "modelrouter", "serve", "--config", str(path), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--workers 2 would count these in each worker separately" in done.stderr
+    assert "limits (1 rule(s))" in done.stderr
+    assert "state.backend: redis" in done.stderr
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port (the machine's is never stopped), stopped by its pid."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port if port is not None else free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrivateRedis:
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(answers, "the private redis-server", 10)
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    if subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0:
+        if os.environ.get("CI") == "true":
+            raise AssertionError("CI=true and no redis-server binary to start a private Redis")
+        pytest.skip("no redis-server binary")
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
+
+
+def _chat_status(url: str) -> int:
+    async def one() -> int:
+        async with aiohttp.ClientSession() as session, session.post(url + "/v1/chat/completions", json=CHAT) as reply:
+            await reply.read()
+            return reply.status
+
+    return asyncio.run(one())
+
+
+@pytest.mark.parametrize("on_error", ["allow", "deny"])
+def test_redis_down_then_back(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    start_gateway: Callable[..., Any],
+    private_redis: PrivateRedis,
+    on_error: str,
+) -> None:
+    _, upstream = start_upstream("a")
+    limit = [{"scope": "global", "algorithm": "fixed_window", "rate": 3, "period": 3600}]
+    gw = start_gateway(
+        {
+            "state": {"backend": "redis", "url": private_redis.url, "timeout_ms": 200, "on_error": on_error},
+            "limits": limit,
+            "services": {"chat": {"instances": [{"name": "m", "base_url": upstream}]}},
+        }
+    )
+    assert [_chat_status(gw.url) for _ in range(4)] == [200, 200, 200, 429]
+    private_redis.stop()
+    during = [_chat_status(gw.url) for _ in range(5)]
+    if on_error == "allow":
+        # Admitted and limited in this process meanwhile (its own fresh buckets): 3, then refusals - never a 5xx.
+        assert during == [200, 200, 200, 429, 429], during
+    else:
+        assert during == [503] * 5, during
+    assert gw.gateway.shared_state.errors >= 1  # modelrouter_state_errors_total
+    private_redis.start()  # the same port: Redis is back, empty (its counts were lost with it)
+    # Within a few seconds (the back-off is at most 5 s), limits count in Redis again: 3 more, then 429.
+
+    def counted_in_redis() -> bool:
+        client = redis.Redis.from_url(private_redis.url)
+        try:
+            return bool(client.keys("mr:limit:*"))
+        finally:
+            client.close()
+
+    deadline = time.monotonic() + 10
+    statuses = []
+    while not counted_in_redis():
+        assert time.monotonic() < deadline, statuses
+        statuses.append(_chat_status(gw.url))
+        time.sleep(0.2)
+    after = [_chat_status(gw.url) for _ in range(4)]
+    assert after[-1] == 429, after
+    assert after.count(200) <= 3, after

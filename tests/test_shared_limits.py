@@ -1,0 +1,142 @@
+"""The shared limiter backend (state.backend: redis) on a real Redis: the Lua script takes the same decisions as
+the in-process algorithms, step for step, for every algorithm; all limits or none holds inside one script; the
+calls of one tick share a pipeline; and Redis that does not answer gives what state.on_error says."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from modelrouter.access.limits import Limiter, MemoryBackend
+from modelrouter.access.limits.shared import RedisBackend, SharedStateUnavailable
+from modelrouter.config.model import LimitAlgorithm, LimitRule, StateConfig
+from modelrouter.state import SharedState
+
+REDIS_URL = os.environ.get("MODELROUTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ALGORITHMS: tuple[LimitAlgorithm, ...] = ("token_bucket", "leaky_bucket", "sliding_window", "fixed_window", "warmup")
+
+
+async def _redis_or_skip(state: SharedState) -> None:
+    try:
+        await state.redis.ping()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"CI=true and no Redis at {REDIS_URL}: {exc!r}") from exc
+        pytest.skip(f"no Redis at {REDIS_URL}")
+
+
+@pytest.fixture
+async def state() -> AsyncIterator[SharedState]:
+    # A prefix of its own per test: tests share the machine's Redis with each other and with whatever else runs.
+    shared = SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=f"mrtest:{secrets.token_hex(6)}:"))
+    await _redis_or_skip(shared)
+    yield shared
+    async for key in shared.redis.scan_iter(match=shared.prefix + "*"):
+        await shared.redis.delete(key)
+    await shared.aclose()
+
+
+def rules(algorithm: LimitAlgorithm) -> list[LimitRule]:
+    base: dict[str, Any] = {"scope": "key", "algorithm": algorithm}
+    variants = [
+        {"rate": 5, "period": 1},
+        {"rate": 3, "period": 2, "burst": 6},
+        {"rate": 100, "period": 60, "unit": "tokens"},
+        {"rate": 0.5, "period": 1},
+    ]
+    if algorithm == "leaky_bucket":
+        variants.append({"rate": 4, "period": 1, "max_wait": 0.5})
+    if algorithm == "warmup":
+        variants.append({"rate": 10, "period": 1, "warmup": 3, "cold_factor": 4})
+    return [LimitRule(**base, **variant) for variant in variants]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_the_script_decides_as_the_algorithms_do(state: SharedState, algorithm: LimitAlgorithm) -> None:
+    rng = random.Random(f"shared-{algorithm}")
+    shared = RedisBackend(state, redis_time=False)
+    reference = MemoryBackend()
+    for n, rule in enumerate(rules(algorithm)):
+        now = 1_700_000_000.0 + rng.random()
+        key = f"k{n}"
+        for step in range(300):
+            now += rng.choice((0.0, 0.001, 0.01, 0.05, 0.2, 0.7, 3.0))
+            if step % 7 == 6:
+                delta = rng.choice((-3.0, -1.0, 0.5, 2.0, 40.0))
+                await shared.adjust_all([(key, delta, rule)], now)
+                reference.adjust_all([(key, delta, rule)], now)
+                continue
+            cost = rng.choice((1.0, 1.0, 1.0, 2.0, 0.5)) if rule.unit == "requests" else rng.choice((1.0, 30.0, 99.0))
+            got = (await shared.take_all([(key, cost, rule)], now))[1][0]
+            want = reference.take_all([(key, cost, rule)], now)[1][0]
+            assert got.allowed == want.allowed, (rule, step, got, want)
+            for name in ("remaining", "limit", "retry_after", "reset_after", "wait"):
+                assert getattr(got, name) == pytest.approx(getattr(want, name), rel=1e-9, abs=1e-9), (name, step)
+
+
+async def test_all_limits_or_none_inside_one_call(state: SharedState) -> None:
+    shared = RedisBackend(state, redis_time=False)
+    wide = LimitRule(scope="global", rate=10, period=60)
+    narrow = LimitRule(scope="key", rate=2, period=60, algorithm="fixed_window")
+    items = [("g", 1.0, wide), ("k", 1.0, narrow)]
+    now = 1_700_000_000.0
+    assert (await shared.take_all(items, now))[0] is None
+    assert (await shared.take_all(items, now))[0] is None
+    refusal, decisions = await shared.take_all(items, now)
+    assert refusal is not None
+    assert len(decisions) == 2  # the refusing bucket is the second
+    # The refused request cost the wide bucket nothing: 8 left, as after two requests.
+    assert (await shared.take_all([("g", 1.0, wide)], now))[1][0].remaining == 7
+
+
+async def test_one_tick_of_requests_is_one_round_trip(state: SharedState, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = RedisBackend(state, redis_time=False)
+    rule = LimitRule(scope="global", rate=1000, period=60, algorithm="fixed_window")
+    pipelines: list[int] = []
+    execute = state._execute
+
+    async def counting(calls: Any) -> Any:
+        pipelines.append(len(calls))
+        return await execute(calls)
+
+    monkeypatch.setattr(state, "_execute", counting)
+    limiter = Limiter(shared, clock=lambda: 1_700_000_010.0)
+    results = await asyncio.gather(*(limiter.check([("g", 1.0, rule)]) for _ in range(50)))
+    assert all(refusal is None for refusal, _ in results)
+    assert pipelines == [50]
+    remaining = sorted(decisions[0].remaining for _, decisions in results)
+    assert remaining == [float(n) for n in range(950, 1000)]  # each take saw the one before it
+
+
+async def test_redis_time_is_the_clock(state: SharedState) -> None:
+    # A limiter whose own clock is far off still counts in Redis's windows.
+    limiter = Limiter(RedisBackend(state), clock=lambda: 42.0)
+    rule = LimitRule(scope="global", rate=2, period=3600, algorithm="fixed_window")
+    decisions = [(await limiter.check([("g", 1.0, rule)]))[1][0] for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert 0 < decisions[2].retry_after <= 3600
+
+
+async def test_unanswered_calls_follow_on_error() -> None:
+    dead = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    rule = LimitRule(scope="global", rate=1, period=60)
+    allow = SharedState(StateConfig(backend="redis", url=dead, timeout_ms=200, on_error="allow"))
+    limiter = Limiter(RedisBackend(allow))
+    first = await limiter.check([("g", 1.0, rule)])
+    second = await limiter.check([("g", 1.0, rule)])
+    # Admitted and limited in this process meanwhile: the second request is over this process's limit.
+    assert (first[0], second[0] is not None) == (None, True)
+    assert not allow.available  # backing off: the next call does not wait for a timeout
+    assert allow.errors == 2  # modelrouter_state_errors_total: both calls
+    await allow.aclose()
+    deny = SharedState(StateConfig(backend="redis", url=dead, timeout_ms=200, on_error="deny"))
+    with pytest.raises(SharedStateUnavailable) as refused:
+        await Limiter(RedisBackend(deny)).check([("g", 1.0, rule)])
+    assert (refused.value.status, refused.value.type) == (503, "overloaded_error")
+    await deny.aclose()
