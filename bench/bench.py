@@ -904,6 +904,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--requests", type=int, default=3000, help="requests per target with --instructions")
     parser.add_argument("--stream", action="store_true", help="streaming requests with --instructions")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="gateway+redis against gateway+auth: the cost of state.backend redis (bench/shared_state.py)",
+    )
     args = parser.parse_args(argv)
     if not 100 <= args.requests <= 100_000:
         parser.error("--requests must be from 100 to 100,000")
@@ -1147,6 +1152,11 @@ def main(argv: list[str] | None = None) -> int:
             from instructions import run_instructions
 
             return run_instructions(children, args.requests, args.stream, args.startup_timeout * 10)
+        if args.redis:
+            sys.modules.setdefault("bench", sys.modules[__name__])
+            from shared_state import run_redis
+
+            return run_redis(children, args.duration, args.rounds, args.startup_timeout)
         return run_bench(args, children)
     except BenchError as exc:
         print(f"\nbench: error: {exc}", file=sys.stderr)

@@ -523,7 +523,7 @@ async def test_token_quota_reserves_the_estimate_and_reconciles() -> None:
 
 async def test_quota_seed_and_keys_without_quotas() -> None:
     quota = Quota(clock=FakeClock(at(2024, 3, 1, 8)))
-    quota.seed("k", day_requests=5, month_tokens=70)
+    await quota.seed("k", day_requests=5, month_tokens=70)
     refusal = await quota.take("k", KeyQuotas(daily_requests=5))
     assert refusal == QuotaRefusal("daily_requests", 5, 5, 16 * 3600)
     assert quota.usage("k").month_tokens == 70

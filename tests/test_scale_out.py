@@ -266,3 +266,151 @@ def test_redis_down_then_back(
     after = [_chat_status(gw.url) for _ in range(4)]
     assert after[-1] == 429, after
     assert after.count(200) <= 3, after
+
+
+KEY = "mr-scale-out-test-key-0123456789"
+
+
+class Busy:
+    """An upstream that holds each chat request a while and remembers the most it ever held at once."""
+
+    def __init__(self, hold: float, tokens: int = 2) -> None:
+        self.hold = hold
+        self.tokens = tokens  # the usage each answer reports
+        self.now = 0
+        self.most = 0
+        self.answered = 0
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        async def chat(request: web.Request) -> web.Response:
+            await request.read()
+            self.now += 1
+            self.most = max(self.most, self.now)
+            try:
+                await asyncio.sleep(self.hold)
+            finally:
+                self.now -= 1
+            self.answered += 1
+            return web.json_response(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": self.tokens - 1, "total_tokens": self.tokens},
+                }
+            )
+
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        return app
+
+
+def _replicas(tmp_path: Path, config: dict[str, Any], count: int = 3) -> list[GatewayProcess]:
+    replicas = []
+    for n in range(count):
+        path = _write(tmp_path / f"replica{n}.yaml", {**config, "store": {"data_dir": str(tmp_path / f"data{n}")}})
+        replicas.append(GatewayProcess(path, tmp_path / f"replica{n}.log"))
+    for replica in replicas:
+        replica.wait_ready()
+    return replicas
+
+
+async def _burst_with_key(urls: list[str], total: int) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def one(n: int) -> None:
+            url = urls[n % len(urls)] + "/v1/chat/completions"
+            async with session.post(url, json=CHAT, headers=headers) as reply:
+                body = await reply.json(content_type=None)
+                outcomes["200" if reply.status == 200 else f"{reply.status} {body['error']['code']}"] += 1
+
+        await asyncio.gather(*(one(n) for n in range(total)))
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("quotas", "sent", "expected"),
+    [
+        ({"max_concurrent": 5}, 30, {"200": 5, "429 rate_limit_exceeded": 25}),
+        ({"daily_requests": 20}, 60, {"200": 20, "429 insufficient_quota": 40}),
+        ({"requests_per_minute": 6}, 18, {"200": 6, "429 rate_limit_exceeded": 12}),
+    ],
+)
+def test_three_replicas_keep_one_keys_caps(
+    bg: Any, tmp_path: Path, prefix: str, quotas: dict[str, Any], sent: int, expected: dict[str, int]
+) -> None:
+    from .servers import UpstreamServer
+
+    busy = Busy(hold=0.5 if "max_concurrent" in quotas else 0.0)
+    upstream = UpstreamServer(bg, busy.app()).start()
+    config = _config(upstream.url, tmp_path / "data", prefix, [])
+    config["auth"] = {"enabled": True, "keys": [{"name": "k", "key": KEY, "quotas": quotas}]}
+    replicas = _replicas(tmp_path, config)
+    try:
+        outcomes = asyncio.run(_burst_with_key([r.url for r in replicas], sent))
+        assert outcomes == expected, outcomes
+        assert busy.answered == expected["200"]
+        if "max_concurrent" in quotas:
+            assert busy.most == 5  # never more in flight at the upstream, over all three replicas
+    finally:
+        for replica in replicas:
+            replica.kill()
+        upstream.stop()
+
+
+def test_state_and_metrics_say_which_replica_they_describe(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    start_gateway: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MODELROUTER_REPLICA_ID", "gw-7")
+    _, upstream = start_upstream("a")
+    gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": upstream}]}}})
+    assert gw.gateway.live_state()["replica"] == "gw-7"
+    import httpx2
+
+    assert 'modelrouter_replica_info{replica="gw-7"} 1.0' in httpx2.get(gw.url + "/metrics", timeout=10).text
+
+
+def test_three_replicas_count_one_keys_tokens_per_minute_from_real_usage(bg: Any, tmp_path: Path, prefix: str) -> None:
+    """Each answer reports 30 tokens; the key may use 100 a minute. A request reserves its small estimate and is
+    reconciled with the 30 it used, wherever it was served: four fit (the fourth leaves the bucket in debt), the
+    fifth and later are refused on every replica."""
+    from .servers import UpstreamServer
+
+    busy = Busy(hold=0.0, tokens=30)
+    upstream = UpstreamServer(bg, busy.app()).start()
+    config = _config(upstream.url, tmp_path / "data", prefix, [])
+    config["auth"] = {"enabled": True, "keys": [{"name": "k", "key": KEY, "quotas": {"tokens_per_minute": 100}}]}
+    replicas = _replicas(tmp_path, config)
+
+    async def one(url: str) -> int:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        body = {**CHAT, "max_tokens": 1}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url + "/v1/chat/completions", json=body, headers=headers) as reply,
+        ):
+            await reply.read()
+            return reply.status
+
+    try:
+        statuses = []
+        for n in range(9):
+            statuses.append(asyncio.run(one(replicas[n % 3].url)))
+            time.sleep(0.2)  # the correction with real usage follows the answer
+        assert statuses == [200] * 4 + [429] * 5, statuses
+        assert busy.answered == 4
+    finally:
+        for replica in replicas:
+            replica.kill()
+        upstream.stop()

@@ -13,9 +13,15 @@ from typing import Any
 
 import pytest
 
-from modelrouter.access.limits import Limiter, MemoryBackend
-from modelrouter.access.limits.shared import RedisBackend, SharedStateUnavailable
-from modelrouter.config.model import LimitAlgorithm, LimitRule, StateConfig
+from modelrouter.access.limits import Limiter, MemoryBackend, Quota
+from modelrouter.access.limits import shared as shared_module
+from modelrouter.access.limits.shared import (
+    RedisBackend,
+    SharedConcurrency,
+    SharedQuota,
+    SharedStateUnavailable,
+)
+from modelrouter.config.model import KeyQuotas, LimitAlgorithm, LimitRule, StateConfig
 from modelrouter.state import SharedState
 
 REDIS_URL = os.environ.get("MODELROUTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -140,3 +146,74 @@ async def test_unanswered_calls_follow_on_error() -> None:
         await Limiter(RedisBackend(deny)).check([("g", 1.0, rule)])
     assert (refused.value.status, refused.value.type) == (503, "overloaded_error")
     await deny.aclose()
+
+
+# --- daily and monthly quotas ------------------------------------------------------------------------------------
+
+
+async def test_shared_quotas_count_as_the_in_process_ones(state: SharedState) -> None:
+    from datetime import UTC, datetime
+
+    now = [datetime(2024, 1, 31, 23, 0, tzinfo=UTC).timestamp()]
+    shared, reference = SharedQuota(state, clock=lambda: now[0]), Quota(clock=lambda: now[0])
+    quotas = KeyQuotas(daily_requests=5, daily_tokens=1000, monthly_requests=8, monthly_tokens=5000)
+    rng = random.Random("quotas")
+    for step in range(120):
+        now[0] += rng.choice((1.0, 60.0, 600.0))  # across midnight and into February
+        if step % 5 == 4:
+            delta = rng.choice((-200.0, 50.0, 300.0))
+            await shared.reconcile("k", tokens=delta)
+            await reference.reconcile("k", tokens=delta)
+            continue
+        tokens = rng.choice((0.0, 100.0, 400.0))
+        assert await shared.take("k", quotas, tokens) == await reference.take("k", quotas, tokens), step
+
+
+async def test_a_quota_is_seeded_once_whichever_replica_comes_first(state: SharedState) -> None:
+    first, second = SharedQuota(state), SharedQuota(state)
+    await first.seed("k", day_requests=4, month_requests=9)
+    await second.seed("k", day_requests=4, month_requests=9)  # another replica starting: not added again
+    refusal = await second.take("k", KeyQuotas(daily_requests=5))
+    assert refusal is None
+    refusal = await first.take("k", KeyQuotas(daily_requests=5))
+    assert refusal is not None
+    assert (refusal.quota, refusal.used) == ("daily_requests", 5)
+
+
+# --- requests in flight --------------------------------------------------------------------------------------------
+
+
+async def _settle() -> None:
+    for _ in range(5):  # a release is sent in the background: let it reach Redis
+        await asyncio.sleep(0.01)
+
+
+async def test_max_concurrent_counts_every_replicas_leases(state: SharedState) -> None:
+    one, two = SharedConcurrency(state), SharedConcurrency(state)
+    assert await one.acquire("k", 2)
+    assert await two.acquire("k", 2)
+    assert not await one.acquire("k", 2)  # two in flight in all, whoever holds them
+    assert not await two.acquire("k", 2)
+    assert (one.in_flight("k"), two.in_flight("k")) == (1, 1)  # each replica's own, for /admin/api/state
+    two.release("k")
+    await _settle()
+    assert await one.acquire("k", 2)
+    assert one.in_flight("k") == 2
+
+
+async def test_a_dead_replicas_leases_expire_and_a_live_ones_are_renewed(
+    state: SharedState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shared_module, "LEASE_SECONDS", 0.6)
+    alive, dead = SharedConcurrency(state), SharedConcurrency(state)
+    assert await alive.acquire("k", 2)
+    assert await dead.acquire("k", 2)
+    assert dead._renewer is not None
+    dead._renewer.cancel()  # the replica is gone: nothing renews or releases its lease
+    await asyncio.sleep(1.2)  # two lease times: the alive replica renewed its lease meanwhile, the dead one did not
+    other = SharedConcurrency(state)
+    assert await other.acquire("k", 2)  # the dead replica's slot is free again
+    assert not await other.acquire("k", 2)  # the alive replica's is still held
+    alive.release("k")
+    await _settle()
+    assert await other.acquire("k", 2)

@@ -27,7 +27,7 @@ from ..routing.router import RoutingTable
 from ..state import SharedState
 from .auth import Principal
 from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
-from .limits.shared import RedisBackend
+from .limits.shared import RedisBackend, SharedConcurrency, SharedQuota
 from .records import UsageRecord, UsageRecorder
 from .usage import estimate_completion_tokens, estimate_prompt_tokens
 
@@ -99,8 +99,8 @@ class AdmissionState:
     def __init__(self, shared: SharedState | None = None) -> None:
         # state.backend: redis - the limiter's buckets live there, shared with every process and replica.
         self.limiter = Limiter(MemoryBackend() if shared is None else RedisBackend(shared))
-        self.concurrency = Concurrency()
-        self.quota = Quota()
+        self.concurrency = Concurrency() if shared is None else SharedConcurrency(shared)
+        self.quota = Quota() if shared is None else SharedQuota(shared)
 
 
 class Accounting:
@@ -244,7 +244,7 @@ class Accounting:
         if principal is not None:
             cap = principal.quotas.max_concurrent
             if cap is not None:
-                if not self.concurrency.try_acquire(principal.id, cap):
+                if not await self.concurrency.acquire(principal.id, cap):
                     self._refused("concurrency")
                     await self._give_back(ticket, items)
                     raise RateLimited(
@@ -271,7 +271,7 @@ class Accounting:
         if self.limiter.in_process:
             self.limiter.reconcile_now(items)
         else:
-            _run_now(self.limiter.reconcile(items))
+            _run_now(self.limiter.reconcile(items), shared=True)
 
     async def _give_back(self, ticket: Ticket, items: list[_Item]) -> None:
         self._reconcile([(key, -cost, rule) for key, cost, rule in items])
@@ -293,7 +293,7 @@ class Accounting:
         if delta and ticket.items:
             self._reconcile([(key, delta, rule) for key, _, rule in ticket.items])
         if ticket.quota_key is not None and delta:
-            _run_now(self.quota.reconcile(ticket.quota_key, tokens=float(delta)))
+            _run_now(self.quota.reconcile(ticket.quota_key, tokens=float(delta)), shared=self.limiter.shared)
         if self.recorder is not None:
             principal = ticket.principal
             self.recorder.record(
@@ -316,21 +316,14 @@ class Accounting:
 
 def per_process_promises(config: Config) -> list[str]:
     """What this config promises that would count in each process separately, not in all of them together: with
-    ``state.backend: memory`` every rate limit and per-key quota; with Redis, what does not count there yet (daily
-    and monthly quotas, per-key max_concurrent). ``serve --workers N`` refuses to start with any of it: N
-    processes would let N times the traffic through, silently."""
-    found: list[str] = []
-    memory = config.state.backend == "memory"
-    if memory and config.limits:
-        found.append(f"limits ({len(config.limits)} rule(s))")
+    ``state.backend: memory``, every rate limit and per-key quota or cap (with Redis, none). ``serve --workers N``
+    refuses to start with any of it: N processes would let N times the traffic through, silently."""
+    if config.state.backend != "memory":
+        return []
+    found = [f"limits ({len(config.limits)} rule(s))"] if config.limits else []
     for key in config.auth.keys:
-        quotas = key.quotas
-        counted = [
-            name
-            for name, value in quotas.model_dump(exclude_none=True).items()
-            if memory or name not in ("requests_per_minute", "tokens_per_minute")
-        ]
-        if memory and key.limits:
+        counted = list(key.quotas.model_dump(exclude_none=True))
+        if key.limits:
             counted.append("limits")
         if counted:
             found.append(f"auth.keys {key.name!r}: {', '.join(counted)}")
@@ -353,19 +346,23 @@ def _tag(rule: LimitRule) -> str:
     return entry[1]
 
 
-def _run_now(coro: Coroutine[Any, Any, None]) -> None:
-    """Drive a coroutine that never suspends (in-process backends) to completion without an event-loop turn;
-    a backend that does suspend (a network store) gets a task instead."""
+def _run_now(coro: Coroutine[Any, Any, None], shared: bool) -> None:
+    """Run a correction: an in-process backend's to completion at once, without an event-loop turn (it never
+    suspends); the shared state's (a call to Redis) as a task, held here until it ends."""
+    if shared:
+        task = asyncio.get_running_loop().create_task(coro)
+        _corrections.add(task)
+        task.add_done_callback(_corrections.discard)
+        return
     try:
         coro.send(None)
     except StopIteration:
         return
-    asyncio.get_running_loop().create_task(_finish(coro))
+    coro.close()
+    raise RuntimeError("an in-process limiter backend suspended")
 
 
-async def _finish(coro: Coroutine[Any, Any, None]) -> None:
-    # The first step already ran in _run_now; awaiting the coroutine object resumes it where it stopped.
-    await coro
+_corrections: set[asyncio.Task[None]] = set()
 
 
 def _describe(rule: LimitRule) -> str:

@@ -236,13 +236,14 @@ def _replies() -> dict[str, Schema]:
         ),
         "LiveState": obj(
             {
+                "replica": {**text, "description": "MODELROUTER_REPLICA_ID, else the host name"},
                 "config_version": maybe_integer,
                 "models": {"type": "array", "items": text},
                 "instances": {"type": "array", "items": {"type": "object"}},
                 "limits": {"type": "array", "items": {"type": "object"}},
                 "concurrency": {"type": "object"},
             },
-            ["config_version", "models", "instances", "limits"],
+            ["replica", "config_version", "models", "instances", "limits"],
             closed=False,
         ),
         "UsageTotal": obj(

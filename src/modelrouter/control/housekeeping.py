@@ -42,7 +42,7 @@ async def seed_quotas(store: Store, quota: Quota, until: float) -> None:
             counts[slot] += total.requests
             counts[slot + 1] += total.prompt_tokens + total.completion_tokens
     for key_id, (day_requests, day_tokens, month_requests, month_tokens) in per_key.items():
-        quota.seed(
+        await quota.seed(
             key_id,
             day_requests=int(day_requests),
             day_tokens=day_tokens,

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..access.admission import Accounting, _tag
 from ..access.limits import MemoryBackend
+from ..observability.telemetry import replica_id
 from ..routing.router import RoutingTable
 
 __all__ = ["live_state"]
@@ -54,6 +55,7 @@ def live_state(table: RoutingTable, accounting: Accounting | None, config_versio
                 entry["buckets"] = {name: dict(state) for name, state in buckets.items() if state is not None}
             limits.append(entry)
     return {
+        "replica": replica_id(),
         "config_version": config_version,
         "models": sorted({model for _service, model in table.pools}),
         "instances": instances,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -171,7 +173,18 @@ class Telemetry:
             ("modelrouter_active_requests", "Requests in progress at the gateway", [({}, float(live.active()))]),
             ("modelrouter_config_version", "The config version serving (0: not recorded)", [({}, float(version))]),
             ("modelrouter_build_info", "The gateway's version", [({"version": __version__}, 1.0)]),
+            (
+                "modelrouter_replica_info",
+                "Which replica this is (MODELROUTER_REPLICA_ID, else the host name)",
+                [({"replica": replica_id()}, 1.0)],
+            ),
         ]
+
+
+def replica_id() -> str:
+    """The name of this replica in /metrics and /admin/api/state: ``MODELROUTER_REPLICA_ID``, else the host's name
+    (a pod's name under Kubernetes). Breakers and health are each replica's own, so a reader must know whose."""
+    return os.environ.get("MODELROUTER_REPLICA_ID") or socket.gethostname()
 
 
 def metrics_token_ok(token: str | None, authorization: bytes | None) -> bool:

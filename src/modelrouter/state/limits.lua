@@ -2,15 +2,19 @@
 -- buckets one request falls under. The Python module is the reference: each function below mirrors the one of
 -- the same name there, and tests/test_shared_limits.py checks the two give the same decisions.
 --
--- KEYS: the buckets (hashes).  ARGV[1]: "take" | "adjust".  ARGV[2]: now in seconds, or "" for Redis TIME (so
--- that every replica counts on one clock).  Then 8 values per bucket: algorithm, amount (the cost of a take, the
--- signed delta of an adjust), rate, period, burst (0: none), max_wait, warmup, cold_factor.
+-- KEYS: the buckets.  ARGV[1]: "take" | "adjust".  ARGV[2]: now in seconds, or "" for Redis TIME (so that every
+-- replica counts on one clock).  ARGV[3]: per bucket, packed little-endian (struct "<Bddddddd"): the algorithm's
+-- number (ORDER below), the amount (the cost of a take, the signed delta of an adjust), rate, period, burst (0:
+-- none), max_wait, warmup, cold_factor. Binary rather than text: formatting and parsing decimal numbers was most
+-- of the script's time, and of the client's.
 --
 -- take: every bucket is taken in order; at the first refusal the earlier takes are given back and nothing after
 -- it is touched (all limits or none), exactly as the in-process Limiter does. Returns one decision per bucket
--- taken (the refusal last): allowed, remaining, limit, retry_after, reset_after, wait - as strings, since Redis
--- would truncate Lua numbers to integers.
+-- taken (the refusal last), packed as 6 doubles each: allowed (1/0), remaining, limit, retry_after, reset_after,
+-- wait (Redis would truncate Lua numbers to integers).
 -- adjust: applies every delta (reconciling a token estimate, refunding a take); returns nothing.
+--
+-- A bucket's state is one string: its algorithm's number and its fields as doubles, kept with an expiry (SET PX).
 
 local EPS = 1e-9
 local INF = math.huge
@@ -295,47 +299,35 @@ end
 
 -- the buckets -------------------------------------------------------------------------------------------------
 
-local ALGORITHMS = {
-  token_bucket = token_bucket,
-  leaky_bucket = leaky_bucket,
-  sliding_window = sliding_window,
-  fixed_window = fixed_window,
-  warmup = warmup,
-}
-local FIELDS = {
-  token_bucket = {"tokens", "at"},
-  leaky_bucket = {"tat"},
-  sliding_window = {"start", "prev", "curr"},
-  fixed_window = {"start", "count"},
-  warmup = {"tokens", "at", "heat"},
-}
+local ORDER = {"token_bucket", "leaky_bucket", "sliding_window", "fixed_window", "warmup"}  -- as in shared.py
+local ALGORITHMS = {token_bucket, leaky_bucket, sliding_window, fixed_window, warmup}
+local FIELDS = {{"tokens", "at"}, {"tat"}, {"start", "prev", "curr"}, {"start", "count"}, {"tokens", "at", "heat"}}
+local FORMATS = {"<Bdd", "<Bd", "<Bddd", "<Bdd", "<Bddd"}
 
-local function num(x)
-  return string.format("%.17g", x)
-end
-
-local function load(key, name)
+local function load(key, alg)
   -- A state of another algorithm (the rule was changed) counts as none, as in the in-process backend.
-  local stored = redis.call("HGET", key, "alg")
-  if stored ~= name then return nil end
-  local fields = FIELDS[name]
-  local values = redis.call("HMGET", key, unpack(fields))
+  local stored = redis.call("GET", key)
+  if not stored or string.byte(stored, 1) ~= alg then return nil end
+  local values = {struct.unpack(FORMATS[alg], stored)}
   local s = {}
-  for i, field in ipairs(fields) do s[field] = tonumber(values[i]) end
+  for i, field in ipairs(FIELDS[alg]) do s[field] = values[i + 1] end
   return s
 end
 
-local function save(key, name, s, r, now)
-  local args = {"alg", name}
-  for _, field in ipairs(FIELDS[name]) do
-    args[#args + 1] = field
-    args[#args + 1] = num(s[field])
+local function save(key, alg, s, r, now)
+  local fields = FIELDS[alg]
+  local value
+  if #fields == 1 then
+    value = struct.pack(FORMATS[alg], alg, s[fields[1]])
+  elseif #fields == 2 then
+    value = struct.pack(FORMATS[alg], alg, s[fields[1]], s[fields[2]])
+  else
+    value = struct.pack(FORMATS[alg], alg, s[fields[1]], s[fields[2]], s[fields[3]])
   end
-  redis.call("HSET", key, unpack(args))
   -- Kept until it would behave like a fresh state anyway, and a second more (clocks of replicas differ).
-  local ttl = math.ceil((ALGORITHMS[name].expires(s, r) - now) * 1000) + 1000
+  local ttl = math.ceil((ALGORITHMS[alg].expires(s, r) - now) * 1000) + 1000
   if ttl < 1000 then ttl = 1000 end
-  redis.call("PEXPIRE", key, ttl)
+  redis.call("SET", key, value, "PX", ttl)
 end
 
 local mode = ARGV[1]
@@ -347,23 +339,18 @@ else
   now = tonumber(ARGV[2])
 end
 
+local packed = ARGV[3]
 local buckets = {}
+local at = 1
 for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 8
-  local name = ARGV[at + 1]
-  if ALGORITHMS[name] == nil then return redis.error_reply("unknown algorithm " .. tostring(name)) end
+  local alg, amount, rate, period, burst, max_wait, warmup_s, cold_factor
+  alg, amount, rate, period, burst, max_wait, warmup_s, cold_factor, at = struct.unpack("<Bddddddd", packed, at)
+  if ALGORITHMS[alg] == nil then return redis.error_reply("unknown algorithm " .. tostring(alg)) end
   buckets[i] = {
     key = KEYS[i],
-    name = name,
-    amount = tonumber(ARGV[at + 2]),
-    rule = {
-      rate = tonumber(ARGV[at + 3]),
-      period = tonumber(ARGV[at + 4]),
-      burst = tonumber(ARGV[at + 5]),
-      max_wait = tonumber(ARGV[at + 6]),
-      warmup = tonumber(ARGV[at + 7]),
-      cold_factor = tonumber(ARGV[at + 8]),
-    },
+    alg = alg,
+    amount = amount,
+    rule = {rate = rate, period = period, burst = burst, max_wait = max_wait, warmup = warmup_s, cold_factor = cold_factor},
   }
 end
 
@@ -371,8 +358,8 @@ end
 local states = {}
 local function state_of(b)
   local s = states[b.key]
-  if s == nil or s.name ~= b.name then
-    s = {name = b.name, value = load(b.key, b.name)}
+  if s == nil or s.alg ~= b.alg then
+    s = {alg = b.alg, value = load(b.key, b.alg)}
     states[b.key] = s
   end
   return s
@@ -381,8 +368,8 @@ end
 if mode == "adjust" then
   for _, b in ipairs(buckets) do
     local s = state_of(b)
-    s.value = ALGORITHMS[b.name].adjust(s.value, b.amount, now, b.rule)
-    save(b.key, b.name, s.value, b.rule, now)
+    s.value = ALGORITHMS[b.alg].adjust(s.value, b.amount, now, b.rule)
+    save(b.key, b.alg, s.value, b.rule, now)
   end
   return {}
 end
@@ -392,11 +379,11 @@ local refused = false
 local taken = 0
 for i, b in ipairs(buckets) do
   local s = state_of(b)
-  local decision
-  s.value, decision = ALGORITHMS[b.name].take(s.value, b.amount, now, b.rule)
-  for _, x in ipairs(decision) do decisions[#decisions + 1] = num(x) end
+  local d
+  s.value, d = ALGORITHMS[b.alg].take(s.value, b.amount, now, b.rule)
+  decisions[i] = struct.pack("<dddddd", d[1], d[2], d[3], d[4], d[5], d[6])
   taken = i
-  if decision[1] == 0 then
+  if d[1] == 0 then
     refused = true
     break
   end
@@ -405,11 +392,11 @@ if refused then
   for i = 1, taken - 1 do
     local b = buckets[i]
     local s = state_of(b)
-    s.value = ALGORITHMS[b.name].adjust(s.value, -b.amount, now, b.rule)
+    s.value = ALGORITHMS[b.alg].adjust(s.value, -b.amount, now, b.rule)
   end
 end
 for i = 1, taken do
   local b = buckets[i]
-  save(b.key, b.name, states[b.key].value, b.rule, now)
+  save(b.key, b.alg, states[b.key].value, b.rule, now)
 end
-return decisions
+return table.concat(decisions)

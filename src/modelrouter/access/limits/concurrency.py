@@ -1,4 +1,6 @@
-"""Requests in flight per key (``max_concurrent``), counted in this process."""
+"""Requests in flight per key (``max_concurrent``): counted in this process (``Concurrency``), or across every
+replica as leases in Redis (``SharedConcurrency`` in shared.py). Both acquire with an await and release without
+one, so that a release in a ``finally`` cannot be interrupted."""
 
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ class Concurrency:
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+
+    async def acquire(self, key: str, limit: int) -> bool:
+        return self.try_acquire(key, limit)
 
     def try_acquire(self, key: str, limit: int) -> bool:
         """Count one more request for ``key`` if fewer than ``limit`` are in flight."""

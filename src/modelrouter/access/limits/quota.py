@@ -1,9 +1,8 @@
 """Per-key quotas: daily and monthly request and token counts by calendar day and month in UTC, and the
 per-minute ceilings of ``KeyQuotas`` as rate-limit rules.
 
-Counters live in this process. ``seed`` loads what the store already recorded for today and this month, so a
-restart does not hand out a fresh quota. The counting methods are async so a shared implementation (the store,
-or Redis with INCRBYFLOAT and an expiry at the period's end) can take this one's place.
+Counters live in this process (``Quota``), or in Redis (``SharedQuota`` in shared.py, the same rules). ``seed``
+loads what the store already recorded for today and this month, so a restart does not hand out a fresh quota.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from functools import lru_cache
 
 from ...config.model import KeyQuotas, LimitRule
 
-__all__ = ["Quota", "QuotaRefusal", "QuotaUsage", "key_rate_rules"]
+__all__ = ["Quota", "QuotaRefusal", "QuotaUsage", "has_quota", "key_rate_rules"]
 
 _DAY = 86400.0
 
@@ -41,7 +40,7 @@ class QuotaUsage:
     month_tokens: float = 0.0
 
 
-def _has_quota(quotas: KeyQuotas) -> bool:
+def has_quota(quotas: KeyQuotas) -> bool:
     return not (
         quotas.daily_requests is None
         and quotas.daily_tokens is None
@@ -95,7 +94,7 @@ class Quota:
     async def take(self, key: str, quotas: KeyQuotas, tokens: float = 0.0) -> QuotaRefusal | None:
         """Count one request and ``tokens`` (the estimate) against ``key``'s quotas, or nothing if one is
         exhausted; then say which."""
-        if not _has_quota(quotas):
+        if not has_quota(quotas):
             return None
         now = self._now()
         usage = self._current(key)
@@ -130,7 +129,7 @@ class Quota:
         usage.day_tokens = max(usage.day_tokens + tokens, 0.0)
         usage.month_tokens = max(usage.month_tokens + tokens, 0.0)
 
-    def seed(
+    async def seed(
         self,
         key: str,
         *,

@@ -1,29 +1,63 @@
-"""Limiter state in Redis (``state.backend: redis``), shared by every process and replica.
+"""Limiter state and quota counts in Redis (``state.backend: redis``), shared by every process and replica.
 
 All the buckets one request falls under are taken by one call of ``state/limits.lua``: the same algorithms as
 ``algorithms.py``, step for step, atomic in Redis, with Redis's clock (``TIME``) so that replicas whose clocks
 differ still count one set of windows. All limits or none, as in this process: at a refusal the script gives the
 earlier takes back before it returns. The calls of one event-loop tick share one pipeline (``SharedState``).
 
-When Redis cannot answer, ``state.on_error`` decides: ``allow`` takes from buckets in this process instead (the
-request is admitted and limited as one process would; the shared counts miss it), ``deny`` refuses with 503.
+A key's daily and monthly quotas are counted by ``state/quota.lua`` (``SharedQuota``): the same rules as
+``quota.py``, per UTC day and month, the counts expiring when their period has ended. A key's requests in flight
+(``max_concurrent``) are leases in ``state/concurrency.lua`` (``SharedConcurrency``), renewed while held, so that
+a replica that dies cannot keep them past ``LEASE_SECONDS``.
+
+When Redis cannot answer, ``state.on_error`` decides: ``allow`` counts in this process instead (the request is
+admitted and limited as one process would; the shared counts miss it), ``deny`` refuses with 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+import itertools
+import math
+import os
+import secrets
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from ...config.model import LimitRule
+from ...config.model import KeyQuotas, LimitRule
 from ...errors import GatewayError
 from ...state import SharedState, StateUnavailable, script
 from .base import Decision
+from .concurrency import Concurrency
 from .memory import MemoryBackend
+from .quota import Quota, QuotaRefusal, has_quota
 
-__all__ = ["RedisBackend", "SharedStateUnavailable"]
+__all__ = ["LEASE_SECONDS", "RedisBackend", "SharedConcurrency", "SharedQuota", "SharedStateUnavailable"]
+
+LEASE_SECONDS = 30.0  # how long a lease outlives a replica that stopped renewing it
 
 _Item = tuple[str, float, LimitRule]
-_FIELDS = 6  # a decision's numbers, as the script returns them
+# What limits.lua reads and answers, packed: a bucket's algorithm (by its place in ORDER) and rule, and a decision.
+ORDER = ("token_bucket", "leaky_bucket", "sliding_window", "fixed_window", "warmup")
+_BUCKET = struct.Struct("<Bddddddd")
+_DECISIONS = struct.Struct("<dddddd")
+_NUMBERS = {name: n for n, name in enumerate(ORDER, 1)}
+_rules: dict[int, tuple[LimitRule, int, tuple[float, ...]]] = {}
+
+
+def _rule_bytes(rule: LimitRule, amount: float) -> bytes:
+    """A bucket's part of the script's argument. The rule's numbers are looked up once per rule object."""
+    entry = _rules.get(id(rule))
+    if entry is None or entry[0] is not rule:
+        if len(_rules) > 4096:
+            _rules.clear()
+        numbers = (rule.rate, rule.period, rule.burst or 0.0, rule.max_wait, rule.warmup, rule.cold_factor)
+        entry = _rules[id(rule)] = (rule, _NUMBERS[rule.algorithm], numbers)
+    return _BUCKET.pack(entry[1], amount, *entry[2])
 
 
 class SharedStateUnavailable(GatewayError):
@@ -54,21 +88,10 @@ class RedisBackend:
             flat = await self.state.run(self.script, self._keys(items), self._args("take", items, now))
         except StateUnavailable as exc:
             if not self.state.allow_on_error:
-                raise SharedStateUnavailable(
-                    "Rate limits cannot be checked right now (the shared state does not answer); try again"
-                ) from exc
+                raise _unavailable("Rate limits") from exc
             return self.local.take_all(items, now)
-        decisions = [
-            Decision(
-                flat[i] == b"1",
-                float(flat[i + 1]),
-                float(flat[i + 2]),
-                float(flat[i + 3]),
-                float(flat[i + 4]),
-                float(flat[i + 5]),
-            )
-            for i in range(0, len(flat), _FIELDS)
-        ]
+        numbers = _DECISIONS.iter_unpack(flat)
+        decisions = [Decision(allowed == 1.0, *rest) for allowed, *rest in numbers]
         last = decisions[-1]
         return (None if last.allowed else last), decisions
 
@@ -89,20 +112,159 @@ class RedisBackend:
         prefix = self.state.prefix + "limit:"
         return [prefix + key for key, _, _ in items]
 
-    def _args(self, mode: str, items: Sequence[_Item], now: float) -> list[str | float]:
-        args: list[str | float] = [mode, "" if self.redis_time else repr(now)]
-        for _, amount, rule in items:
-            args += (
-                rule.algorithm,
-                repr(amount),
-                repr(rule.rate),
-                repr(rule.period),
-                repr(rule.burst or 0.0),
-                repr(rule.max_wait),
-                repr(rule.warmup),
-                repr(rule.cold_factor),
-            )
-        return args
+    def _args(self, mode: str, items: Sequence[_Item], now: float) -> list[str | bytes]:
+        packed = b"".join([_rule_bytes(rule, amount) for _, amount, rule in items])
+        return [mode, "" if self.redis_time else repr(now), packed]
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.state!r}>"
+
+
+class SharedQuota(Quota):
+    """Daily and monthly quotas counted in Redis; the calendar (which UTC day and month it is, when they end) is
+    this process's, as in ``Quota``. ``local`` counts while Redis cannot answer (``on_error: allow``)."""
+
+    __slots__ = ("local", "script", "state")
+
+    def __init__(self, state: SharedState, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(clock)
+        self.state = state
+        self.script = script("quota.lua")
+        self.local = Quota(clock)
+
+    def _keys(self, key: str) -> list[str]:
+        prefix = f"{self.state.prefix}quota:{key}:"
+        return [f"{prefix}d{self._day}", f"{prefix}m{self._month}"]
+
+    def _ttls(self, now: float) -> list[str]:
+        # Kept an hour past their period's end: a replica whose clock is behind still finds them.
+        return [str(math.ceil((end - now + 3600) * 1000)) for end in (self._day_end, self._month_end)]
+
+    async def take(self, key: str, quotas: KeyQuotas, tokens: float = 0.0) -> QuotaRefusal | None:
+        if not has_quota(quotas):
+            return None
+        now = self._now()
+        limits = [
+            "" if limit is None else repr(float(limit))
+            for limit in (quotas.daily_requests, quotas.daily_tokens, quotas.monthly_requests, quotas.monthly_tokens)
+        ]
+        args = ["take", repr(tokens), *self._ttls(now), *limits]
+        try:
+            refused = await self.state.run(self.script, self._keys(key), args)
+        except StateUnavailable as exc:
+            if not self.state.allow_on_error:
+                raise _unavailable("Quotas") from exc
+            return await self.local.take(key, quotas, tokens)
+        if not refused:
+            return None
+        name = refused[0].decode()
+        end = self._day_end if name.startswith("daily") else self._month_end
+        return QuotaRefusal(name, float(refused[1]), float(refused[2]), end - now)
+
+    async def reconcile(self, key: str, *, requests: int = 0, tokens: float = 0.0) -> None:
+        now = self._now()
+        args = ["adjust", repr(float(tokens)), *self._ttls(now), str(requests)]
+        with contextlib.suppress(StateUnavailable):  # lost, as a limiter correction is (RedisBackend.adjust_all)
+            await self.state.run(self.script, self._keys(key), args)
+
+    async def seed(
+        self,
+        key: str,
+        *,
+        day_requests: int = 0,
+        day_tokens: float = 0.0,
+        month_requests: int = 0,
+        month_tokens: float = 0.0,
+    ) -> None:
+        """Once per key and day (month), whichever replica comes first: the store's counts of the period."""
+        now = self._now()
+        args = ["seed", repr(float(day_tokens)), *self._ttls(now), str(day_requests), repr(float(month_tokens))]
+        args.append(str(month_requests))
+        await self.state.run(self.script, self._keys(key), args)
+
+    def __repr__(self) -> str:
+        return f"<SharedQuota {self.state!r}>"
+
+
+class SharedConcurrency(Concurrency):
+    """Requests in flight per key across replicas. This process remembers the leases it holds (by key, in the
+    in-process counter it inherits, and their ids), renews them every third of ``LEASE_SECONDS`` in one pipeline,
+    and releases them without an await (the release is sent in the background). ``local`` counts while Redis
+    cannot answer (``on_error: allow``)."""
+
+    __slots__ = ("_held", "_renewer", "_tasks", "local", "script", "state")
+
+    def __init__(self, state: SharedState) -> None:
+        super().__init__()
+        self.state = state
+        self.script = script("concurrency.lua")
+        self.local = Concurrency()
+        self._held: dict[str, list[str]] = {}  # key -> ids of the leases this process holds
+        self._renewer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _name(self, key: str) -> str:
+        return f"{self.state.prefix}inflight:{key}"
+
+    async def acquire(self, key: str, limit: int) -> bool:
+        lease = f"{_PROCESS}:{next(_LEASES)}"
+        args = ["acquire", str(int(LEASE_SECONDS * 1000)), str(limit), lease]
+        try:
+            held = await self.state.run(self.script, [self._name(key)], args)
+        except StateUnavailable as exc:
+            if not self.state.allow_on_error:
+                raise _unavailable("Concurrency caps") from exc
+            if not self.local.try_acquire(key, limit):
+                return False
+            self._held.setdefault(key, []).append("")  # "": a local slot, released locally
+            self.try_acquire(key, 1 << 62)
+            return True
+        if held != 1:
+            return False
+        self._held.setdefault(key, []).append(lease)
+        self.try_acquire(key, 1 << 62)  # the in-process count: what this replica has in flight, for /admin/api/state
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_forever(), name="lease renewal")
+        return True
+
+    def release(self, key: str) -> None:
+        leases = self._held.get(key)
+        if not leases:
+            return
+        lease = leases.pop()
+        if not leases:
+            del self._held[key]
+        super().release(key)
+        if not lease:
+            self.local.release(key)
+            return
+        task = asyncio.get_running_loop().create_task(self._release(key, lease))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, key: str, lease: str) -> None:
+        # Not released (Redis away): the lease expires by itself within LEASE_SECONDS.
+        with contextlib.suppress(StateUnavailable):
+            await self.state.run(self.script, [self._name(key)], ["release", "0", lease])
+
+    async def _renew_forever(self) -> None:
+        while self._held:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            ttl = str(int(LEASE_SECONDS * 1000))
+            calls = [
+                self.state.run(self.script, [self._name(key)], ["renew", ttl, *(lease for lease in leases if lease)])
+                for key, leases in list(self._held.items())
+                if any(leases)
+            ]
+            await asyncio.gather(*calls, return_exceptions=True)  # one pipeline; a miss is retried next time
+
+    def __repr__(self) -> str:
+        return f"<SharedConcurrency {sum(map(len, self._held.values()))} leases held, {self.state!r}>"
+
+
+_PROCESS = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"  # lease ids say who holds them
+_LEASES = itertools.count(1)
+
+
+def _unavailable(what: str) -> SharedStateUnavailable:
+    return SharedStateUnavailable(f"{what} cannot be checked right now (the shared state does not answer); try again")
