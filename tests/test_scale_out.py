@@ -414,3 +414,59 @@ def test_three_replicas_count_one_keys_tokens_per_minute_from_real_usage(bg: Any
         for replica in replicas:
             replica.kill()
         upstream.stop()
+
+
+def test_a_key_revoked_by_the_cli_is_refused_by_every_replica_within_a_second(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], tmp_path: Path, prefix: str, pg_database: str
+) -> None:
+    """Three replicas on one PostgreSQL store: a key the CLI creates works on each of them, and once the CLI
+    revokes it, each refuses it within a second (asserted per replica)."""
+    from .conftest import _empty_postgres
+
+    asyncio.run(_empty_postgres(pg_database))
+    _, upstream = start_upstream("a")
+    config = _config(upstream, tmp_path / "unused", prefix, [])
+    config["store"] = {"database_url": pg_database}
+    config["auth"] = {"enabled": True}
+    path = _write(tmp_path / "replica.yaml", config)
+    replicas = [GatewayProcess(path, tmp_path / f"replica{n}.log") for n in range(3)]
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "modelrouter", *args, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def works(url: str, secret: str) -> bool:
+        import httpx2
+
+        headers = {"Authorization": f"Bearer {secret}"}
+        return httpx2.post(url + "/v1/chat/completions", json=CHAT, headers=headers, timeout=5).status_code == 200
+
+    try:
+        for replica in replicas:
+            replica.wait_ready()
+        secret = next(
+            line.split()[1] for line in cli("keys", "create", "team").splitlines() if line.startswith("secret:")
+        )
+        for replica in replicas:
+            wait_until(lambda r=replica: works(r.url, secret), f"the new key to work on {replica.url}", 5)
+        key_id = next(line.split()[0] for line in cli("keys", "list").splitlines() if "team" in line)
+        cli("keys", "revoke", key_id)
+        revoked = time.monotonic()
+        refused_after: dict[str, float] = {}
+        while len(refused_after) < len(replicas) and time.monotonic() - revoked < 5:
+            for replica in replicas:
+                if replica.url not in refused_after and not works(replica.url, secret):
+                    refused_after[replica.url] = time.monotonic() - revoked
+            time.sleep(0.02)
+        assert len(refused_after) == len(replicas), refused_after
+        assert max(refused_after.values()) < 1.0, refused_after
+    finally:
+        for replica in replicas:
+            replica.kill()
