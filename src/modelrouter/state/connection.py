@@ -117,7 +117,8 @@ class SharedState:
         for (*_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue  # the request that asked is gone (cancelled)
-            if isinstance(result, Exception):
+            if isinstance(result, Exception):  # e.g. OOM, or a script error: counted, Redis itself answers
+                self._failed(None)
                 future.set_exception(StateUnavailable(f"Redis refused the call: {result}"))
             else:
                 future.set_result(result)
