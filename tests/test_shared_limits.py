@@ -217,3 +217,18 @@ async def test_a_dead_replicas_leases_expire_and_a_live_ones_are_renewed(
     alive.release("k")
     await _settle()
     assert await other.acquire("k", 2)
+
+
+# --- admin login throttling --------------------------------------------------------------------------------------
+
+
+async def test_login_attempts_count_for_every_replica(state: SharedState) -> None:
+    from modelrouter.admin.ratelimit import SharedAttemptLimiter
+
+    one, two = SharedAttemptLimiter(state), SharedAttemptLimiter(state)
+    limits = (("user:admin ip:10.0.0.1", 3), ("all", 100))
+    assert [await (one if n % 2 else two).attempt(*limits) for n in range(3)] == [None, None, None]
+    wait = await one.attempt(*limits)  # the fourth, on either replica
+    assert wait is not None
+    assert 59 < wait <= 60
+    assert await two.attempt(("user:admin ip:10.0.0.2", 3), ("all", 100)) is None  # another address is not throttled

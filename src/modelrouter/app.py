@@ -62,8 +62,7 @@ class Gateway:
         self.front = FrontDoor(self.pipeline, Bundle.plain(config, table), startup=self.startup, shutdown=self.shutdown)
         self._config_keys: list[Principal] = []
         self._store_keys: list[Principal] = []
-        # State carried from one bundle to the next: the key ring (the store poll refreshes it in place) and what
-        # admission control counts.
+        # Carried from one bundle to the next: the key ring (refreshed in place by the store poll), admission counts.
         self._keyring: KeyRing | None = None
         self._admission: AdmissionState | None = None
         self.state_config = config.state  # as started with: a reload that changes it is reported, not applied
@@ -77,6 +76,7 @@ class Gateway:
             trusted_proxies=lambda: self.front.bundle.trusted_proxies,
             control_getter=lambda: self.control,
             live_state=self.live_state,
+            shared=self.shared_state,
         )
         self.front.openapi = openapi_json
         self._refresher: asyncio.Task[None] | None = None

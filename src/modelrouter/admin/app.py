@@ -34,11 +34,12 @@ from .http import (
     send_error,
     send_json,
 )
-from .ratelimit import AttemptLimiter
+from .ratelimit import AttemptLimiter, SharedAttemptLimiter
 from .routes import ROUTES
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
     from ..control.source import ConfigControl
+    from ..state import SharedState
     from ..store import Store
 
 __all__ = ["AdminApp"]
@@ -52,7 +53,8 @@ class AdminApp:
 
     ``trusted_proxies`` (a getter, like the others) decides whether X-Forwarded-For is believed for the client IP
     that login throttling and the audit log use; pass the gateway's ``auth.trusted_proxies``. ``clock`` (unix
-    seconds) exists for tests: it dates tokens' ``expires_at`` and paces login throttling."""
+    seconds) exists for tests: it dates tokens' ``expires_at`` and paces login throttling. ``shared``: the Redis
+    that login throttling counts in (``state.backend: redis``)."""
 
     def __init__(
         self,
@@ -63,6 +65,7 @@ class AdminApp:
         control_getter: Callable[[], ConfigControl | None] = lambda: None,
         live_state: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
+        shared: SharedState | None = None,
     ) -> None:
         self._control_getter = control_getter
         self._live_state = live_state
@@ -70,7 +73,8 @@ class AdminApp:
         self._config_getter = config_getter
         self._trusted_proxies = trusted_proxies
         self._clock = clock
-        self._login_limiter = AttemptLimiter(clock)
+        # state.backend: redis - login attempts count for every replica together.
+        self._login_limiter = AttemptLimiter(clock) if shared is None else SharedAttemptLimiter(shared)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

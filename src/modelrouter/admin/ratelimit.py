@@ -8,16 +8,21 @@ that the password hash (argon2id, the expensive part) can be made to do by many 
 left to refuse a correct password from an address of its own, and only while the whole process is being flooded.
 
 A sliding log (the times of recent attempts) rather than a token bucket: the limit reads as "N per minute", and the
-Retry-After it gives is exact. Per process is enough for its purpose, slowing down password guessing: with several
-replicas a guesser gets N per minute from each, still far too few for a password worth the name."""
+Retry-After it gives is exact. Counted in this process, or with ``state.backend: redis`` in Redis for every replica
+(``SharedAttemptLimiter``, the same log as a sorted set per key): N replicas must not mean N times the guesses."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["AttemptLimiter", "retry_after_header"]
+from ..state import SharedState, StateUnavailable, script
+
+__all__ = ["AttemptLimiter", "SharedAttemptLimiter", "retry_after_header"]
 
 
 class AttemptLimiter:
@@ -51,6 +56,10 @@ class AttemptLimiter:
             self._attempts.setdefault(key, deque()).append(now)
         return None
 
+    async def attempt(self, *limits: tuple[str, int]) -> float | None:
+        """``check``, as the shared limiter is called."""
+        return self.check(*limits)
+
     def _sweep(self, now: float) -> None:
         """Forget keys without recent attempts, so guessing many usernames does not grow memory forever."""
         if now - self._last_sweep < self._window:
@@ -67,6 +76,30 @@ class AttemptLimiter:
 
     def __repr__(self) -> str:
         return f"<AttemptLimiter {len(self._attempts)} key(s) in a {self._window:g}s window>"
+
+
+class SharedAttemptLimiter(AttemptLimiter):
+    """The same throttle over Redis (its clock, its sorted sets). While Redis cannot answer, this process's own log
+    counts (``on_error: allow``) or every attempt is refused for a second (``deny``): login is the one place a
+    guesser gains from an open door."""
+
+    def __init__(self, state: SharedState, window: float = 60.0) -> None:
+        super().__init__(time.monotonic, window)
+        self.state = state
+        self.script = script("attempts.lua")
+
+    async def attempt(self, *limits: tuple[str, int]) -> float | None:
+        keys = [f"{self.state.prefix}login:{key}" for key, _ in limits]
+        args = [str(int(self._window * 1000)), f"{_PROCESS}:{next(_ATTEMPTS)}", *(str(limit) for _, limit in limits)]
+        try:
+            wait_ms = await self.state.run(self.script, keys, args)
+        except StateUnavailable:
+            return self.check(*limits) if self.state.allow_on_error else 1.0
+        return None if not wait_ms else int(wait_ms) / 1000
+
+
+_PROCESS = secrets.token_hex(6)
+_ATTEMPTS = itertools.count(1)
 
 
 def _expire(times: deque[float], before: float) -> None:

@@ -29,7 +29,7 @@ async def login(call: Call, body: Credentials) -> Reply:
     # expensive part, and what a guesser is after).
     limit = call.config.login_attempts_per_minute
     ip = call.request.client_ip
-    wait = call.login_limiter.check(
+    wait = await call.login_limiter.attempt(
         (f"user:{username} ip:{ip}", limit),
         (f"ip:{ip}", limit * PER_ADDRESS),
         ("all", limit * GLOBAL),
