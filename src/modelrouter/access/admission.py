@@ -142,10 +142,7 @@ class Accounting:
             items.append((f"{_tag(rule)}|instance:{instance_id}", 1.0, rule))
         if not items:
             return None
-        if self.limiter.in_process:
-            refusal, decisions = self.limiter.check_now(items)
-        else:
-            refusal, decisions = await self.limiter.check(items)
+        refusal, decisions = await self.limiter.check(items)
         if refusal is None:
             return None
         rule = items[len(decisions) - 1][2]
@@ -226,10 +223,10 @@ class Accounting:
                 # A token estimate larger than the bucket could never pass; it then waits for a full bucket
                 # instead (real usage is reconciled afterwards either way).
                 items.append((bucket, 1.0 if token_cap == 0.0 else min(estimate, token_cap), rule))
-            if self.limiter.in_process:
-                refusal, decisions = self.limiter.check_now(items)
-            else:
+            if self.limiter.shared:
                 refusal, decisions = await self.limiter.check(items)
+            else:  # without a coroutine per request
+                refusal, decisions = self.limiter.check_now(items)
             if refusal is not None:
                 rule = items[len(decisions) - 1][2]  # decisions end with the refusing bucket's
                 self._refused(rule.scope)
@@ -268,10 +265,10 @@ class Accounting:
         return ticket
 
     def _reconcile(self, items: list[_Item]) -> None:
-        if self.limiter.in_process:
-            self.limiter.reconcile_now(items)
-        else:
+        if self.limiter.shared:
             _run_now(self.limiter.reconcile(items), shared=True)
+        else:
+            self.limiter.reconcile_now(items)
 
     async def _give_back(self, ticket: Ticket, items: list[_Item]) -> None:
         self._reconcile([(key, -cost, rule) for key, cost, rule in items])

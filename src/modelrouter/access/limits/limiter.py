@@ -52,10 +52,6 @@ class Limiter:
         backend: Any = self.backend
         backend.adjust_all(items, self.clock())
 
-    @property
-    def in_process(self) -> bool:
-        return not self.shared
-
     async def reconcile(self, items: Sequence[tuple[str, float, LimitRule]]) -> None:
         """Apply signed corrections ``(key, delta, rule)``: real usage minus what was taken (positive: more was
         used, the bucket may go into debt; negative: a refund, never beyond a full bucket)."""

@@ -210,20 +210,16 @@ class SharedConcurrency(Concurrency):
         lease = f"{_PROCESS}:{next(_LEASES)}"
         args = ["acquire", str(int(LEASE_SECONDS * 1000)), str(limit), lease]
         try:
-            held = await self.state.run(self.script, [self._name(key)], args)
+            held = await self.state.run(self.script, [self._name(key)], args) == 1
         except StateUnavailable as exc:
             if not self.state.allow_on_error:
                 raise _unavailable("Concurrency caps") from exc
-            if not self.local.try_acquire(key, limit):
-                return False
-            self._held.setdefault(key, []).append("")  # "": a local slot, released locally
-            self.try_acquire(key, 1 << 62)
-            return True
-        if held != 1:
+            held, lease = self.local.try_acquire(key, limit), ""  # "": a local slot, released locally
+        if not held:
             return False
         self._held.setdefault(key, []).append(lease)
         self.try_acquire(key, 1 << 62)  # the in-process count: what this replica has in flight, for /admin/api/state
-        if self._renewer is None or self._renewer.done():
+        if lease and (self._renewer is None or self._renewer.done()):
             self._renewer = asyncio.get_running_loop().create_task(self._renew_forever(), name="lease renewal")
         return True
 
