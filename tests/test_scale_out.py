@@ -238,7 +238,8 @@ def test_redis_down_then_back(
             "services": {"chat": {"instances": [{"name": "m", "base_url": upstream}]}},
         }
     )
-    assert [_chat_status(gw.url) for _ in range(4)] == [200, 200, 200, 429]
+    # Not up to the limit: a refusal is remembered for a while (it would hold with Redis down too).
+    assert [_chat_status(gw.url) for _ in range(2)] == [200, 200]
     private_redis.stop()
     during = [_chat_status(gw.url) for _ in range(5)]
     if on_error == "allow":

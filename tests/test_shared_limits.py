@@ -48,6 +48,19 @@ async def state() -> AsyncIterator[SharedState]:
     await shared.aclose()
 
 
+def counting(state: SharedState, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of calls in each pipeline ``state`` sends, from now on."""
+    calls: list[int] = []
+    execute = state._execute
+
+    async def counted(batch: Any) -> Any:
+        calls.append(len(batch))
+        return await execute(batch)
+
+    monkeypatch.setattr(state, "_execute", counted)
+    return calls
+
+
 def rules(algorithm: LimitAlgorithm) -> list[LimitRule]:
     base: dict[str, Any] = {"scope": "key", "algorithm": algorithm}
     variants = [
@@ -66,7 +79,7 @@ def rules(algorithm: LimitAlgorithm) -> list[LimitRule]:
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 async def test_the_script_decides_as_the_algorithms_do(state: SharedState, algorithm: LimitAlgorithm) -> None:
     rng = random.Random(f"shared-{algorithm}")
-    shared = RedisBackend(state, redis_time=False)
+    shared = RedisBackend(state, redis_time=False, leases=False)
     reference = MemoryBackend()
     for n, rule in enumerate(rules(algorithm)):
         now = 1_700_000_000.0 + rng.random()
@@ -87,7 +100,7 @@ async def test_the_script_decides_as_the_algorithms_do(state: SharedState, algor
 
 
 async def test_all_limits_or_none_inside_one_call(state: SharedState) -> None:
-    shared = RedisBackend(state, redis_time=False)
+    shared = RedisBackend(state, redis_time=False, leases=False)
     wide = LimitRule(scope="global", rate=10, period=60)
     narrow = LimitRule(scope="key", rate=2, period=60, algorithm="fixed_window")
     items = [("g", 1.0, wide), ("k", 1.0, narrow)]
@@ -102,16 +115,9 @@ async def test_all_limits_or_none_inside_one_call(state: SharedState) -> None:
 
 
 async def test_one_tick_of_requests_is_one_round_trip(state: SharedState, monkeypatch: pytest.MonkeyPatch) -> None:
-    shared = RedisBackend(state, redis_time=False)
+    shared = RedisBackend(state, redis_time=False, leases=False)
     rule = LimitRule(scope="global", rate=1000, period=60, algorithm="fixed_window")
-    pipelines: list[int] = []
-    execute = state._execute
-
-    async def counting(calls: Any) -> Any:
-        pipelines.append(len(calls))
-        return await execute(calls)
-
-    monkeypatch.setattr(state, "_execute", counting)
+    pipelines = counting(state, monkeypatch)
     limiter = Limiter(shared, clock=lambda: 1_700_000_010.0)
     results = await asyncio.gather(*(limiter.check([("g", 1.0, rule)]) for _ in range(50)))
     assert all(refusal is None for refusal, _ in results)

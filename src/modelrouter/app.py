@@ -375,6 +375,8 @@ class Gateway:
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.shared_state is not None:
+            if self._admission is not None:
+                await self._admission.aclose()
             await self.shared_state.aclose()
         if self.store is not None:
             await self.store.close()

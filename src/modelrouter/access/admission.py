@@ -102,6 +102,12 @@ class AdmissionState:
         self.concurrency = Concurrency() if shared is None else SharedConcurrency(shared)
         self.quota = Quota() if shared is None else SharedQuota(shared)
 
+    async def aclose(self) -> None:
+        """At shutdown: give back the units leased ahead from shared buckets."""
+        backend = self.limiter.backend
+        if isinstance(backend, RedisBackend):
+            await backend.aclose()
+
 
 class Accounting:
     """Admission control for one config: its rules, and the plans worked out from them, over the carried-over

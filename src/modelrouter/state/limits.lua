@@ -3,21 +3,26 @@
 -- the same name there, and tests/test_shared_limits.py checks the two give the same decisions.
 --
 -- KEYS: the buckets.  ARGV[1]: "take" | "adjust".  ARGV[2]: now in seconds, or "" for Redis TIME (so that every
--- replica counts on one clock).  ARGV[3]: per bucket, packed little-endian (struct "<Bddddddd"): the algorithm's
--- number (ORDER below), the amount (the cost of a take, the signed delta of an adjust), rate, period, burst (0:
--- none), max_wait, warmup, cold_factor. Binary rather than text: formatting and parsing decimal numbers was most
--- of the script's time, and of the client's.
+-- replica counts on one clock).  ARGV[3]: per bucket, packed little-endian (struct "<Bdddddddd"): the algorithm's
+-- number (ORDER below), the amount (the cost of a take, the signed delta of an adjust), the lease wanted (units
+-- to take ahead, 0: none), rate, period, burst (0: none), max_wait, warmup, cold_factor. Binary rather than
+-- text: formatting and parsing decimal numbers was most of the script's time, and of the client's.
 --
 -- take: every bucket is taken in order; at the first refusal the earlier takes are given back and nothing after
 -- it is touched (all limits or none), exactly as the in-process Limiter does. Returns one decision per bucket
--- taken (the refusal last), packed as 6 doubles each: allowed (1/0), remaining, limit, retry_after, reset_after,
--- wait (Redis would truncate Lua numbers to integers).
+-- taken (the refusal last), packed as 7 doubles each: allowed (1/0), remaining, limit, retry_after, reset_after,
+-- wait, and the lease granted (Redis would truncate Lua numbers to integers).
+-- A lease (access/limits/leases.py) is taken after an admitted amount, and only from what is left beyond a
+-- quarter of the limit, an eighth of that at most: near its limit a bucket grants none, so there every admission
+-- is decided here, one at a time.
 -- adjust: applies every delta (reconciling a token estimate, refunding a take); returns nothing.
 --
 -- A bucket's state is one string: its algorithm's number and its fields as doubles, kept with an expiry (SET PX).
 
 local EPS = 1e-9
 local INF = math.huge
+local LEASE_FLOOR = 0.25  -- no lease from the last quarter of a limit
+local LEASE_SHARE = 0.125  -- a lease is at most this share of what is left above that
 
 local function floordiv(a, b)
   -- Python's float floor division (a // b), for window starts that agree with the reference to the last bit.
@@ -343,13 +348,16 @@ local packed = ARGV[3]
 local buckets = {}
 local at = 1
 for i = 1, #KEYS do
-  local alg, amount, rate, period, burst, max_wait, warmup_s, cold_factor
-  alg, amount, rate, period, burst, max_wait, warmup_s, cold_factor, at = struct.unpack("<Bddddddd", packed, at)
+  local alg, amount, extra, rate, period, burst, max_wait, warmup_s, cold_factor
+  alg, amount, extra, rate, period, burst, max_wait, warmup_s, cold_factor, at =
+    struct.unpack("<Bdddddddd", packed, at)
   if ALGORITHMS[alg] == nil then return redis.error_reply("unknown algorithm " .. tostring(alg)) end
   buckets[i] = {
     key = KEYS[i],
     alg = alg,
     amount = amount,
+    extra = extra,
+    granted = 0,
     rule = {rate = rate, period = period, burst = burst, max_wait = max_wait, warmup = warmup_s, cold_factor = cold_factor},
   }
 end
@@ -381,7 +389,18 @@ for i, b in ipairs(buckets) do
   local s = state_of(b)
   local d
   s.value, d = ALGORITHMS[b.alg].take(s.value, b.amount, now, b.rule)
-  decisions[i] = struct.pack("<dddddd", d[1], d[2], d[3], d[4], d[5], d[6])
+  if d[1] == 1 and b.extra >= 1 and d[6] == 0 then
+    local lease = math.min(b.extra, math.floor((d[2] - LEASE_FLOOR * d[3]) * LEASE_SHARE))
+    if lease >= 1 then
+      local after
+      s.value, after = ALGORITHMS[b.alg].take(s.value, lease, now, b.rule)
+      if after[1] == 1 and after[6] == 0 then
+        b.granted = lease
+        d = after
+      end
+    end
+  end
+  decisions[i] = struct.pack("<ddddddd", d[1], d[2], d[3], d[4], d[5], d[6], b.granted)
   taken = i
   if d[1] == 0 then
     refused = true
@@ -392,7 +411,7 @@ if refused then
   for i = 1, taken - 1 do
     local b = buckets[i]
     local s = state_of(b)
-    s.value = ALGORITHMS[b.alg].adjust(s.value, -b.amount, now, b.rule)
+    s.value = ALGORITHMS[b.alg].adjust(s.value, -(b.amount + b.granted), now, b.rule)
   end
 end
 for i = 1, taken do

@@ -33,6 +33,7 @@ from ...errors import GatewayError
 from ...state import SharedState, StateUnavailable, script
 from .base import Decision
 from .concurrency import Concurrency
+from .leases import Leases, Plan
 from .memory import MemoryBackend
 from .quota import Quota, QuotaRefusal, has_quota
 
@@ -41,15 +42,16 @@ __all__ = ["LEASE_SECONDS", "RedisBackend", "SharedConcurrency", "SharedQuota", 
 LEASE_SECONDS = 30.0  # how long a lease outlives a replica that stopped renewing it
 
 _Item = tuple[str, float, LimitRule]
+_Ask = tuple[str, float, float, LimitRule]  # key, amount, lease wanted, rule
 # What limits.lua reads and answers, packed: a bucket's algorithm (by its place in ORDER) and rule, and a decision.
 ORDER = ("token_bucket", "leaky_bucket", "sliding_window", "fixed_window", "warmup")
-_BUCKET = struct.Struct("<Bddddddd")
-_DECISIONS = struct.Struct("<dddddd")
+_BUCKET = struct.Struct("<Bdddddddd")
+_DECISIONS = struct.Struct("<ddddddd")
 _NUMBERS = {name: n for n, name in enumerate(ORDER, 1)}
 _rules: dict[int, tuple[LimitRule, int, tuple[float, ...]]] = {}
 
 
-def _rule_bytes(rule: LimitRule, amount: float) -> bytes:
+def _rule_bytes(rule: LimitRule, amount: float, extra: float) -> bytes:
     """A bucket's part of the script's argument. The rule's numbers are looked up once per rule object."""
     entry = _rules.get(id(rule))
     if entry is None or entry[0] is not rule:
@@ -57,7 +59,7 @@ def _rule_bytes(rule: LimitRule, amount: float) -> bytes:
             _rules.clear()
         numbers = (rule.rate, rule.period, rule.burst or 0.0, rule.max_wait, rule.warmup, rule.cold_factor)
         entry = _rules[id(rule)] = (rule, _NUMBERS[rule.algorithm], numbers)
-    return _BUCKET.pack(entry[1], amount, *entry[2])
+    return _BUCKET.pack(entry[1], amount, extra, *entry[2])
 
 
 class SharedStateUnavailable(GatewayError):
@@ -72,34 +74,94 @@ class SharedStateUnavailable(GatewayError):
 
 
 class RedisBackend:
-    """``redis_time=False`` uses the ``now`` the limiter passes instead of Redis's clock (tests compare the script
-    with the in-process algorithms at chosen times)."""
+    """Buckets in Redis, with leases (``leases.py``) so that a busy bucket far from its limit is mostly taken from
+    in this process. ``leases=False`` sends every take to Redis; ``redis_time=False`` uses the ``now`` the limiter
+    passes instead of Redis's clock (tests compare the script with the in-process algorithms at chosen times).
+    ``clock`` is the limiter's: it times the leases, and ends them."""
 
-    __slots__ = ("local", "redis_time", "script", "state")
+    __slots__ = ("_returner", "clock", "leases", "local", "redis_time", "script", "state")
 
-    def __init__(self, state: SharedState, *, redis_time: bool = True) -> None:
+    def __init__(
+        self,
+        state: SharedState,
+        *,
+        redis_time: bool = True,
+        leases: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.state = state
         self.script = script("limits.lua")
         self.redis_time = redis_time
+        self.clock = clock
+        self.leases = Leases() if leases else None
         self.local = MemoryBackend()  # on_error: allow - the buckets used while Redis cannot answer
+        self._returner: asyncio.Task[None] | None = None
 
     async def take_all(self, items: Sequence[_Item], now: float) -> tuple[Decision | None, list[Decision]]:
+        leases = self.leases
+        if leases is None:
+            asks = [(key, cost, 0.0, rule) for key, cost, rule in items]
+            return _decided(await self._take(asks, items, now))
+        plan = leases.plan(items, now)
+        if not isinstance(plan, Plan):
+            return plan
+        answers = await self._take(plan.asks, items, now, plan)
+        if isinstance(answers, tuple):
+            return answers
+        result = leases.settle(items, plan, answers, now)
+        if leases and (self._returner is None or self._returner.done()):
+            self._returner = asyncio.get_running_loop().create_task(self._return_forever(), name="lease returns")
+        return result
+
+    async def _take(
+        self, asks: list[_Ask], items: Sequence[_Item], now: float, plan: Plan | None = None
+    ) -> list[tuple[Decision, float]] | tuple[Decision | None, list[Decision]]:
+        """Redis's answers to ``asks``; when Redis cannot answer, the request's answer from this process's
+        buckets (``on_error: allow``), or SharedStateUnavailable."""
         try:
-            flat = await self.state.run(self.script, self._keys(items), self._args("take", items, now))
+            flat = await self.state.run(self.script, self._keys(asks), self._args("take", asks, now))
         except StateUnavailable as exc:
+            if plan is not None:
+                assert self.leases is not None
+                self.leases.cancel(items, plan)
             if not self.state.allow_on_error:
                 raise _unavailable("Rate limits") from exc
             return self.local.take_all(items, now)
-        numbers = _DECISIONS.iter_unpack(flat)
-        decisions = [Decision(allowed == 1.0, *rest) for allowed, *rest in numbers]
-        last = decisions[-1]
-        return (None if last.allowed else last), decisions
+        return [(Decision(allowed == 1.0, *rest), granted) for allowed, *rest, granted in _DECISIONS.iter_unpack(flat)]
 
     async def adjust_all(self, items: Sequence[_Item], now: float) -> None:
+        if self.leases is not None:
+            items = self.leases.adjust(items, now)
+        if items:
+            await self._adjust(items, now)
+
+    async def _adjust(self, items: Sequence[_Item], now: float) -> None:
         # A correction Redis misses is lost (the request it corrects may have been counted there): applying it to
         # this process's buckets, which never counted that request, would be wrong twice.
+        asks = [(key, delta, 0.0, rule) for key, delta, rule in items]
         with contextlib.suppress(StateUnavailable):
-            await self.state.run(self.script, self._keys(items), self._args("adjust", items, now))
+            await self.state.run(self.script, self._keys(asks), self._args("adjust", asks, now))
+
+    async def _return_forever(self) -> None:
+        """Give back what ended leases hold, every half lease lifetime, while there are leases."""
+        leases = self.leases
+        assert leases is not None
+        while leases:
+            await asyncio.sleep(leases.seconds / 2)
+            now = self.clock()
+            owed = leases.expired(now)
+            if owed:
+                await self._adjust(owed, now)
+
+    async def aclose(self) -> None:
+        """Give back every lease (at shutdown: another replica can use the units at once)."""
+        if self._returner is not None:
+            self._returner.cancel()
+            await asyncio.gather(self._returner, return_exceptions=True)
+        if self.leases is not None:
+            owed = self.leases.drain()
+            if owed:
+                await self._adjust(owed, self.clock())
 
     async def take(self, key: str, cost: float, now: float, rule: LimitRule) -> Decision:
         _, decisions = await self.take_all([(key, cost, rule)], now)
@@ -108,16 +170,27 @@ class RedisBackend:
     async def adjust(self, key: str, delta: float, now: float, rule: LimitRule) -> None:
         await self.adjust_all([(key, delta, rule)], now)
 
-    def _keys(self, items: Sequence[_Item]) -> list[str]:
+    def _keys(self, asks: Sequence[_Ask]) -> list[str]:
         prefix = self.state.prefix + "limit:"
-        return [prefix + key for key, _, _ in items]
+        return [prefix + ask[0] for ask in asks]
 
-    def _args(self, mode: str, items: Sequence[_Item], now: float) -> list[str | bytes]:
-        packed = b"".join([_rule_bytes(rule, amount) for _, amount, rule in items])
+    def _args(self, mode: str, asks: Sequence[_Ask], now: float) -> list[str | bytes]:
+        packed = b"".join([_rule_bytes(rule, amount, extra) for _, amount, extra, rule in asks])
         return [mode, "" if self.redis_time else repr(now), packed]
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {self.state!r}>"
+        leases = "" if self.leases is None else f", {len(self.leases)} leases"
+        return f"<RedisBackend {self.state!r}{leases}>"
+
+
+def _decided(
+    answers: list[tuple[Decision, float]] | tuple[Decision | None, list[Decision]],
+) -> tuple[Decision | None, list[Decision]]:
+    if isinstance(answers, tuple):
+        return answers
+    decisions = [decision for decision, _ in answers]
+    last = decisions[-1]
+    return (None if last.allowed else last), decisions
 
 
 class SharedQuota(Quota):
