@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from modelrouter.config.model import StoreConfig
+from modelrouter.config.model import StateConfig, StoreConfig
+from modelrouter.state import SharedState
 
 from .fakes import FakeOllama, FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer, UpstreamServer
@@ -139,3 +140,28 @@ def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
     url: str = request.getfixturevalue("pg_database")  # only now: SQLite-only runs need no server
     asyncio.run(_empty_postgres(url))
     return StoreConfig(database_url=url)
+
+
+# --- Redis: the machine's, 127.0.0.1:6379 ---------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("MODELROUTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+async def _redis_or_skip(state: SharedState) -> None:
+    try:
+        await state.redis.ping()
+    except Exception as exc:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"CI=true and no Redis at {REDIS_URL}: {exc!r}") from exc
+        pytest.skip(f"no Redis at {REDIS_URL}")
+
+
+@pytest.fixture
+async def state() -> AsyncIterator[SharedState]:
+    # A prefix of its own per test: tests share the machine's Redis with each other and with whatever else runs.
+    shared = SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=f"mrtest:{secrets.token_hex(6)}:"))
+    await _redis_or_skip(shared)
+    yield shared
+    async for key in shared.redis.scan_iter(match=shared.prefix + "*"):
+        await shared.redis.delete(key)
+    await shared.aclose()

@@ -16,7 +16,8 @@ from modelrouter.access.limits.leases import Leases
 from modelrouter.access.limits.shared import RedisBackend
 from modelrouter.config.model import LimitRule, StateConfig
 from modelrouter.state import SharedState
-from tests.test_shared_limits import REDIS_URL, _redis_or_skip, counting
+from tests.conftest import REDIS_URL, _redis_or_skip
+from tests.test_shared_limits import counting
 
 
 class Clock:

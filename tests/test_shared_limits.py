@@ -5,10 +5,7 @@ calls of one tick share a pipeline; and Redis that does not answer gives what st
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,28 +21,7 @@ from modelrouter.access.limits.shared import (
 from modelrouter.config.model import KeyQuotas, LimitAlgorithm, LimitRule, StateConfig
 from modelrouter.state import SharedState
 
-REDIS_URL = os.environ.get("MODELROUTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ALGORITHMS: tuple[LimitAlgorithm, ...] = ("token_bucket", "leaky_bucket", "sliding_window", "fixed_window", "warmup")
-
-
-async def _redis_or_skip(state: SharedState) -> None:
-    try:
-        await state.redis.ping()
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            raise AssertionError(f"CI=true and no Redis at {REDIS_URL}: {exc!r}") from exc
-        pytest.skip(f"no Redis at {REDIS_URL}")
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[SharedState]:
-    # A prefix of its own per test: tests share the machine's Redis with each other and with whatever else runs.
-    shared = SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=f"mrtest:{secrets.token_hex(6)}:"))
-    await _redis_or_skip(shared)
-    yield shared
-    async for key in shared.redis.scan_iter(match=shared.prefix + "*"):
-        await shared.redis.delete(key)
-    await shared.aclose()
 
 
 def counting(state: SharedState, monkeypatch: pytest.MonkeyPatch) -> list[int]:

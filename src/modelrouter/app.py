@@ -7,6 +7,7 @@ telemetry and the admin API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -41,6 +42,7 @@ from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
 
 if TYPE_CHECKING:
+    from .state.machines import SQLiteClaim
     from .store import Store
 
 __all__ = ["Gateway", "create_app"]
@@ -80,6 +82,9 @@ class Gateway:
         )
         self.front.openapi = openapi_json
         self._refresher: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None  # PostgreSQL: changes pushed (store/changes.py)
+        self._store_changed = asyncio.Event()
+        self._sqlite_claim: SQLiteClaim | None = None  # state.backend redis with a SQLite store
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
         self._opening = False  # the store is being opened in the background
@@ -253,10 +258,12 @@ class Gateway:
 
     async def _poll_store(self, store: Store) -> None:
         """Poll the store for what other processes change: the key version (a key created, disabled or revoked
-        by the CLI, the admin API or another replica is honoured within ``store.refresh_interval``) and, in store
-        mode, the newest config version."""
+        by the CLI, the admin API or another replica is honoured within ``store.refresh_interval``, and on
+        PostgreSQL as soon as it is announced) and, in store mode, the newest config version."""
         version = -1
+        changed = self._store_changed
         while True:
+            changed.clear()
             try:
                 current = await store.keys_version()
                 if current != version:
@@ -269,7 +276,8 @@ class Gateway:
                     await self.control.refresh()
             except Exception as exc:  # the store is down: keep what we have, try again
                 log.warning("could not refresh keys or config from the store: %s", exc)
-            await asyncio.sleep(self.config.store.refresh_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.config.store.refresh_interval)
 
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
@@ -297,11 +305,24 @@ class Gateway:
         # The store package is light; Store itself (and SQLAlchemy) loads here, when a store is wanted.
         self.store = store = await persistence.Store.open(self.config.store)
         log.info("store: %r", store)
+        if self.shared_state is not None and not store.pushes:  # SQLite, with replicas perhaps elsewhere
+            from .state.machines import SQLiteClaim
+
+            self._sqlite_claim = SQLiteClaim(self.shared_state, persistence.Store.location(self.config.store))
+            try:
+                await self._sqlite_claim.take()
+            except Exception:
+                await store.close()
+                self.store = None
+                raise
         if self.control is not None:
             await self.control.start(store)  # store mode: the newest stored version replaces the seed
         # Before log redaction is installed: custom patterns must not mask the one-time password.
         await ensure_first_admin(store)
         self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
+        if store.pushes:
+            listen = store.listen(lambda _what: self._store_changed.set())
+            self._listener = asyncio.get_running_loop().create_task(listen, name="store changes")
         retention = lambda: (self.config.usage.retention_days, self.config.admin.audit_retention_days)  # noqa: E731
         self._pruner = asyncio.get_running_loop().create_task(prune_forever(store, retention), name="store prune")
 
@@ -368,7 +389,9 @@ class Gateway:
         if self._publisher is not None:
             self._publisher.cancel()
         self.telemetry.close()
-        for task in (self._refresher, self._pruner):
+        if self._sqlite_claim is not None:
+            self._sqlite_claim.stop()
+        for task in (self._listener, self._refresher, self._pruner):
             if task is not None:
                 task.cancel()  # a prune stopped between or within a batch leaves only fewer rows to delete
                 await asyncio.gather(task, return_exceptions=True)

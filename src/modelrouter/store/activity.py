@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .base import StoreBase
+from .changes import announce
 from .records import (
     USAGE_FIELDS,
     AuditRecord,
@@ -170,6 +171,7 @@ class ActivityStore(StoreBase):
                     )
                 )
                 row = (await conn.execute(config_versions.select().where(config_versions.c.id == version_id))).one()
+                await announce(conn, "config")
         except sa.exc.IntegrityError:
             raise StaleVersionError(None if based_on is ANY else based_on, None) from None
         return ConfigVersion(**row._mapping)

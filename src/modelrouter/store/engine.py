@@ -13,7 +13,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ..config.model import StoreConfig
 from .records import StoreError
 
-__all__ = ["HEAD_REVISION", "WRITE", "create_engine", "database_url", "has_schema", "location", "migrate"]
+__all__ = [
+    "HEAD_REVISION",
+    "WRITE",
+    "check_sqlite_file",
+    "create_engine",
+    "database_url",
+    "has_schema",
+    "location",
+    "migrate",
+    "network_filesystem",
+]
 
 # The newest migration's revision (tests/test_store.py checks it against the scripts). A database already there is
 # opened without importing Alembic, which would otherwise stay in every gateway's memory (~12 MB) for nothing.
@@ -34,6 +44,42 @@ _ASYNC_DRIVERS = {
     "postgresql": "postgresql+asyncpg",
     "sqlite": "sqlite+aiosqlite",
 }
+
+
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "afs", "fuse.sshfs", "fuse.s3fs"}
+)
+
+
+def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the network filesystem ``path`` is on (from /proc/mounts), or None (local, or not Linux)."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None
+    best, kind = "", None
+    target = str(path)
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2]
+    return kind if kind in NETWORK_FILESYSTEMS else None
+
+
+def check_sqlite_file(database: Path) -> None:
+    """Refuse a SQLite file on a network filesystem."""
+    kind = network_filesystem(database.resolve().parent)
+    if kind is not None:
+        raise StoreError(
+            f"the SQLite store {database} is on a network filesystem ({kind}): SQLite's locking does not work "
+            "across machines and databases get corrupted. Use store.database_url (PostgreSQL) for replicas on "
+            "several machines, or keep the SQLite file on a local disk"
+        )
 
 
 def database_url(config: StoreConfig, *, create: bool = True) -> sa.URL:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..access.keys import hash_secret, new_secret, prefix_of
 from ..config.model import SERVICE_NAMES, KeyQuotas, LimitRule
 from .base import StoreBase
+from .changes import announce
 from .records import ConflictError, KeyRecord, NotFoundError, StoreError
 from .schema import KEYS_VERSION, api_keys, meta
 
@@ -146,6 +147,7 @@ class KeyStore(StoreBase):
 
 async def _bump_keys_version(conn: AsyncConnection) -> None:
     await conn.execute(meta.update().where(meta.c.name == KEYS_VERSION).values(value=meta.c.value + 1))
+    await announce(conn, "keys")
 
 
 async def _get(conn: AsyncConnection, where: sa.ColumnElement[bool]) -> KeyRecord | None:

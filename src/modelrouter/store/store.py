@@ -13,19 +13,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..config.model import StoreConfig
 from .activity import ActivityStore
 from .admins import AdminStore
-from .engine import create_engine, database_url, has_schema, location, migrate
+from .changes import ChangeFeed
+from .engine import check_sqlite_file, create_engine, database_url, has_schema, location, migrate
 from .keys import KeyStore
 from .records import NoStoreError, StoreError
 
 __all__ = ["Store"]
 
 
-class Store(KeyStore, AdminStore, ActivityStore):
+class Store(KeyStore, AdminStore, ActivityStore, ChangeFeed):
     """Keys, admin users and tokens, usage, audit log and config versions, in SQLite or PostgreSQL.
 
     Safe to use from several processes at once (the gateway, the CLI, replicas): every write is one transaction,
-    and ``keys_version()`` tells a process cheaply when keys changed elsewhere. Methods are coroutines and return
-    frozen records (``_records``), never database rows. ``clock`` (unix seconds) exists for tests."""
+    ``keys_version()`` tells a process cheaply when keys changed elsewhere, and on PostgreSQL ``listen`` hears it
+    at once (``changes.py``). Methods are coroutines and return frozen records (``_records``), never database
+    rows. ``clock`` (unix seconds) exists for tests."""
 
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(engine, clock=clock)
@@ -41,6 +43,8 @@ class Store(KeyStore, AdminStore, ActivityStore):
         # Checked before connecting: connecting would create the file.
         if not create and on_disk and not await asyncio.to_thread(Path(str(url.database)).is_file):
             raise NoStoreError(where)
+        if on_disk:
+            check_sqlite_file(Path(str(url.database)))
         engine = create_engine(url)
         try:
             if not create and not await has_schema(engine):
