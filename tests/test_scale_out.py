@@ -176,13 +176,16 @@ def test_workers_with_limits_counted_per_process_refuse_to_start(tmp_path: Path)
 class PrivateRedis:
     """A redis-server of the test's own on a free port (the machine's is never stopped), stopped by its pid."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *options: str) -> None:
         self.port = port if port is not None else free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.options = options  # more redis-server arguments, e.g. a sentinel.conf and "--sentinel"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> PrivateRedis:
-        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        command = ["redis-server", *self.options, "--port", str(self.port), "--bind", "127.0.0.1"]
+        if "--sentinel" not in self.options:
+            command += ["--save", "", "--appendonly", "no"]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
 
@@ -202,12 +205,16 @@ class PrivateRedis:
             self.proc.wait(10)
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
+def need_redis_server() -> None:
     if subprocess.run(["which", "redis-server"], capture_output=True).returncode != 0:
         if os.environ.get("CI") == "true":
             raise AssertionError("CI=true and no redis-server binary to start a private Redis")
         pytest.skip("no redis-server binary")
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    need_redis_server()
     server = PrivateRedis().start()
     yield server
     server.stop()
