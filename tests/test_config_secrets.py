@@ -205,6 +205,9 @@ class _Gateway:
     def __init__(self, text: str) -> None:
         self.config: Config = parse_text(text)
 
+    def refusals(self, config: Config) -> list[str]:
+        return []
+
     def reload(self, config: Config) -> None:
         self.config = config
 
@@ -332,3 +335,29 @@ def data_dir(tmp_path: Path) -> Path:
     from .test_cli_store import make_store
 
     return make_store(tmp_path / "data")
+
+
+def test_store_mode_refuses_a_version_the_gateway_may_not_serve(tmp_path: Path) -> None:
+    """What ``Gateway.refusals`` names (a worker of several on the memory backend, and a version with limits) is
+    refused before anything is stored, in the error vocabulary of an invalid config."""
+    from modelrouter.control.source import InvalidConfig
+
+    class Worker(_Gateway):
+        def refusals(self, config: Config) -> list[str]:
+            return ["--workers N would count these in each worker separately"] if config.limits else []
+
+    text = "services:\n  chat:\n    instances:\n      - {name: m, base_url: 'http://127.0.0.1:9'}\n"
+    store_config = StoreConfig(data_dir=str(tmp_path))
+
+    async def main() -> None:
+        gateway = Worker(text)
+        control = ConfigControl(gateway, "store", text, "gateway.yaml")
+        async with await Store.open(store_config) as store:
+            await control.start(store)
+            doc = {**control.document(), "limits": [{"scope": "global", "rate": 10, "period": 60}]}
+            with pytest.raises(InvalidConfig) as refused:
+                await control.change(doc, author="admin", comment="limits", based_on=1)
+            assert "each worker separately" in str(refused.value.problems)
+            assert [v.id for v in await store.list_config_versions()] == [1]  # nothing stored
+
+    asyncio.run(main())

@@ -483,3 +483,68 @@ def test_a_key_revoked_by_the_cli_is_refused_by_every_replica_within_a_second(
     finally:
         for replica in replicas:
             replica.kill()
+
+
+def _serve_workers(path: Path, *more: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "modelrouter", "serve", "--config", str(path), "--workers", "2", *more],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_workers_refuse_to_start_when_the_store_has_keys_with_quotas(tmp_path: Path) -> None:
+    """The file promises nothing, but a key in the store has a daily quota: counted per worker, so refused."""
+    from modelrouter.config.model import KeyQuotas, StoreConfig
+    from modelrouter.store import Store
+
+    async def seed() -> None:
+        async with await Store.open(StoreConfig(data_dir=str(tmp_path / "data"))) as store:
+            await store.create_key("team", quotas=KeyQuotas(daily_requests=100))
+
+    asyncio.run(seed())
+    config = _config("http://127.0.0.1:9", tmp_path / "data", None, [])
+    config["server"] = {"host": "127.0.0.1", "port": free_port()}
+    done = _serve_workers(_write(tmp_path / "gateway.yaml", config))
+    assert done.returncode == 2, done.stderr
+    assert "store key 'team': daily_requests" in done.stderr
+    assert "state.backend: redis" in done.stderr
+
+
+def test_workers_refuse_to_start_in_store_mode_when_the_stored_version_has_limits(tmp_path: Path) -> None:
+    from modelrouter.config.model import StoreConfig
+    from modelrouter.store import Store
+
+    served = _config("http://127.0.0.1:9", tmp_path / "data", None, LIMIT)
+    del served["store"]
+
+    async def seed() -> None:
+        async with await Store.open(StoreConfig(data_dir=str(tmp_path / "data"))) as store:
+            await store.add_config_version(yaml.safe_dump(served), author="test")
+
+    asyncio.run(seed())
+    config = {"store": {"data_dir": str(tmp_path / "data")}, "server": {"host": "127.0.0.1", "port": free_port()}}
+    done = _serve_workers(_write(tmp_path / "gateway.yaml", config), "--config-source", "store")
+    assert done.returncode == 2, done.stderr
+    assert "limits (1 rule(s))" in done.stderr
+
+
+def test_a_worker_refuses_a_reload_or_a_version_that_would_count_per_worker(tmp_path: Path) -> None:
+    """A worker of `serve --workers N` (it has a metrics exchange) on the memory backend: a reload that brings a
+    limit is refused (ConfigError, the running config stays), and so is a config version saved through it."""
+    from modelrouter.app import create_app
+    from modelrouter.config.load import ConfigError
+    from modelrouter.config.model import Config
+    from modelrouter.runtime.workers import MetricsExchange
+
+    plain = Config.model_validate(_config("http://127.0.0.1:9", tmp_path / "data", None, []))
+    limited = Config.model_validate(_config("http://127.0.0.1:9", tmp_path / "data", None, LIMIT))
+    worker = create_app(plain, exchange=MetricsExchange(str(tmp_path), 0))
+    with pytest.raises(ConfigError, match="would count these in each worker separately"):
+        worker.reload(limited)
+    assert worker.config is plain
+    alone = create_app(plain)  # one process: the same reload is fine
+    alone.reload(limited)
+    assert alone.config is limited

@@ -17,10 +17,11 @@ from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
 from . import store as persistence
-from .access.admission import Accounting, AdmissionState
+from .access.admission import Accounting, AdmissionState, per_process_promises, workers_refusal
 from .access.auth import KeyRing, Principal, principal_from_config, principal_from_record
 from .access.records import UsageRecorder
 from .admin import AdminApp, ensure_first_admin
+from .config.load import ConfigError
 from .config.model import Config
 from .control.housekeeping import prune_forever, seed_quotas
 from .control.livestate import live_state
@@ -43,7 +44,7 @@ from .upstream.base import Transport
 
 if TYPE_CHECKING:
     from .state.machines import SQLiteClaim
-    from .store import Store
+    from .store import KeyRecord, Store
 
 __all__ = ["Gateway", "create_app"]
 
@@ -84,6 +85,7 @@ class Gateway:
         self._refresher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None  # PostgreSQL: changes pushed (store/changes.py)
         self._store_changed = asyncio.Event()
+        self._warned_keys: set[int] = set()  # store keys said to count per worker (serve --workers, memory)
         self._sqlite_claim: SQLiteClaim | None = None  # state.backend redis with a SQLite store
         self._pruner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
@@ -268,6 +270,7 @@ class Gateway:
                 current = await store.keys_version()
                 if current != version:
                     records = await store.all_active_keys()
+                    self._warn_per_worker(records)
                     self._store_keys = [principal_from_record(r) for r in records]
                     if self._keyring is not None:  # state shared by the bundles: no rebuild needed
                         self._keyring.replace([*self._config_keys, *self._store_keys])
@@ -278,6 +281,18 @@ class Gateway:
                 log.warning("could not refresh keys or config from the store: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self.config.store.refresh_interval)
+
+    def _warn_per_worker(self, records: list[KeyRecord]) -> None:
+        """A key made in the store while ``serve --workers N`` runs on the memory backend: its quotas count per
+        worker. It cannot be refused (the CLI or another gateway made it), so it is said once per key."""
+        if self.telemetry.exchange is None or self.state_config.backend != "memory":
+            return
+        for record in records:
+            if record.id not in self._warned_keys and (
+                promises := per_process_promises(self.config, [record], backend="memory")
+            ):
+                self._warned_keys.add(record.id)
+                log.warning("%s", workers_refusal("N", promises[-1:]))
 
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
@@ -326,10 +341,21 @@ class Gateway:
         retention = lambda: (self.config.usage.retention_days, self.config.admin.audit_retention_days)  # noqa: E731
         self._pruner = asyncio.get_running_loop().create_task(prune_forever(store, retention), name="store prune")
 
+    def refusals(self, config: Config) -> list[str]:
+        """Why ``config`` may not serve in this process although it validates: in a worker of ``serve --workers
+        N`` with the memory state backend, limits and per-key quotas or caps would count per worker."""
+        if self.telemetry.exchange is None:  # not one of several workers
+            return []
+        promises = per_process_promises(config, backend=self.state_config.backend)
+        return [workers_refusal("N", promises)] if promises else []
+
     def reload(self, config: Config) -> None:
         """Build a new bundle - a routing table keeping the state of unchanged instances, keys, limits,
         observability, size limits - and swap it in with one assignment. Requests already running finish with the
-        bundle they started with. The listen address and the client-side limits need a restart."""
+        bundle they started with. The listen address and the client-side limits need a restart. A config that
+        ``refusals`` names problems for raises ConfigError, and the running one stays."""
+        if problems := self.refusals(config):
+            raise ConfigError("the new config", problems)
         if self._started:
             # Whatever a reload turns on works from the next request: usage records, quotas, the store.
             self._apply_usage(config)

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..config.load import ConfigError, default_config_text, load_config, parse_config_text, read_config_text
+from ..config.model import Config
 from ..control.source import ConfigControl
 from ..runtime.workers import FD_ENV
 from . import admins, keys, store
@@ -52,16 +55,11 @@ def _serve(args: argparse.Namespace) -> int:
         "modelrouter %s on http://%s:%d (%s, %s mode)", __version__, host, port, source, args.config_source
     )
     if args.workers > 1 and FD_ENV not in os.environ:
-        from ..access.admission import per_process_promises
+        from ..access.admission import per_process_promises, workers_refusal
         from ..runtime.workers import supervise
 
-        if promises := per_process_promises(config):
-            print(
-                f"modelrouter: --workers {args.workers} would count these in each worker separately, letting "
-                f"{args.workers} times the traffic through: {'; '.join(promises)}. Set state.backend: redis (with "
-                "state.url) so that every worker counts in one place, or run one process.",
-                file=sys.stderr,
-            )
+        if promises := per_process_promises(config) or asyncio.run(_stored_promises(config, args.config_source)):
+            print(f"modelrouter: {workers_refusal(args.workers, promises)}.", file=sys.stderr)
             return 2
 
         return supervise(_worker_argv(args), host=host, port=port, workers=args.workers)
@@ -82,6 +80,29 @@ def _serve(args: argparse.Namespace) -> int:
     # In store mode the file is not watched: the store holds the config (SIGHUP checks the store instead).
     watched = args.config if args.config_source == "file" else None
     return run(app, host=host, port=port, config_path=watched, log_level=args.log_level, sockets=sockets)
+
+
+async def _stored_promises(config: Config, mode: str) -> list[str]:
+    """What the store adds to the per-process promises ``serve --workers`` refuses: its keys' quotas and limits,
+    and in store mode the newest config version's. Nothing when there is no store yet, or a version that does not
+    validate, or a store that cannot be opened (the workers then refuse or report it themselves)."""
+    from ..access.admission import per_process_promises
+    from ..control.source import parse_text
+    from ..store import Store, StoreError
+
+    if config.state.backend != "memory":
+        return []
+    try:
+        opened = await Store.open(config.store, create=False)
+    except StoreError:  # NoStoreError too: no store yet, no stored keys or versions
+        return []
+    async with opened as store:
+        served = config
+        latest = await store.latest_config_version() if mode == "store" else None
+        if latest is not None:
+            with contextlib.suppress(ConfigError):
+                served = parse_text(latest.config, f"config version {latest.id}")
+        return per_process_promises(served, await store.all_active_keys(), backend="memory")
 
 
 def _worker_argv(args: argparse.Namespace) -> list[str]:

@@ -103,6 +103,8 @@ def file_mode_refusal(source: str | None = None) -> str:
 class Reloadable(Protocol):
     config: Config
 
+    def refusals(self, config: Config) -> list[str]: ...
+
     def reload(self, config: Config) -> None: ...
 
 
@@ -432,10 +434,10 @@ class ConfigControl:
     async def _save(self, text: str, *, author: str, comment: str, based_on: int) -> ConfigVersion:
         store = self.writable()
         try:
-            parse_text(text)
+            config = parse_text(text)
         except ConfigError as exc:
             raise InvalidConfig(exc.problems) from None
-        problems = secret_problems(text)
+        problems = secret_problems(text) + self.gateway.refusals(config)
         if problems:
             raise InvalidConfig(problems)
         text = stored_text(text)  # the database URL's password, if any
@@ -492,7 +494,12 @@ class ConfigControl:
                 )
                 self.version = version.id
                 return
-            self.gateway.reload(config)
+            try:
+                self.gateway.reload(config)
+            except ConfigError as exc:  # made elsewhere (the CLI): valid, but this process may not serve it
+                log.error("config version %d cannot be applied, keeping the running config: %s", version.id, exc)
+                self.version = version.id
+                return
             self.text = version.config
         self.version = version.id
         log.info("config: version %d serving (%s, by %s)", version.id, version.comment or "-", version.author)
