@@ -62,7 +62,7 @@ async def used(state: SharedState, rule: LimitRule, key: str, now: float) -> flo
 async def test_a_busy_bucket_far_from_its_limit_rarely_asks_redis(
     states: list[SharedState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rule = LimitRule(scope="global", rate=100_000, period=60, algorithm="fixed_window")
+    rule = LimitRule(scope="global", rate=1_000_000, period=60, algorithm="fixed_window")
     clock = Clock()
     backend = RedisBackend(states[0], redis_time=False, clock=clock)
     calls = counting(states[0], monkeypatch)
@@ -79,42 +79,50 @@ async def test_a_busy_bucket_far_from_its_limit_rarely_asks_redis(
 
 
 async def test_two_replicas_admit_exactly_the_limit(states: list[SharedState]) -> None:
-    rule = LimitRule(scope="global", rate=100, period=60, algorithm="fixed_window")
+    rule = LimitRule(scope="global", rate=1024, period=60, algorithm="fixed_window")  # leases of 4 at most
     clock = Clock()
-    replicas = [Limiter(RedisBackend(state, redis_time=False, clock=clock), clock=clock) for state in states]
+    backends = [RedisBackend(state, redis_time=False, clock=clock) for state in states]
+    replicas = [Limiter(backend, clock=clock) for backend in backends]
     admitted = [0, 0]
+    most_held = 0.0
 
     async def load(n: int) -> None:
-        for _ in range(150):
+        nonlocal most_held
+        for _ in range(600):
             clock.now += 0.0005
             refusal, _ = await replicas[n].check([("g", 1.0, rule)])
             admitted[n] += refusal is None
+            leases = backends[n].leases
+            assert leases is not None
+            most_held = max(most_held, sum(lease.units for lease in leases._leases.values()))
 
     await asyncio.gather(load(0), load(1))
-    assert sum(admitted) == 100, admitted
+    assert most_held > 0  # leases were taken
+    assert sum(admitted) == 1024, admitted
     assert min(admitted) > 0
-    assert await used(states[0], rule, "g", clock.now) == 100
+    assert await used(states[0], rule, "g", clock.now) == 1024
 
 
 async def test_near_the_limit_nothing_is_leased(states: list[SharedState]) -> None:
-    rule = LimitRule(scope="global", rate=200, period=60, algorithm="fixed_window")
+    rule = LimitRule(scope="global", rate=2560, period=60, algorithm="fixed_window", unit="tokens")
     clock = Clock()
     backend = RedisBackend(states[0], redis_time=False, clock=clock)
     assert backend.leases is not None
     limiter = Limiter(backend, clock=clock)
     most_held = 0.0
-    for n in range(1, 201):
+    for n in range(1, 257):
         clock.now += 0.001
-        refusal, decisions = await limiter.check([("g", 1.0, rule)])
+        refusal, decisions = await limiter.check([("g", 10.0, rule)])
         assert refusal is None, n
         taken = await used(states[1], rule, "g", clock.now)
-        held = taken - n  # leased and not spent yet
+        held = taken - 10 * n  # leased and not spent yet
+        assert held <= 10  # a 256th of the limit at most
         most_held = max(most_held, held)
-        if 200 - taken < 56:  # a grant leaves at least 57 in Redis: below that, every take is decided there
+        if 2560 - taken < 640:  # a grant leaves more than a quarter of the limit: below it, Redis decides each
             assert held == 0, (n, taken)
-        assert decisions[0].remaining == 200 - n  # what the client sees counts down one by one
+        assert decisions[0].remaining == 2560 - 10 * n  # what the client sees counts down one take at a time
     assert most_held >= 5  # far from the limit, leases were taken
-    refusal, _ = await limiter.check([("g", 1.0, rule)])
+    refusal, _ = await limiter.check([("g", 10.0, rule)])
     assert refusal is not None
 
 
@@ -207,12 +215,19 @@ async def test_a_refusal_by_one_bucket_gives_the_leased_units_of_the_others_back
 
 async def test_the_script_grants_a_lease_only_above_a_quarter_of_the_limit(states: list[SharedState]) -> None:
     backend = RedisBackend(states[0], leases=False, redis_time=False)
-    rule = LimitRule(scope="global", rate=100, period=60, algorithm="fixed_window")
+    rule = LimitRule(scope="global", rate=25_600, period=60, algorithm="fixed_window")
     answers = await backend._take([("g", 1.0, 1000.0, rule)], [], 1000.0)
     assert isinstance(answers, list)
     decision, granted = answers[0]
-    assert granted == 9  # (99 - 25) / 8
-    assert decision.remaining == 90
-    answers = await backend._take([("g", 60.0, 1000.0, rule)], [], 1000.0)
+    assert granted == 100  # a 256th of the limit (an eighth of what is above a quarter would be 2,399)
+    assert decision.remaining == 25_499
+    answers = await backend._take([("g", 19_000.0, 1000.0, rule)], [], 1000.0)
     assert isinstance(answers, list)
-    assert answers[0][1] == 0
+    assert answers[0][1] == 12  # 6,499 left: (6,499 - 6,400) / 8
+    answers = await backend._take([("g", 100.0, 1000.0, rule)], [], 1000.0)
+    assert isinstance(answers, list)
+    assert answers[0][1] == 0  # 6,387 left: under a quarter
+    small = LimitRule(scope="global", rate=255, period=60, algorithm="fixed_window")
+    answers = await backend._take([("s", 1.0, 1000.0, small)], [], 1000.0)
+    assert isinstance(answers, list)
+    assert answers[0][1] == 0  # a limit under 256 never leases

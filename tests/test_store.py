@@ -640,8 +640,9 @@ def test_the_gateway_prunes_its_store_in_the_background(
     usage, audit = gw.bg.run(left())
     assert usage == pytest.approx([now - 1 * day, now - 29 * day])
     assert audit[-1:] == pytest.approx([now - 50 * day])  # the audit log by its own, longer, retention
-    pruner = gw.gateway._pruner
-    assert pruner is not None
+    follower = gw.gateway._follower
+    assert follower is not None
+    pruner = next(task for task in follower._tasks if task.get_name() == "store prune")
     assert not pruner.done()
     gw.stop()
     assert pruner.done()

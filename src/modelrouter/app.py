@@ -1,13 +1,12 @@
 """The app factory: the one place where config, routing, transport and the front door are wired together.
 
 ``Gateway`` builds the config bundle and swaps it on reload, opens the store and starts its background work
-(key and config polling here; pruning and quota seeding in ``control/housekeeping.py``), health checks,
+(``control/follow.py``: keys and config versions other processes write, pruning), health checks,
 telemetry and the admin API."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import gc
 import logging
@@ -17,13 +16,14 @@ from ipaddress import ip_network
 from typing import TYPE_CHECKING, Any
 
 from . import store as persistence
-from .access.admission import Accounting, AdmissionState, per_process_promises, workers_refusal
+from .access.admission import Accounting, AdmissionState
 from .access.auth import KeyRing, Principal, principal_from_config, principal_from_record
-from .access.records import UsageRecorder
+from .access.records import UsageRecorder, recorder_for
 from .admin import AdminApp, ensure_first_admin
 from .config.load import ConfigError
 from .config.model import Config
-from .control.housekeeping import prune_forever, seed_quotas
+from .control.follow import StoreFollower
+from .control.housekeeping import seed_quotas
 from .control.livestate import live_state
 from .control.openapi import openapi_json
 from .control.source import ConfigControl
@@ -37,13 +37,13 @@ from .observability.redaction import install_log_redaction
 from .observability.telemetry import Live, MetricsListener, Telemetry
 from .resilience.health import HealthChecker
 from .routing.router import RoutingTable
+from .runtime.promises import PerWorkerKeys, worker_refusals
 from .runtime.workers import MetricsExchange
 from .state import SharedState
 from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
 
 if TYPE_CHECKING:
-    from .state.machines import SQLiteClaim
     from .store import KeyRecord, Store
 
 __all__ = ["Gateway", "create_app"]
@@ -82,12 +82,8 @@ class Gateway:
             shared=self.shared_state,
         )
         self.front.openapi = openapi_json
-        self._refresher: asyncio.Task[None] | None = None
-        self._listener: asyncio.Task[None] | None = None  # PostgreSQL: changes pushed (store/changes.py)
-        self._store_changed = asyncio.Event()
-        self._warned_keys: set[int] = set()  # store keys said to count per worker (serve --workers, memory)
-        self._sqlite_claim: SQLiteClaim | None = None  # state.backend redis with a SQLite store
-        self._pruner: asyncio.Task[None] | None = None
+        self._follower: StoreFollower | None = None  # the store's keys and versions, as other processes write them
+        self._per_worker = PerWorkerKeys()
         self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
         self._opening = False  # the store is being opened in the background
         self._publisher: asyncio.Task[None] | None = None
@@ -219,28 +215,11 @@ class Gateway:
         """Usage records on or off as ``usage`` (and ``auth``) say, at startup and after every reload: a reload
         that turns auth on must record what its keys use from the next request on. True when the recorder came
         or went (the bundle, whose admission control writes to it, is then to be rebuilt)."""
-        store = self.store
-        enabled = config.usage.enabled
-        wanted = store is not None and (enabled is True or (enabled is None and config.auth.enabled))
-        recorder = self.recorder
-        if wanted and recorder is None:
-            assert store is not None
-            self.recorder = UsageRecorder(
-                store.insert_usage,
-                capacity=config.usage.buffer,
-                batch=config.usage.batch,
-                interval=config.usage.flush_interval,
-            )
-            self.recorder.start()
-            return True
-        if wanted and recorder is not None:
-            recorder.capacity, recorder.batch = config.usage.buffer, config.usage.batch
-            recorder.interval = config.usage.flush_interval
-        elif recorder is not None:
-            self.recorder = None
-            self._background(recorder.aclose(), "usage recorder close")  # what it holds is still written
-            return True
-        return False
+        old = self.recorder
+        self.recorder = recorder_for(config, self.store, old)
+        if old is not None and self.recorder is None:
+            self._background(old.aclose(), "usage recorder close")  # what it holds is still written
+        return self.recorder is not old
 
     def _background(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` off the request path; kept referenced until done, and awaited (bounded) at shutdown."""
@@ -254,54 +233,26 @@ class Gateway:
         records need it. ``modelrouter serve`` always has one: config versions live in the store."""
         return config.auth.enabled or config.usage.enabled is True
 
-    async def _seed_quotas(self, store: Store, until: float) -> None:
-        if self.accounting is not None:
-            await seed_quotas(store, self.accounting.quota, until)
+    async def _seed_quotas(self, store: Store, *, logged: bool = True) -> None:
+        """Quotas count from the store's records of the day and month. A failure is logged (quotas then count
+        from zero in this process until a restart), or with ``logged=False`` (startup) raised."""
+        try:
+            if self.accounting is not None:
+                await seed_quotas(store, self.accounting.quota, time.time())
+        except Exception as exc:
+            if not logged:
+                raise
+            log.warning("could not read today's and this month's usage for quotas from the store: %s", exc)
 
-    async def _poll_store(self, store: Store) -> None:
-        """Poll the store for what other processes change: the key version (a key created, disabled or revoked
-        by the CLI, the admin API or another replica is honoured within ``store.refresh_interval``, and on
-        PostgreSQL as soon as it is announced) and, in store mode, the newest config version."""
-        version = -1
-        changed = self._store_changed
-        while True:
-            changed.clear()
-            try:
-                current = await store.keys_version()
-                if current != version:
-                    records = await store.all_active_keys()
-                    self._warn_per_worker(records)
-                    self._store_keys = [principal_from_record(r) for r in records]
-                    if self._keyring is not None:  # state shared by the bundles: no rebuild needed
-                        self._keyring.replace([*self._config_keys, *self._store_keys])
-                    version = current
-                if self.control is not None:
-                    await self.control.refresh()
-            except Exception as exc:  # the store is down: keep what we have, try again
-                log.warning("could not refresh keys or config from the store: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), self.config.store.refresh_interval)
-
-    def _warn_per_worker(self, records: list[KeyRecord]) -> None:
-        """A key made in the store while ``serve --workers N`` runs on the memory backend: its quotas count per
-        worker. It cannot be refused (the CLI or another gateway made it), so it is said once per key."""
-        if self.telemetry.exchange is None or self.state_config.backend != "memory":
-            return
-        for record in records:
-            if record.id not in self._warned_keys and (
-                promises := per_process_promises(self.config, [record], backend="memory")
-            ):
-                self._warned_keys.add(record.id)
-                log.warning("%s", workers_refusal("N", promises[-1:]))
+    def _store_keys_changed(self, records: list[KeyRecord]) -> None:
+        if self.telemetry.exchange is not None and self.state_config.backend == "memory":  # a worker of several
+            self._per_worker.check(records)  # keys whose quotas count per worker: said once each
+        self._store_keys = [principal_from_record(r) for r in records]
+        if self._keyring is not None:  # state shared by the bundles: no rebuild needed
+            self._keyring.replace([*self._config_keys, *self._store_keys])
 
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
-
-    async def _seed_quotas_logged(self, store: Store, until: float) -> None:
-        try:
-            await self._seed_quotas(store, until)
-        except Exception as exc:  # the store is down: quotas count from zero in this process until a restart
-            log.warning("could not read today's and this month's usage for quotas from the store: %s", exc)
 
     async def _open_store_later(self) -> None:
         """A library user's gateway that started without a store, and a reload turned on keys or usage records:
@@ -314,40 +265,32 @@ class Gateway:
         self._apply_usage(self.config)
         if self._rebuild():  # with the store's usage recorder; admission control may come on with it
             assert self.store is not None
-            await self._seed_quotas_logged(self.store, time.time())
+            await self._seed_quotas(self.store)
 
     async def _open_store(self) -> None:
         # The store package is light; Store itself (and SQLAlchemy) loads here, when a store is wanted.
         self.store = store = await persistence.Store.open(self.config.store)
         log.info("store: %r", store)
+        self._follower = follower = StoreFollower(store, lambda: self.config, self._store_keys_changed, self.control)
         if self.shared_state is not None and not store.pushes:  # SQLite, with replicas perhaps elsewhere
-            from .state.machines import SQLiteClaim
-
-            self._sqlite_claim = SQLiteClaim(self.shared_state, persistence.Store.location(self.config.store))
             try:
-                await self._sqlite_claim.take()
+                await follower.claim_sqlite(self.shared_state, persistence.Store.location(self.config.store))
             except Exception:
                 await store.close()
-                self.store = None
+                self.store = self._follower = None
                 raise
         if self.control is not None:
             await self.control.start(store)  # store mode: the newest stored version replaces the seed
         # Before log redaction is installed: custom patterns must not mask the one-time password.
         await ensure_first_admin(store)
-        self._refresher = asyncio.get_running_loop().create_task(self._poll_store(store), name="store poll")
-        if store.pushes:
-            listen = store.listen(lambda _what: self._store_changed.set())
-            self._listener = asyncio.get_running_loop().create_task(listen, name="store changes")
-        retention = lambda: (self.config.usage.retention_days, self.config.admin.audit_retention_days)  # noqa: E731
-        self._pruner = asyncio.get_running_loop().create_task(prune_forever(store, retention), name="store prune")
+        follower.start()
 
     def refusals(self, config: Config) -> list[str]:
         """Why ``config`` may not serve in this process although it validates: in a worker of ``serve --workers
         N`` with the memory state backend, limits and per-key quotas or caps would count per worker."""
         if self.telemetry.exchange is None:  # not one of several workers
             return []
-        promises = per_process_promises(config, backend=self.state_config.backend)
-        return [workers_refusal("N", promises)] if promises else []
+        return worker_refusals(config, self.state_config.backend)
 
     def reload(self, config: Config) -> None:
         """Build a new bundle - a routing table keeping the state of unchanged instances, keys, limits,
@@ -364,7 +307,7 @@ class Gateway:
                 self._background(self._open_store_later(), "store open")
         table = RoutingTable(config, previous=self.front.bundle.table)
         if self._install(config, table) and self._started and self.store is not None:
-            self._background(self._seed_quotas_logged(self.store, time.time()), "quota seed")
+            self._background(self._seed_quotas(self.store), "quota seed")
         if self._started:
             install_log_redaction(config.redaction)
             self.health.watch(table.all_instances())
@@ -385,7 +328,7 @@ class Gateway:
             # Rebuilt with the store's recorder; a fresh admission state counts quotas from the store's records.
             self._admission = None
             if self._rebuild():
-                await self._seed_quotas(self.store, time.time())
+                await self._seed_quotas(self.store, logged=False)
         if self.metrics_listen is not None:
             from .config.model import split_address
 
@@ -415,12 +358,8 @@ class Gateway:
         if self._publisher is not None:
             self._publisher.cancel()
         self.telemetry.close()
-        if self._sqlite_claim is not None:
-            self._sqlite_claim.stop()
-        for task in (self._listener, self._refresher, self._pruner):
-            if task is not None:
-                task.cancel()  # a prune stopped between or within a batch leaves only fewer rows to delete
-                await asyncio.gather(task, return_exceptions=True)
+        if self._follower is not None:
+            await self._follower.stop()
         if self.recorder is not None:
             await self.recorder.aclose()
         if self.shared_state is not None:

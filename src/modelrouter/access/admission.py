@@ -14,8 +14,8 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any
 
 from ..config.model import Config, LimitRule
 from ..endpoints import Endpoint
@@ -31,10 +31,7 @@ from .limits.shared import RedisBackend, SharedConcurrency, SharedQuota
 from .records import UsageRecord, UsageRecorder
 from .usage import estimate_completion_tokens, estimate_prompt_tokens
 
-if TYPE_CHECKING:
-    from ..store.records import KeyRecord
-
-__all__ = ["Accounting", "AdmissionState", "Ticket", "per_process_promises"]
+__all__ = ["Accounting", "AdmissionState", "Ticket"]
 
 _Item = tuple[str, float, LimitRule]
 
@@ -318,36 +315,6 @@ class Accounting:
                     bytes_out=meter.bytes_out,
                 )
             )
-
-
-def per_process_promises(
-    config: Config, store_keys: Sequence[KeyRecord] = (), *, backend: str | None = None
-) -> list[str]:
-    """What this config (and the store's keys) promise that would count in each process separately, not in all of
-    them together: with ``state.backend: memory`` (or ``backend``, the one running), every rate limit and per-key
-    quota or cap (with Redis, none). ``serve --workers N`` refuses to start with any of it, and its workers refuse
-    a reload or a config version that brings some: N processes would let N times the traffic through, silently."""
-    if (backend or config.state.backend) != "memory":
-        return []
-    found = [f"limits ({len(config.limits)} rule(s))"] if config.limits else []
-    keys = [(f"auth.keys {key.name!r}", key.quotas, key.limits) for key in config.auth.keys]
-    keys += [(f"store key {key.name!r}", key.quotas, key.limits) for key in store_keys]
-    for where, quotas, limits in keys:
-        counted = list(quotas.model_dump(exclude_none=True))
-        if limits:
-            counted.append("limits")
-        if counted:
-            found.append(f"{where}: {', '.join(counted)}")
-    return found
-
-
-def workers_refusal(workers: int | str, promises: list[str]) -> str:
-    """Why ``serve --workers`` will not count ``promises``, and what to do instead."""
-    return (
-        f"--workers {workers} would count these in each worker separately, letting {workers} times the traffic "
-        f"through: {'; '.join(promises)}. Set state.backend: redis (with state.url) so that every worker counts in "
-        "one place, or run one process"
-    )
 
 
 _tags: dict[int, tuple[LimitRule, str]] = {}

@@ -8,10 +8,15 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ..store.records import UsageRecord
 
-__all__ = ["UsageRecord", "UsageRecorder"]
+if TYPE_CHECKING:
+    from ..config.model import Config
+    from ..store import Store
+
+__all__ = ["UsageRecord", "UsageRecorder", "recorder_for"]
 
 log = logging.getLogger("modelrouter.usage")
 
@@ -74,3 +79,20 @@ class UsageRecorder:
 
     def __repr__(self) -> str:
         return f"<UsageRecorder buffered={len(self._buffer)} written={self.written} dropped={self.dropped}>"
+
+
+def recorder_for(config: Config, store: Store | None, recorder: UsageRecorder | None) -> UsageRecorder | None:
+    """The usage recorder ``config`` wants (``usage.enabled``, or by default when auth is on, and a store to write
+    to): ``recorder`` retuned, a new one started, or None - the caller closes a ``recorder`` it no longer gets."""
+    enabled = config.usage.enabled
+    if store is None or not (enabled is True or (enabled is None and config.auth.enabled)):
+        return None
+    usage = config.usage
+    if recorder is None:
+        recorder = UsageRecorder(
+            store.insert_usage, capacity=usage.buffer, batch=usage.batch, interval=usage.flush_interval
+        )
+        recorder.start()
+    else:
+        recorder.capacity, recorder.batch, recorder.interval = usage.buffer, usage.batch, usage.flush_interval
+    return recorder

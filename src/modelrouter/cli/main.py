@@ -55,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
         "modelrouter %s on http://%s:%d (%s, %s mode)", __version__, host, port, source, args.config_source
     )
     if args.workers > 1 and FD_ENV not in os.environ:
-        from ..access.admission import per_process_promises, workers_refusal
+        from ..runtime.promises import per_process_promises, workers_refusal
         from ..runtime.workers import supervise
 
         if promises := per_process_promises(config) or asyncio.run(_stored_promises(config, args.config_source)):
@@ -86,8 +86,8 @@ async def _stored_promises(config: Config, mode: str) -> list[str]:
     """What the store adds to the per-process promises ``serve --workers`` refuses: its keys' quotas and limits,
     and in store mode the newest config version's. Nothing when there is no store yet, or a version that does not
     validate, or a store that cannot be opened (the workers then refuse or report it themselves)."""
-    from ..access.admission import per_process_promises
     from ..control.source import parse_text
+    from ..runtime.promises import per_process_promises
     from ..store import Store, StoreError
 
     if config.state.backend != "memory":

@@ -13,8 +13,8 @@
 -- taken (the refusal last), packed as 7 doubles each: allowed (1/0), remaining, limit, retry_after, reset_after,
 -- wait, and the lease granted (Redis would truncate Lua numbers to integers).
 -- A lease (access/limits/leases.py) is taken after an admitted amount, and only from what is left beyond a
--- quarter of the limit, an eighth of that at most: near its limit a bucket grants none, so there every admission
--- is decided here, one at a time.
+-- quarter of the limit, an eighth of that and a 256th of the limit at most: near its limit a bucket grants none,
+-- so there every admission is decided here, one at a time.
 -- adjust: applies every delta (reconciling a token estimate, refunding a take); returns nothing.
 --
 -- A bucket's state is one string: its algorithm's number and its fields as doubles, kept with an expiry (SET PX).
@@ -23,6 +23,7 @@ local EPS = 1e-9
 local INF = math.huge
 local LEASE_FLOOR = 0.25  -- no lease from the last quarter of a limit
 local LEASE_SHARE = 0.125  -- a lease is at most this share of what is left above that
+local LEASE_MOST = 1 / 256  -- and at most this share of the limit (so a limit under 256 units never leases)
 
 local function floordiv(a, b)
   -- Python's float floor division (a // b), for window starts that agree with the reference to the last bit.
@@ -390,7 +391,8 @@ for i, b in ipairs(buckets) do
   local d
   s.value, d = ALGORITHMS[b.alg].take(s.value, b.amount, now, b.rule)
   if d[1] == 1 and b.extra >= 1 and d[6] == 0 then
-    local lease = math.min(b.extra, math.floor((d[2] - LEASE_FLOOR * d[3]) * LEASE_SHARE))
+    local room = math.min((d[2] - LEASE_FLOOR * d[3]) * LEASE_SHARE, d[3] * LEASE_MOST)
+    local lease = math.min(b.extra, math.floor(room))
     if lease >= 1 then
       local after
       s.value, after = ALGORITHMS[b.alg].take(s.value, lease, now, b.rule)

@@ -2,9 +2,10 @@
 
 A Redis round trip per request costs more than the rest of the request (bench/run --redis). So when a bucket is
 busy and far from its limit, the take that goes to Redis also asks for a lease: about as many units as this
-replica spent from the bucket in the last ``LEASE_SECONDS``. Redis grants it only from what is left beyond a
-quarter of the limit, an eighth of that at most (``state/limits.lua``), so leases shrink as the bucket fills and
-near the limit none is granted: there every admission is decided in Redis, one at a time, and stays exact.
+replica spent from the bucket in the last ``LEASE_SECONDS`` (one such take per bucket at a time). Redis grants it
+only from what is left beyond a quarter of the limit, an eighth of that and a 256th of the limit at most
+(``state/limits.lua``), so leases shrink as the bucket fills and near the limit none is granted: there every
+admission is decided in Redis, one at a time, and stays exact. A limit under 256 units never leases.
 Every leased unit was counted in Redis when it was leased, so the replicas together never admit more than the
 limit; what a lease still holds when it ends (after ``LEASE_SECONDS``, or the end of a fixed window) is given
 back in one batched call, and at shutdown.
@@ -38,7 +39,7 @@ _Item = tuple[str, float, LimitRule]
 
 
 class _Lease:
-    __slots__ = ("limit", "remaining", "reset_at", "rule", "since", "units", "until", "used")
+    __slots__ = ("asking", "limit", "remaining", "reset_at", "rule", "since", "units", "until", "used")
 
     def __init__(self, rule: LimitRule, now: float) -> None:
         self.rule = rule
@@ -49,6 +50,9 @@ class _Lease:
         self.reset_at = now
         self.used = 0.0  # spent since ``since``: the pace the next lease is sized by
         self.since = now
+        # A take asking for a lease is on its way to Redis: the takes meanwhile ask for none (a burst of
+        # requests arriving together would otherwise each take a lease, far more than the pace wants).
+        self.asking = False
 
 
 class _Refusal:
@@ -116,9 +120,13 @@ class Leases:
                 decisions = [paid for at, paid in plan.paid if at < place]
                 self._give_back(items, plan)
                 return decision, [*decisions, decision]
+            wanted = self._wanted(lease, rule, now)
+            if wanted:
+                assert lease is not None
+                lease.asking = True
             plan.places.append(place)
             plan.credits.append(credit)
-            plan.asks.append((key, cost - credit, self._wanted(lease, rule, now), rule))
+            plan.asks.append((key, cost - credit, wanted, rule))
         if not plan.asks:
             return None, [decision for _, decision in plan.paid]
         return plan
@@ -127,6 +135,7 @@ class Leases:
         self, items: Sequence[_Item], plan: Plan, answers: list[tuple[Decision, float]], now: float
     ) -> tuple[Decision | None, list[Decision]]:
         """Redis's ``answers`` (a decision and the lease granted, per ask up to a refusal) to the request's."""
+        self._asked(plan)
         decisions: list[Decision | None] = [None] * len(items)
         for place, decision in plan.paid:
             decisions[place] = decision
@@ -141,7 +150,9 @@ class Leases:
         return None, [d for d in decisions if d is not None]
 
     def cancel(self, items: Sequence[_Item], plan: Plan) -> None:
-        """Redis could not answer the plan's asks: give back what leases paid for the request."""
+        """The plan's asks got no answer from Redis (it is away, or the request was cancelled): give back what
+        leases paid for the request."""
+        self._asked(plan)
         self._give_back(items, plan)
 
     def adjust(self, items: Sequence[_Item], now: float) -> list[_Item]:
@@ -193,7 +204,7 @@ class Leases:
         """The lease to ask for: about what this replica spends from the bucket in ``LEASE_SECONDS``, at its pace
         since the pace was last measured (at most ten times what it spent then; Redis caps it by what is left).
         Nothing for a bucket seen for the first time, or one that may hold requests back (leaky bucket)."""
-        if lease is None or rule.algorithm == "leaky_bucket" or rule.max_wait:
+        if lease is None or lease.asking or rule.algorithm == "leaky_bucket" or rule.max_wait:
             return 0.0
         elapsed = now - lease.since
         if elapsed <= 0:
@@ -226,6 +237,11 @@ class Leases:
         if rule.algorithm == "fixed_window":
             return min(self.seconds, decision.reset_after)  # a fixed window's units stay in their window
         return self.seconds
+
+    def _asked(self, plan: Plan) -> None:
+        for key, _, wanted, _ in plan.asks:
+            if wanted and (lease := self._leases.get(key)) is not None:
+                lease.asking = False
 
     def _give_back(self, items: Sequence[_Item], plan: Plan) -> None:
         """Undo the payments from leases of a refused request (all limits or none)."""

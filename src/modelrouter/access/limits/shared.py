@@ -105,8 +105,13 @@ class RedisBackend:
         plan = leases.plan(items, now)
         if not isinstance(plan, Plan):
             return plan
-        answers = await self._take(plan.asks, items, now, plan)
-        if isinstance(answers, tuple):
+        try:
+            answers = await self._take(plan.asks, items, now)
+        except BaseException:  # deny and Redis away, or the request cancelled: the leases take nothing
+            leases.cancel(items, plan)
+            raise
+        if isinstance(answers, tuple):  # Redis away, on_error allow: this process decided the whole request
+            leases.cancel(items, plan)
             return answers
         result = leases.settle(items, plan, answers, now)
         if leases and (self._returner is None or self._returner.done()):
@@ -114,16 +119,13 @@ class RedisBackend:
         return result
 
     async def _take(
-        self, asks: list[_Ask], items: Sequence[_Item], now: float, plan: Plan | None = None
+        self, asks: list[_Ask], items: Sequence[_Item], now: float
     ) -> list[tuple[Decision, float]] | tuple[Decision | None, list[Decision]]:
         """Redis's answers to ``asks``; when Redis cannot answer, the request's answer from this process's
         buckets (``on_error: allow``), or SharedStateUnavailable."""
         try:
             flat = await self.state.run(self.script, self._keys(asks), self._args("take", asks, now))
         except StateUnavailable as exc:
-            if plan is not None:
-                assert self.leases is not None
-                self.leases.cancel(items, plan)
             if not self.state.allow_on_error:
                 raise _unavailable("Rate limits") from exc
             return self.local.take_all(items, now)
