@@ -30,6 +30,7 @@ COUNTERS = (
     "modelrouter_fallbacks",
     "modelrouter_rate_limited",
     "modelrouter_usage_records_dropped",
+    "modelrouter_state_errors",
 )
 HISTOGRAMS = (
     "modelrouter_request_duration_seconds",
@@ -43,6 +44,7 @@ GAUGES = (
     "modelrouter_active_requests",
     "modelrouter_config_version",
     "modelrouter_build_info",
+    "modelrouter_replica_info",
 )
 ALLOWED_METRICS = frozenset(
     [f"{name}_total" for name in COUNTERS]
@@ -60,6 +62,7 @@ EXPECTED_ALERTS = {
     "ModelrouterLatencySLO",
     "ModelrouterRateLimiting",
     "ModelrouterUsageRecordsDropped",
+    "ModelrouterSharedStateErrors",
 }
 SEVERITIES = {"critical", "warning", "info"}
 
@@ -209,6 +212,7 @@ def test_alert_annotations_name_what_is_affected() -> None:
         "ModelrouterLatencySLO": ("$labels.endpoint",),
         "ModelrouterRateLimiting": ("$labels.scope",),
         "ModelrouterGatewayDown": ("$labels.instance",),
+        "ModelrouterSharedStateErrors": ("$labels.instance",),
     }
     for rule in alert_rules():
         for label in wanted.get(rule["alert"], ()):
@@ -249,6 +253,9 @@ def test_alert_thresholds() -> None:
     assert "increase(modelrouter_usage_records_dropped_total[10m])" in dropped["expr"]
     [down] = by_name["ModelrouterGatewayDown"]
     assert 'up{job="modelrouter"} == 0' in down["expr"]
+    [state] = by_name["ModelrouterSharedStateErrors"]
+    assert "increase(modelrouter_state_errors_total[5m])" in state["expr"]
+    assert "by (job, instance)" in state["expr"]  # per replica: the one that cannot reach Redis
 
 
 # --- (b) only the gateway's metrics -------------------------------------------------------------------------------
