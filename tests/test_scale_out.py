@@ -548,3 +548,23 @@ def test_a_worker_refuses_a_reload_or_a_version_that_would_count_per_worker(tmp_
     alone = create_app(plain)  # one process: the same reload is fine
     alone.reload(limited)
     assert alone.config is limited
+
+
+def test_admin_state_says_the_limits_count_in_redis_and_what_this_replica_holds(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[..., Any], prefix: str
+) -> None:
+    """With Redis there are no buckets in the process to count (live_buckets would read 0): the state says where
+    the limits count, and the units this replica holds in leases."""
+    _, upstream = start_upstream("a")
+    gw = start_gateway(
+        {
+            "state": {"backend": "redis", "url": REDIS_URL, "prefix": prefix},
+            "limits": [{"scope": "global", "algorithm": "fixed_window", "rate": 1_000_000, "period": 3600}],
+            "services": {"chat": {"instances": [{"name": "m", "base_url": upstream}]}},
+        }
+    )
+    assert [_chat_status(gw.url) for _ in range(30)] == [200] * 30
+    [limit] = gw.gateway.live_state()["limits"]
+    assert limit["counted_in"] == "redis"
+    assert "live_buckets" not in limit
+    assert sum(limit["leased_here"].values()) > 0  # a busy bucket far from its limit: leased ahead

@@ -1,6 +1,7 @@
 """What the gateway is doing now, as the admin API's ``GET /admin/api/state`` shows it: per instance its health,
 breaker, requests in flight, latency and recent error rate; per rate limit how many buckets are live and, for a
-limit with a single bucket (global, service, model), how much is left in it. Read from the live objects, never
+limit with a single bucket (global, service, model), how much is left in it (with ``state.backend: redis``: the
+buckets are in Redis; what this replica holds is the units its leases have not spent). Read from the live objects, never
 from the config: a number here moves when the thing it describes happens."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..access.admission import Accounting, _tag
 from ..access.limits import MemoryBackend
+from ..access.limits.shared import RedisBackend
 from ..observability.telemetry import replica_id
 from ..routing.router import RoutingTable
 
@@ -43,16 +45,23 @@ def live_state(table: RoutingTable, accounting: Accounting | None, config_versio
     limits = []
     if accounting is not None:
         backend = accounting.limiter.backend
+        shared = isinstance(backend, RedisBackend)
         states = dict(backend.items()) if isinstance(backend, MemoryBackend) else {}
+        leases = backend.leases if isinstance(backend, RedisBackend) else None
+        held = leases.held() if leases is not None else {}
         for rule in (*accounting.rules, *accounting.instance_rules):
             prefix = _tag(rule) + "|"
-            buckets = {key[len(prefix) :]: state for key, state in states.items() if key.startswith(prefix)}
-            entry: dict[str, Any] = {
-                "rule": rule.model_dump(mode="json", exclude_defaults=True),
-                "live_buckets": len(buckets),
-            }
-            if rule.scope in ("global", "service", "model") and len(buckets) <= 16:
-                entry["buckets"] = {name: dict(state) for name, state in buckets.items() if state is not None}
+            entry: dict[str, Any] = {"rule": rule.model_dump(mode="json", exclude_defaults=True)}
+            if shared:
+                # The buckets are in Redis, for every replica; what this one holds is its leases' unspent units.
+                entry["counted_in"] = "redis"
+                mine = {key[len(prefix) :]: units for key, units in held.items() if key.startswith(prefix)}
+                entry["leased_here"] = dict(sorted(mine.items())[:16])
+            else:
+                buckets = {key[len(prefix) :]: state for key, state in states.items() if key.startswith(prefix)}
+                entry["live_buckets"] = len(buckets)
+                if rule.scope in ("global", "service", "model") and len(buckets) <= 16:
+                    entry["buckets"] = {name: dict(state) for name, state in buckets.items() if state is not None}
             limits.append(entry)
     return {
         "replica": replica_id(),

@@ -187,6 +187,10 @@ class Leases:
         owed, self._owed = self._owed, []
         return owed
 
+    def held(self) -> dict[str, float]:
+        """Unspent units of the live leases, by bucket key (for /admin/api/state)."""
+        return {key: lease.units for key, lease in self._leases.items() if lease.units > 0}
+
     def __bool__(self) -> bool:
         return bool(self._leases or self._refusals or self._owed)
 
