@@ -258,6 +258,21 @@ class UpstreamInvalid(GatewayError):
     code = "bad_gateway"
 
 
+class UpstreamReportedError(UpstreamInvalid):
+    """The backend reported an error inside a stream it had started (Anthropic's ``error`` event): the stream
+    ends with this error; before anything reached the client, the request fails over. An overloaded backend is a
+    503 ``overloaded_error``, a rate-limited one a 429; anything else a 502 ``api_error``."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(f"the backend reported an error: {message}")
+        if kind == "overloaded_error":
+            self.status, self.type = 503, "overloaded_error"
+        elif kind == "rate_limit_error":
+            self.status, self.type = 429, "rate_limit_error"
+
+
 class UpstreamInvalidResponse(UpstreamInvalid):
     """A 2xx answer of a JSON endpoint that is not JSON (an HTML page, a truncated body, a stream whose first
     event is not JSON): the instance is broken, not the request, so it counts against it and fails over."""

@@ -14,7 +14,7 @@ import orjson
 from ..endpoints import Endpoint
 from ..errors import UpstreamEventTooLarge, UpstreamInvalidResponse
 
-__all__ = ["MAX_EVENT_BYTES", "Adapter", "SSEPassThrough", "StreamTranslator"]
+__all__ = ["MAX_EVENT_BYTES", "Adapter", "SSEPassThrough", "SSEReader", "StreamTranslator"]
 
 # The default of ``server.max_event_bytes``, for translators made outside a gateway.
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -142,6 +142,62 @@ class SSEPassThrough(StreamTranslator):
         return UpstreamEventTooLarge(f"the backend sent a stream event longer than {self._max} bytes")
 
 
+class SSEReader:
+    """Server-sent events parsed, for a translator: ``feed`` returns the ``(event name, data)`` of every event
+    completed by the bytes given. Linear in the stream's length (only new bytes are searched for a boundary); an
+    event unfinished after ``max_event`` bytes raises ``UpstreamEventTooLarge``; ``end`` raises ``ValueError`` if
+    the stream stopped inside an event."""
+
+    __slots__ = ("_buf", "_max", "_searched")
+
+    def __init__(self, max_event: int = MAX_EVENT_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_event
+        self._searched = 0  # bytes of _buf known to hold no boundary
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        buf = self._buf
+        buf += chunk
+        start = max(self._searched - 3, 0)
+        end = _boundary(bytes(buf[start:]))
+        if end < 0:
+            self._searched = len(buf)
+            if len(buf) > self._max:
+                raise UpstreamEventTooLarge(f"the backend sent a stream event longer than {self._max} bytes")
+            return []
+        end += start
+        complete = bytes(buf[:end])
+        del buf[:end]
+        self._searched = 0
+        if len(buf) > self._max:
+            raise UpstreamEventTooLarge(f"the backend sent a stream event longer than {self._max} bytes")
+        return [event for block in _split_events(complete) if (event := _parse_event(block)) is not None]
+
+    def end(self) -> None:
+        if self._buf.strip():
+            raise ValueError("the stream ended inside an event")
+
+
+def _split_events(data: bytes) -> list[bytes]:
+    return data.replace(b"\r\n", b"\n").split(b"\n\n")
+
+
+def _parse_event(block: bytes) -> tuple[str, bytes] | None:
+    name, data = "message", []
+    for line in block.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue
+        field, _, value = line.partition(b":")
+        value = value[1:] if value[:1] == b" " else value
+        if field == b"event":
+            name = value.decode("utf-8", "replace")
+        elif field == b"data":
+            data.append(value)
+    if not data and name == "message":
+        return None
+    return name, b"\n".join(data)
+
+
 def _last3(parts: list[bytes]) -> bytes:
     """The last three bytes of ``parts`` joined (a boundary may start there and end in the next chunk)."""
     tail = b""
@@ -168,6 +224,12 @@ class Adapter:
     health_path = "/v1/models"
     #: the content type of what ``stream_translator`` produces
     stream_content_type = b"text/event-stream"
+    #: headers every request to this dialect carries, unless the instance's ``headers`` name them
+    default_headers: dict[str, str] = {}
+
+    def upstream_status(self, status: int) -> int:
+        """The status an upstream error counts as (for retries, breakers and the client): its own by default."""
+        return status
 
     def path(self, endpoint: Endpoint) -> str | None:
         """Upstream path for an endpoint, or None if this dialect cannot serve it."""

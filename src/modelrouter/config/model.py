@@ -26,9 +26,13 @@ __all__ = [
 ServiceName = Literal["chat", "embedding", "rerank", "tts", "stt", "image_generation", "image_edit"]
 SERVICE_NAMES: tuple[str, ...] = ServiceName.__args__  # type: ignore[attr-defined]
 BalancerName = Literal["random", "round_robin", "least_connections", "ip_hash", "consistent_hash", "latency"]
-AdapterName = Literal["openai", "ollama", "tei"]
+AdapterName = Literal["openai", "ollama", "tei", "anthropic"]
 # Services each non-OpenAI dialect can serve (the OpenAI adapter serves all).
-ADAPTER_SERVICES: dict[str, tuple[str, ...]] = {"ollama": ("chat", "embedding"), "tei": ("rerank", "embedding")}
+ADAPTER_SERVICES: dict[str, tuple[str, ...]] = {
+    "ollama": ("chat", "embedding"),
+    "tei": ("rerank", "embedding"),
+    "anthropic": ("chat",),
+}
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
@@ -165,6 +169,8 @@ class InstanceConfig(_Strict):
     weight: float = Field(default=1, gt=0)
     upstream_model: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # adapter anthropic: max_tokens when a request gives none (Anthropic requires one); 4096 if unset.
+    default_max_tokens: int | None = Field(default=None, ge=1)
     timeouts: Timeouts | None = None
     # Largest non-streamed answer taken from this instance (bytes); None: the service's, else its kind's default.
     max_response_bytes: int | None = Field(default=None, gt=0)

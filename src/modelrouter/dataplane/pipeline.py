@@ -232,7 +232,7 @@ class Pipeline:
     async def _refused(call: Call, attempt: Attempt, resp: UpstreamResponse, retry: RetryConfig) -> None:
         """An error status: the breaker's verdict by what it says of the backend, a cool-down on 429/503, and the
         error the client gets (raised)."""
-        status = resp.status
+        status = attempt.instance.adapter.upstream_status(resp.status)
         attempt.judge(not backend_failure(status))
         if status in (429, 503):
             cool_down(attempt.instance, resp.header_items(), retry)

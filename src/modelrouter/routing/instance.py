@@ -87,7 +87,9 @@ class Instance:
         self.upstream_model = config.upstream_model or config.name
         # Set here rather than left to the HTTP client: aiohttp's per-request "skip auto headers" path measured
         # a few percent of throughput. Identity encoding: answers are passed through or parsed, never unzipped.
-        self.headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", **config.headers}
+        given = {name.lower() for name in config.headers}
+        dialect = {name: value for name, value in adapter.default_headers.items() if name.lower() not in given}
+        self.headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity", **dialect, **config.headers}
         # Built once: the upstream client copies headers, so one dict can serve every JSON request.
         self.json_headers = {**self.headers, "Content-Type": "application/json"}
         self.timeouts = timeouts

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..adapters import ADAPTERS
+from ..adapters import adapter_for
 from ..config.model import (
     DEFAULT_TIMEOUTS,
     Config,
@@ -81,7 +81,7 @@ class Pool:
 
 
 def _instance_urls(service: str, inst: InstanceConfig) -> dict[str, str]:
-    adapter = ADAPTERS[inst.adapter]
+    adapter = adapter_for(inst)
     urls: dict[str, str] = {}
     for i, endpoint in enumerate(ENDPOINTS_BY_SERVICE.get(service, ())):
         if inst.path and i == 0:
@@ -130,7 +130,7 @@ class RoutingTable:
                 service_name,
                 _instance_urls(service_name, inst_cfg),
                 timeouts,
-                ADAPTERS[inst_cfg.adapter],
+                adapter_for(inst_cfg),
                 breaker=layered(config.breaker, service.breaker, inst_cfg.breaker),
                 health=layered(config.health_check, service.health_check, inst_cfg.health_check),
                 name=name,
