@@ -98,10 +98,11 @@ class Scenario:
     stream: bool
     connections: int
     threads: int
+    lua: str | None = None  # the wrk script, if not the chat one
 
     @property
     def script(self) -> Path:
-        return BENCH_DIR / ("chat_stream.lua" if self.stream else "chat.lua")
+        return BENCH_DIR / (self.lua or ("chat_stream.lua" if self.stream else "chat.lua"))
 
 
 SCENARIOS = (
@@ -391,6 +392,7 @@ def run_wrk(
     duration: float,
     watch: dict[str, int],
     api_key: str | None = None,
+    path: str = CHAT_PATH,
 ) -> WrkRun:
     """One bounded wrk run; ``watch`` names the pids whose CPU use to record. With ``api_key`` the lua
     script sends it as a Bearer key (via the environment); without, no Authorization header at all."""
@@ -401,7 +403,7 @@ def run_wrk(
     argv = [
         *pin, wrk, f"-t{sc.threads}", f"-c{sc.connections}", f"-d{duration:g}s", "--latency",
         "--timeout", "5s",  # a stalled response counts as a timeout error instead of hiding in the tail
-        "-s", str(sc.script), f"http://{HOST}:{port}{CHAT_PATH}",
+        "-s", str(sc.script), f"http://{HOST}:{port}{path}",
     ]  # fmt: skip
     cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
     started = time.monotonic()
@@ -909,6 +911,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="gateway+redis against gateway+auth: the cost of state.backend redis (bench/shared_state.py)",
     )
+    parser.add_argument(
+        "--messages",
+        action="store_true",
+        help="/v1/messages against /v1/chat/completions on one gateway: the Anthropic front door "
+        "(bench/messages_api.py)",
+    )
     args = parser.parse_args(argv)
     if not 100 <= args.requests <= 100_000:
         parser.error("--requests must be from 100 to 100,000")
@@ -1157,6 +1165,11 @@ def main(argv: list[str] | None = None) -> int:
             from shared_state import run_redis
 
             return run_redis(children, args.duration, args.rounds, args.startup_timeout)
+        if args.messages:
+            sys.modules.setdefault("bench", sys.modules[__name__])
+            from messages_api import run_messages
+
+            return run_messages(children, args.duration, args.rounds, args.startup_timeout)
         return run_bench(args, children)
     except BenchError as exc:
         print(f"\nbench: error: {exc}", file=sys.stderr)

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from modelrouter.config.model import StateConfig, StoreConfig
 from modelrouter.state import SharedState
 
+from .fake_anthropic import FakeAnthropic
 from .fakes import FakeOllama, FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer, UpstreamServer
 
@@ -60,6 +61,14 @@ def start_ollama(
         return fake, server.url
 
     return start
+
+
+@pytest.fixture
+def anthropic_upstream(bg: BackgroundLoop, servers: list[UpstreamServer | GatewayServer]) -> tuple[FakeAnthropic, str]:
+    """A loopback Anthropic Messages API (tests/fake_anthropic.py) and its URL; stopped after the test."""
+    fake = FakeAnthropic()
+    servers.append(server := UpstreamServer(bg, fake.app()).start())
+    return fake, server.url
 
 
 @pytest.fixture

@@ -14,16 +14,9 @@ import pytest
 
 from .fake_anthropic import FakeAnthropic
 from .fakes import FakeOpenAI
-from .servers import BackgroundLoop, GatewayServer, UpstreamServer
+from .servers import GatewayServer
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
-
-
-@pytest.fixture
-def anthropic_upstream(bg: BackgroundLoop, servers: list[Any]) -> tuple[FakeAnthropic, str]:
-    fake = FakeAnthropic()
-    servers.append(server := UpstreamServer(bg, fake.app()).start())  # stopped with the test's servers
-    return fake, server.url
 
 
 def _instance(url: str, name: str = "claude", **more: Any) -> dict[str, Any]:

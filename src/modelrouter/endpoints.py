@@ -25,6 +25,10 @@ class Endpoint:
     output: Literal["json", "sse", "binary"] = "json"
     # OpenAI lets images requests omit `model`; we then use the service's only model, if it has one.
     model_optional: bool = False
+    # Another API's front door (dialects/): its requests become ``serves`` requests and its answers come back in
+    # its own shape; "openai" endpoints are the gateway's own.
+    dialect: Literal["openai", "anthropic"] = "openai"
+    serves: str | None = None
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -64,6 +68,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (("image", "file"), ("prompt", "string")),
         model_optional=True,
     ),
+    Endpoint(
+        "messages",
+        "chat",
+        "/v1/messages",
+        "json",
+        (("model", "string"), ("messages", "array"), ("max_tokens", "integer")),
+        "sse",
+        dialect="anthropic",
+        serves="chat",
+    ),
 )
 
 _BY_NAME = {e.name: e for e in ENDPOINTS}
@@ -73,6 +87,9 @@ ENDPOINTS_BY_PATH: dict[str, Endpoint] = {e.path: e for e in ENDPOINTS}
 ENDPOINTS_BY_PATH["/v2/rerank"] = _BY_NAME["rerank"]
 ENDPOINTS_BY_PATH["/rerank"] = _BY_NAME["rerank"]
 
+# The endpoints a backend serves, by service: front doors of other dialects reach backends as the one they serve.
 ENDPOINTS_BY_SERVICE: dict[str, tuple[Endpoint, ...]] = {}
 for _e in ENDPOINTS:
+    if _e.serves is not None:
+        continue
     ENDPOINTS_BY_SERVICE[_e.service] = (*ENDPOINTS_BY_SERVICE.get(_e.service, ()), _e)

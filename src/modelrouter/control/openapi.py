@@ -152,6 +152,7 @@ _V1_REPLIES: Mapping[str, str] = {
     "translations": "Transcription",
     "image_generations": "ImagesResponse",
     "image_edits": "ImagesResponse",
+    "messages": "Message",
 }
 _V1_ERRORS = (400, 401, 403, 404, 413, 415, 429)
 # Bearer or X-API-Key when client keys are on (auth.enabled); the empty alternative: an open gateway needs none.
@@ -183,18 +184,50 @@ def _v1_request_schema(endpoint: Endpoint) -> Schema:
 
 def _v1_operation(endpoint: Endpoint) -> Schema:
     media_type = "application/json" if endpoint.body == "json" else "multipart/form-data"
+    summary = f"OpenAI-compatible {endpoint.path.removeprefix('/v1/')} (service: {endpoint.service})"
+    error = _error_ref
+    if endpoint.dialect == "anthropic":
+        summary = "Anthropic Messages API, routed like chat to any backend (docs/api.md#messages)"
+        error = _anthropic_error_ref
     return {
         "operationId": f"v1_{endpoint.name}",
         "tags": ["v1"],
-        "summary": f"OpenAI-compatible {endpoint.path.removeprefix('/v1/')} (service: {endpoint.service})",
+        "summary": summary,
         "security": _CLIENT_SECURITY,
         "requestBody": {"required": True, "content": {media_type: {"schema": _v1_request_schema(endpoint)}}},
         "responses": {
             "200": _v1_success(endpoint),
-            **{str(status): _error_ref(status) for status in _V1_ERRORS},
-            "5XX": _error_ref(500),
+            **{str(status): error(status) for status in _V1_ERRORS},
+            "5XX": error(500),
         },
     }
+
+
+def _anthropic_error_ref(status: int) -> Schema:
+    return {
+        "description": f"HTTP {status}, as Anthropic's error object",
+        "content": {"application/json": {"schema": ref("AnthropicError")}},
+    }
+
+
+def _count_tokens_path() -> dict[str, Schema]:
+    request = obj(
+        {"model": _STRING, "messages": {"type": "array"}, "system": {}, "tools": {"type": "array"}},
+        ["model", "messages"],
+        closed=False,
+    )
+    operation = {
+        "operationId": "v1_messages_count_tokens",
+        "tags": ["v1"],
+        "summary": "The gateway's estimate of a Messages request's input tokens (no backend is asked)",
+        "security": _CLIENT_SECURITY,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": {
+            "200": _json_response("OK", obj({"input_tokens": {"type": "integer"}}, ["input_tokens"])),
+            **{str(status): _anthropic_error_ref(status) for status in (400, 401, 404, 413)},
+        },
+    }
+    return {"/v1/messages/count_tokens": {"post": operation}}
 
 
 def _v1_success(endpoint: Endpoint) -> Schema:
@@ -202,13 +235,14 @@ def _v1_success(endpoint: Endpoint) -> Schema:
         return {"description": "The audio, streamed, in the upstream's content type", "content": {"audio/*": {}}}
     content: Schema = {"application/json": {"schema": ref(_V1_REPLIES[endpoint.name])}}
     if endpoint.output == "sse":
-        content["text/event-stream"] = {
-            "schema": {
-                "type": "string",
-                "description": 'with "stream": true: `data: {...}` chunk events, ending with `data: [DONE]`; '
-                'a failure after the first byte ends the stream with one `data: {"error": {...}}` event',
-            }
-        }
+        events = (
+            'with "stream": true: Anthropic\'s events, message_start to message_stop; a failure after the first byte '
+            "ends the stream with an `event: error`"
+            if endpoint.dialect == "anthropic"
+            else 'with "stream": true: `data: {...}` chunk events, ending with `data: [DONE]`; a failure after the '
+            'first byte ends the stream with one `data: {"error": {...}}` event'
+        )
+        content["text/event-stream"] = {"schema": {"type": "string", "description": events}}
     if endpoint.body == "multipart":
         # Transcriptions answer text, srt or vtt when response_format asks for them.
         content["text/plain"] = {"schema": _STRING}
@@ -303,7 +337,11 @@ def _error_schemas() -> dict[str, Schema]:
         ["message", "type", "param", "code"],
         closed=False,
     )
-    return {"Error": obj({"error": detail}, ["error"], closed=False)}
+    anthropic = obj({"type": {"enum": list(ERROR_TYPES)}, "message": _STRING}, ["type", "message"], closed=False)
+    return {
+        "Error": obj({"error": detail}, ["error"], closed=False),
+        "AnthropicError": obj({"type": {"const": "error"}, "error": anthropic}, ["type", "error"], closed=False),
+    }
 
 
 def _openai_object(kind: str, properties: Mapping[str, Schema], required: Iterable[str]) -> Schema:
@@ -322,6 +360,22 @@ def _v1_schemas() -> dict[str, Schema]:
     }
     return {
         "ChatCompletion": _openai_object("chat.completion", completion, ["id", "model", "choices"]),
+        "Message": obj(
+            {
+                "id": _STRING,
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "model": _STRING,
+                "content": {"type": "array", "description": "text and tool_use blocks"},
+                "stop_reason": {"type": ["string", "null"]},
+                "stop_sequence": {"type": ["string", "null"]},
+                "usage": obj(
+                    {"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}, [], closed=False
+                ),
+            },
+            ["id", "type", "role", "model", "content"],
+            closed=False,
+        ),
         "TextCompletion": _openai_object("text_completion", completion, ["id", "model", "choices"]),
         "EmbeddingList": _openai_object(
             "list",
@@ -391,6 +445,7 @@ def build_openapi(routes: Iterable[Route] = ROUTES, endpoints: Iterable[Endpoint
     relative to wherever the document was fetched from, which is the gateway itself."""
     paths: dict[str, Schema] = {endpoint.path: {"post": _v1_operation(endpoint)} for endpoint in endpoints}
     paths.update(_models_paths())
+    paths.update(_count_tokens_path())
     definitions: dict[str, Schema] = {}  # the models nested in admin bodies
     for route in routes:
         paths.setdefault(route.template, {})[route.method.lower()] = _admin_operation(route, definitions)

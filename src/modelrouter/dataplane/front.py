@@ -22,12 +22,14 @@ import orjson
 
 from ..access.admission import Ticket
 from ..access.auth import Principal
+from ..access.usage import estimate_prompt_tokens
 from ..endpoints import ENDPOINTS_BY_PATH, Endpoint
 from ..errors import (
     AuthenticationFailed,
     BodyTooLarge,
     GatewayError,
     InternalError,
+    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     NotFound,
@@ -42,6 +44,7 @@ from ..http.multipart import ClientGone, Form, read_multipart
 from ..observability.meter import Meter
 from ..observability.observe import RequestTrace
 from ..observability.telemetry import metrics_token_ok
+from . import dialects
 from .bundle import Bundle
 from .context import ClientInfo
 from .jsonbody import parse_object
@@ -51,6 +54,9 @@ from .responses import Response, StreamResponse
 from .timers import Alarm, clock
 
 __all__ = ["FrontDoor"]
+
+MESSAGES = ENDPOINTS_BY_PATH["/v1/messages"]
+COUNT_TOKENS = "/v1/messages/count_tokens"
 
 log = logging.getLogger("modelrouter.front")
 
@@ -106,11 +112,15 @@ class FrontDoor:
         endpoint = ENDPOINTS_BY_PATH.get(scope["path"])
         if endpoint is None or scope["method"] != "POST":
             try:
-                await self._other(endpoint, scope, receive, send)
+                if scope["path"] == COUNT_TOKENS:
+                    await self._count_tokens(scope, receive, send)
+                else:
+                    await self._other(endpoint, scope, receive, send)
             except Exception as exc:
-                await _fail(send, scope, exc)
+                await _fail(send, scope, exc, None, MESSAGES if scope["path"] == COUNT_TOKENS else None)
             return
         bundle = self.bundle
+        routed = endpoint  # what the gateway routes: the endpoint, or the one a front door of another API serves
         form: Form | None = None
         watch: _DisconnectWatch | None = None
         ticket: Ticket | None = None
@@ -200,6 +210,9 @@ class FrontDoor:
             if endpoint.body == "json":
                 payload = parse_object(body)
                 check_json(endpoint, payload, bundle.validate_parameters)
+                if endpoint.serves is not None:  # another API's front door: routed as the endpoint it serves
+                    routed, payload = dialects.to_served(endpoint, payload)
+                    check_json(routed, payload, bundle.validate_parameters)
             else:
                 assert form is not None
                 payload = form
@@ -223,7 +236,10 @@ class FrontDoor:
                         ticket = await accounting.admit(endpoint, payload, ip, principal, table, meter)
                 ticket.bytes_in = size
             try:
-                result = await self.pipeline.forward(bundle, endpoint, payload, info)
+                result = await self.pipeline.forward(bundle, routed, payload, info)
+                if routed is not endpoint:
+                    assert isinstance(payload, dict)
+                    result = dialects.answer(endpoint, result, str(payload["model"]), bundle.max_event_bytes)
                 if type(result) is Response:
                     status = result.status
                     headers = [*result.headers, (b"content-length", b"%d" % len(result.body))]
@@ -252,7 +268,7 @@ class FrontDoor:
         except ClientGone:
             status = status or 499
         except Exception as exc:
-            status = await _fail(send, scope, exc, _id_header(meter))
+            status = await _fail(send, scope, exc, _id_header(meter), endpoint)
         finally:
             if watch is not None:
                 watch.stop()
@@ -320,6 +336,29 @@ class FrontDoor:
             await _send(send, 200, _JSON_HEADERS, self.openapi())
         else:
             raise NotFound(f"Invalid URL ({echo(method)} {echo(path)})")
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/messages/count_tokens``: the gateway's estimate of a Messages request's input tokens (what
+        its limits reserve), for the model's key and access rules; no backend is asked."""
+        if scope["method"] != "POST":
+            raise MethodNotAllowed(f"{echo(scope['method'])} is not allowed on {COUNT_TOKENS}; use POST", allow="POST")
+        bundle = self.bundle
+        principal = self._principal(bundle, scope)
+        message = await receive()
+        body: bytes = message.get("body", b"")
+        async with asyncio.timeout(self.body_read_timeout):
+            if message.get("more_body", False):
+                body = await _read_rest(receive, body, bundle.max_body_bytes)
+        if len(body) > bundle.max_body_bytes:
+            raise BodyTooLarge(f"request body larger than the {bundle.max_body_bytes} byte limit")
+        payload = parse_object(body)
+        for name in ("model", "messages"):
+            if payload.get(name) is None:
+                raise InvalidRequest(f"Invalid request: missing required parameter '{name}'", param=name)
+        served, chat = dialects.to_served(MESSAGES, {**payload, "max_tokens": 1})
+        check_json(served, chat, bundle.validate_parameters)
+        bundle.table.resolve(served.service, str(chat["model"]), principal.may_use if principal is not None else None)
+        await _send(send, 200, _JSON_HEADERS, orjson.dumps({"input_tokens": estimate_prompt_tokens(chat)}))
 
     @staticmethod
     def _principal(bundle: Bundle, scope: Scope) -> Principal | None:
@@ -466,14 +505,14 @@ async def _stream(send: Send, stream: StreamResponse, meter: Meter | None, watch
         if not stream.sse:
             raise ClientGone() from None  # a binary body cannot carry an error; leave it cut short
         log.warning("stream broke off after the first byte: %s", exc.message)
-        await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": stream.error_event(exc), "more_body": True})
     except asyncio.CancelledError:
         # Not the client leaving (the watch cancels for that): the server cutting streams that outlived the
         # drain. An SSE client is told why, as for a broken upstream, instead of seeing the stream just stop.
         if stream.sse and not watch.gone:
             cut = ShuttingDown("the gateway is shutting down: the stream was cut at the end of its drain timeout")
             with contextlib.suppress(Exception):
-                await send({"type": "http.response.body", "body": b"data: " + cut.body() + b"\n\n", "more_body": True})
+                await send({"type": "http.response.body", "body": stream.error_event(cut), "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         raise
     finally:
@@ -487,13 +526,21 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": body})
 
 
-async def _fail(send: Send, scope: Scope, exc: Exception, request_id: list[tuple[bytes, bytes]] | None = None) -> int:
-    """Answer ``exc`` as an OpenAI error; its status. Called in an ``except`` block: anything but a
-    GatewayError is logged with its traceback and answered as a 500 that reveals nothing."""
+async def _fail(
+    send: Send,
+    scope: Scope,
+    exc: Exception,
+    request_id: list[tuple[bytes, bytes]] | None = None,
+    endpoint: Endpoint | None = None,
+) -> int:
+    """Answer ``exc`` as an OpenAI error (or in the shape of ``endpoint``'s API); its status. Called in an
+    ``except`` block: anything but a GatewayError is logged with its traceback and answered as a 500 that reveals
+    nothing."""
     if not isinstance(exc, GatewayError):
         log.exception("unexpected error handling %s %s", scope.get("method"), scope.get("path"))
         exc = InternalError("internal error in the gateway (see its log)")
-    await _send_error(send, exc, request_id)
+    body = dialects.error_body(endpoint, exc) if endpoint is not None and endpoint.serves is not None else None
+    await _send_error(send, exc, request_id, body)
     return exc.status
 
 
@@ -511,12 +558,14 @@ def _id_header(meter: Meter | None) -> list[tuple[bytes, bytes]]:
     return [(b"x-request-id", meter.request_id.encode("latin-1"))]
 
 
-async def _send_error(send: Send, exc: GatewayError, request_id: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_error(
+    send: Send, exc: GatewayError, request_id: list[tuple[bytes, bytes]] | None = None, body: bytes | None = None
+) -> None:
     headers = exc.headers()
     if request_id:  # the gateway's id; an upstream's own (an error passed through) is kept under another name
         headers = [(b"x-upstream-request-id", v) if k == b"x-request-id" else (k, v) for k, v in headers]
     try:
-        await _send(send, exc.status, [*_JSON_HEADERS, *headers, *(request_id or ())], exc.body())
+        await _send(send, exc.status, [*_JSON_HEADERS, *headers, *(request_id or ())], body or exc.body())
     except RuntimeError:
         # The response had already started (cannot happen for the paths above, but never mask the cause).
         log.warning("could not send error after response start: %r", exc)

@@ -348,6 +348,16 @@ _JSON_FIELDS: Mapping[str, tuple[Rule, ...]] = {
     ),
     "speech": (Text("model"), Text("input", non_empty=True), Voice("voice"), Number("speed", 0.25, 4.0)),
     "image_generations": (Text("model"), Text("prompt"), Integer("n", 1)),
+    # Anthropic's ranges (the request is then checked as the chat request it becomes).
+    "messages": (
+        Text("model"),
+        Messages("messages"),
+        Integer("max_tokens", 1),
+        Number("temperature", 0.0, 1.0),
+        Number("top_p", 0.0, 1.0),
+        Integer("top_k", 0),
+        Flag("stream"),
+    ),
 }
 
 # Multipart text fields read as numbers (other fields are strings by nature; files and required fields are

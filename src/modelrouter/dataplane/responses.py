@@ -3,7 +3,7 @@ finishes its upstream attempt when it is closed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -35,7 +35,9 @@ class StreamResponse:
         "_out",
         "_resp",
         "_translator",
+        "error_event",
         "headers",
+        "post",
         "sse",
         "status",
         "timed",
@@ -63,6 +65,10 @@ class StreamResponse:
         self.sse = translator is not None
         # Metrics on: the stream's whole upstream duration goes into the meter (answer_s) when it ends.
         self.timed = False
+        # A front door of another dialect (dialects/): what its client gets, made of the gateway's chunks, and how
+        # a stream that breaks off tells it so.
+        self.post: StreamTranslator | None = None
+        self.error_event: Callable[[GatewayError], bytes] = _error_event
 
     async def prime(self) -> None:
         """Read until the first bytes for the client exist (or the body ended). Until then nothing has reached
@@ -75,11 +81,26 @@ class StreamResponse:
         self._answered = True
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        if self._first:
-            yield self._first
-            self._first = b""
-        async for out in self._out:
-            yield out
+        post = self.post
+        if post is None:
+            if self._first:
+                yield self._first
+                self._first = b""
+            async for out in self._out:
+                yield out
+            return
+        try:
+            if self._first:
+                first, self._first = self._first, b""
+                if out := post.feed(first):
+                    yield out
+            async for chunk in self._out:
+                if out := post.feed(chunk):
+                    yield out
+            if out := post.end():
+                yield out
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamInvalid(f"the backend sent an invalid stream: {exc}") from None
 
     async def _produce(self) -> AsyncIterator[bytes]:
         translator = self._translator
@@ -122,3 +143,8 @@ class StreamResponse:
 
     def aclose(self) -> None:
         self.close()
+
+
+def _error_event(exc: GatewayError) -> bytes:
+    """The SSE event that ends a stream broken off after its first byte: the error, as OpenAI clients read it."""
+    return b"data: " + exc.body() + b"\n\n"
