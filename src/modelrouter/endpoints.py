@@ -27,7 +27,7 @@ class Endpoint:
     model_optional: bool = False
     # Another API's front door (dialects/): its requests become ``serves`` requests and its answers come back in
     # its own shape; "openai" endpoints are the gateway's own.
-    dialect: Literal["openai", "anthropic"] = "openai"
+    dialect: Literal["openai", "anthropic", "responses"] = "openai"
     serves: str | None = None
 
 
@@ -76,6 +76,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         (("model", "string"), ("messages", "array"), ("max_tokens", "integer")),
         "sse",
         dialect="anthropic",
+        serves="chat",
+    ),
+    Endpoint(
+        "responses",
+        "chat",
+        "/v1/responses",
+        "json",
+        (("model", "string"), ("input", "any")),
+        "sse",
+        dialect="responses",
         serves="chat",
     ),
 )

@@ -2,6 +2,7 @@
 
 from ..config.model import InstanceConfig
 from .anthropic import AnthropicAdapter
+from .azure import AzureAdapter
 from .base import Adapter, SSEPassThrough, StreamTranslator
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
@@ -11,6 +12,7 @@ __all__ = [
     "ADAPTERS",
     "Adapter",
     "AnthropicAdapter",
+    "AzureAdapter",
     "OllamaAdapter",
     "OpenAIAdapter",
     "SSEPassThrough",
@@ -24,6 +26,7 @@ ADAPTERS: dict[str, Adapter] = {
     "ollama": OllamaAdapter(),
     "tei": TEIAdapter(),
     "anthropic": AnthropicAdapter(),
+    "azure": AzureAdapter(),
 }
 
 
@@ -31,4 +34,6 @@ def adapter_for(instance: InstanceConfig) -> Adapter:
     """The adapter an instance speaks through: the shared one of its dialect, or one made for its options."""
     if instance.adapter == "anthropic" and instance.default_max_tokens is not None:
         return AnthropicAdapter(instance.default_max_tokens)
+    if instance.adapter == "azure":  # the deployment is part of every path
+        return AzureAdapter(instance.upstream_model or instance.name, instance.api_version)
     return ADAPTERS[instance.adapter]

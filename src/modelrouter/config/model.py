@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .providers import apply_provider
+
 __all__ = [
     "SERVICE_NAMES",
     "Config",
@@ -26,12 +28,13 @@ __all__ = [
 ServiceName = Literal["chat", "embedding", "rerank", "tts", "stt", "image_generation", "image_edit"]
 SERVICE_NAMES: tuple[str, ...] = ServiceName.__args__  # type: ignore[attr-defined]
 BalancerName = Literal["random", "round_robin", "least_connections", "ip_hash", "consistent_hash", "latency"]
-AdapterName = Literal["openai", "ollama", "tei", "anthropic"]
+AdapterName = Literal["openai", "ollama", "tei", "anthropic", "azure"]
 # Services each non-OpenAI dialect can serve (the OpenAI adapter serves all).
 ADAPTER_SERVICES: dict[str, tuple[str, ...]] = {
     "ollama": ("chat", "embedding"),
     "tei": ("rerank", "embedding"),
     "anthropic": ("chat",),
+    "azure": ("chat", "embedding", "tts", "stt", "image_generation", "image_edit"),
 }
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -163,19 +166,30 @@ class InstanceConfig(_Strict):
     # header value and a label: short, printable ASCII, no spaces.
     id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:#/+-]{0,99}$")
     models: tuple[str, ...] = ()  # further names this instance serves
+    # A preset (config/providers.py) filling base_url and adapter; what the instance gives overrides it.
+    provider: str | None = None
     base_url: str
     path: str | None = None
     adapter: AdapterName = "openai"
+    # Sent as the adapter's auth header (Authorization: Bearer, x-api-key, api-key) unless headers give it.
+    api_key: str | None = Field(default=None, min_length=1)
     weight: float = Field(default=1, gt=0)
     upstream_model: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     # adapter anthropic: max_tokens when a request gives none (Anthropic requires one); 4096 if unset.
     default_max_tokens: int | None = Field(default=None, ge=1)
+    # adapter azure: the api-version query parameter; 2024-10-21 if unset.
+    api_version: str | None = Field(default=None, pattern=r"^[0-9A-Za-z.-]{1,40}$")
     timeouts: Timeouts | None = None
     # Largest non-streamed answer taken from this instance (bytes); None: the service's, else its kind's default.
     max_response_bytes: int | None = Field(default=None, gt=0)
     breaker: BreakerConfig | None = None
     health_check: HealthCheckConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return apply_provider(data)
 
     @field_validator("base_url")
     @classmethod

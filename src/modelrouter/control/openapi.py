@@ -153,6 +153,7 @@ _V1_REPLIES: Mapping[str, str] = {
     "image_generations": "ImagesResponse",
     "image_edits": "ImagesResponse",
     "messages": "Message",
+    "responses": "ResponseObject",
 }
 _V1_ERRORS = (400, 401, 403, 404, 413, 415, 429)
 # Bearer or X-API-Key when client keys are on (auth.enabled); the empty alternative: an open gateway needs none.
@@ -189,6 +190,8 @@ def _v1_operation(endpoint: Endpoint) -> Schema:
     if endpoint.dialect == "anthropic":
         summary = "Anthropic Messages API, routed like chat to any backend (docs/api.md#messages)"
         error = _anthropic_error_ref
+    elif endpoint.dialect == "responses":
+        summary = "OpenAI Responses API, routed like chat to any backend (docs/api.md#responses)"
     return {
         "operationId": f"v1_{endpoint.name}",
         "tags": ["v1"],
@@ -239,6 +242,9 @@ def _v1_success(endpoint: Endpoint) -> Schema:
             'with "stream": true: Anthropic\'s events, message_start to message_stop; a failure after the first byte '
             "ends the stream with an `event: error`"
             if endpoint.dialect == "anthropic"
+            else 'with "stream": true: the Responses events, response.created to response.completed (or '
+            "response.incomplete); a failure after the first byte ends the stream with an `event: error`"
+            if endpoint.dialect == "responses"
             else 'with "stream": true: `data: {...}` chunk events, ending with `data: [DONE]`; a failure after the '
             'first byte ends the stream with one `data: {"error": {...}}` event'
         )
@@ -360,6 +366,19 @@ def _v1_schemas() -> dict[str, Schema]:
     }
     return {
         "ChatCompletion": _openai_object("chat.completion", completion, ["id", "model", "choices"]),
+        "ResponseObject": obj(
+            {
+                "id": _STRING,
+                "object": {"const": "response"},
+                "created_at": {"type": "integer"},
+                "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]},
+                "model": _STRING,
+                "output": {"type": "array", "description": "message and function_call items"},
+                "usage": {"type": ["object", "null"]},
+            },
+            ["id", "object", "status", "model", "output"],
+            closed=False,
+        ),
         "Message": obj(
             {
                 "id": _STRING,

@@ -149,6 +149,8 @@ def _secret_places(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]
             headers = inst.get("headers") if isinstance(inst, dict) else None
             if isinstance(headers, dict):
                 found += [(f"services.{service_name}.instances[{i}].headers.{name}", headers, name) for name in headers]
+            if isinstance(inst, dict) and "api_key" in inst:
+                found.append((f"services.{service_name}.instances[{i}].api_key", inst, "api_key"))
     auth = doc.get("auth")
     keys = auth.get("keys") if isinstance(auth, dict) else None
     for i, key in enumerate(keys if isinstance(keys, list) else ()):

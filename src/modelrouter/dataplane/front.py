@@ -121,6 +121,7 @@ class FrontDoor:
             return
         bundle = self.bundle
         routed = endpoint  # what the gateway routes: the endpoint, or the one a front door of another API serves
+        original: dict[str, Any] = {}  # a front door's request as its client sent it
         form: Form | None = None
         watch: _DisconnectWatch | None = None
         ticket: Ticket | None = None
@@ -211,6 +212,7 @@ class FrontDoor:
                 payload = parse_object(body)
                 check_json(endpoint, payload, bundle.validate_parameters)
                 if endpoint.serves is not None:  # another API's front door: routed as the endpoint it serves
+                    original = payload
                     routed, payload = dialects.to_served(endpoint, payload)
                     check_json(routed, payload, bundle.validate_parameters)
             else:
@@ -238,8 +240,7 @@ class FrontDoor:
             try:
                 result = await self.pipeline.forward(bundle, routed, payload, info)
                 if routed is not endpoint:
-                    assert isinstance(payload, dict)
-                    result = dialects.answer(endpoint, result, str(payload["model"]), bundle.max_event_bytes)
+                    result = dialects.answer(endpoint, result, original, bundle.max_event_bytes)
                 if type(result) is Response:
                     status = result.status
                     headers = [*result.headers, (b"content-length", b"%d" % len(result.body))]

@@ -24,8 +24,9 @@ from typing import Any
 
 import orjson
 
-from ..adapters.base import MAX_EVENT_BYTES, SSEReader, StreamTranslator
+from ..adapters.base import MAX_EVENT_BYTES
 from ..errors import ERROR_TYPES, GatewayError, InvalidRequest, type_for_status
+from .chunks import FromChatChunks
 
 __all__ = ["ChunksToEvents", "answer_to_message", "error_body", "error_event", "request_to_chat"]
 
@@ -243,13 +244,13 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps({"type": name, **data}) + b"\n\n"
 
 
-class ChunksToEvents(StreamTranslator):
+class ChunksToEvents(FromChatChunks):
     """OpenAI chat chunks (as the gateway's stream carries them) → Anthropic's Messages events."""
 
-    __slots__ = ("_block", "_blocks", "_done", "_events", "_model", "_started", "_stop", "_tool", "_usage")
+    __slots__ = ("_block", "_blocks", "_done", "_model", "_stop", "_tool", "_usage")
 
     def __init__(self, model: str, max_event: int = MAX_EVENT_BYTES) -> None:
-        self._events = SSEReader(max_event)
+        super().__init__(max_event)
         self._model = model
         self._started = False
         self._block: str | None = None  # "text" or "tool": the open content block
@@ -258,19 +259,6 @@ class ChunksToEvents(StreamTranslator):
         self._stop = "end_turn"
         self._usage: dict[str, Any] | None = None
         self._done = False
-
-    def feed(self, chunk: bytes) -> bytes:
-        out: list[bytes] = []
-        for _name, data in self._events.feed(chunk):
-            if data == b"[DONE]":
-                out.append(self._finish())
-            elif data:
-                out.append(self._chunk(orjson.loads(data)))
-        return b"".join(out)
-
-    def end(self) -> bytes:
-        self._events.end()
-        return self._finish() if self._started else b""
 
     def _start(self, data: dict[str, Any]) -> bytes:
         self._started = True
@@ -299,8 +287,6 @@ class ChunksToEvents(StreamTranslator):
         return out + _event("content_block_start", {"index": self._blocks - 1, "content_block": block})
 
     def _chunk(self, data: dict[str, Any]) -> bytes:
-        if "error" in data and not data.get("choices"):
-            raise _StreamError(data["error"])
         out = b"" if self._started else self._start(data)
         if data.get("usage"):
             self._usage = data["usage"]
@@ -332,7 +318,7 @@ class ChunksToEvents(StreamTranslator):
                 self._stop = _STOP.get(choice["finish_reason"], "end_turn")
         return out
 
-    def _finish(self) -> bytes:
+    def _complete(self) -> bytes:
         if self._done:
             return b""
         self._done = True
@@ -341,12 +327,3 @@ class ChunksToEvents(StreamTranslator):
         usage = _usage(self._usage)
         out += _event("message_delta", {"delta": {"stop_reason": self._stop, "stop_sequence": None}, "usage": usage})
         return out + _event("message_stop", {})
-
-
-class _StreamError(GatewayError):
-    """An error event in the gateway's own stream (a backend broke off): passed on as Anthropic's."""
-
-    def __init__(self, error: Any) -> None:
-        error = error if isinstance(error, dict) else {}
-        super().__init__(str(error.get("message") or "the stream failed"))
-        self.type = str(error.get("type") or "api_error")

@@ -269,6 +269,24 @@ class Messages(Rule):
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesInput(Rule):
+    """A Responses API ``input``: a string, or an array of item objects (messages, function calls and their
+    outputs; their contents are checked where they are translated)."""
+
+    def check(self, value: Any, ranges: bool) -> None:
+        if type(value) is str:
+            return
+        if type(value) is not list or any(type(item) is not dict for item in value):
+            raise self.refuse(value, ranges)
+
+    def wants(self, ranges: bool) -> str:
+        return "a string or an array of input items (objects)"
+
+    def schema(self) -> Schema:
+        return {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]}
+
+
+@dataclass(frozen=True, slots=True)
 class Documents(Rule):
     """Documents to rerank: a non-empty array of strings or objects with a string ``text``."""
 
@@ -356,6 +374,14 @@ _JSON_FIELDS: Mapping[str, tuple[Rule, ...]] = {
         Number("temperature", 0.0, 1.0),
         Number("top_p", 0.0, 1.0),
         Integer("top_k", 0),
+        Flag("stream"),
+    ),
+    "responses": (
+        Text("model"),
+        ResponsesInput("input"),
+        Integer("max_output_tokens", 1),
+        Number("temperature", 0.0, 2.0),
+        Number("top_p", 0.0, 1.0),
         Flag("stream"),
     ),
 }
