@@ -4,6 +4,7 @@ from ..config.model import InstanceConfig
 from .anthropic import AnthropicAdapter
 from .azure import AzureAdapter
 from .base import Adapter, SSEPassThrough, StreamTranslator
+from .gemini import GeminiAdapter
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
 from .tei import TEIAdapter
@@ -13,6 +14,7 @@ __all__ = [
     "Adapter",
     "AnthropicAdapter",
     "AzureAdapter",
+    "GeminiAdapter",
     "OllamaAdapter",
     "OpenAIAdapter",
     "SSEPassThrough",
@@ -27,6 +29,7 @@ ADAPTERS: dict[str, Adapter] = {
     "tei": TEIAdapter(),
     "anthropic": AnthropicAdapter(),
     "azure": AzureAdapter(),
+    "gemini": GeminiAdapter(),
 }
 
 
@@ -36,4 +39,6 @@ def adapter_for(instance: InstanceConfig) -> Adapter:
         return AnthropicAdapter(instance.default_max_tokens)
     if instance.adapter == "azure":  # the deployment is part of every path
         return AzureAdapter(instance.upstream_model or instance.name, instance.api_version)
+    if instance.adapter == "gemini":  # and so is the model
+        return GeminiAdapter(instance.upstream_model or instance.name)
     return ADAPTERS[instance.adapter]

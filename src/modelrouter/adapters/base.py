@@ -226,6 +226,12 @@ class Adapter:
     stream_content_type = b"text/event-stream"
     #: headers every request to this dialect carries, unless the instance's ``headers`` name them
     default_headers: dict[str, str] = {}
+    #: whether ``request_url`` may change the URL by request (Gemini: a stream is another method)
+    varies_url = False
+
+    def request_url(self, url: str, payload: dict[str, Any]) -> str:
+        """The URL of one request, from its endpoint's (called only when ``varies_url``)."""
+        return url
 
     def upstream_status(self, status: int) -> int:
         """The status an upstream error counts as (for retries, breakers and the client): its own by default."""

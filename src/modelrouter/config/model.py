@@ -28,13 +28,14 @@ __all__ = [
 ServiceName = Literal["chat", "embedding", "rerank", "tts", "stt", "image_generation", "image_edit"]
 SERVICE_NAMES: tuple[str, ...] = ServiceName.__args__  # type: ignore[attr-defined]
 BalancerName = Literal["random", "round_robin", "least_connections", "ip_hash", "consistent_hash", "latency"]
-AdapterName = Literal["openai", "ollama", "tei", "anthropic", "azure"]
+AdapterName = Literal["openai", "ollama", "tei", "anthropic", "azure", "gemini"]
 # Services each non-OpenAI dialect can serve (the OpenAI adapter serves all).
 ADAPTER_SERVICES: dict[str, tuple[str, ...]] = {
     "ollama": ("chat", "embedding"),
     "tei": ("rerank", "embedding"),
     "anthropic": ("chat",),
     "azure": ("chat", "embedding", "tts", "stt", "image_generation", "image_edit"),
+    "gemini": ("chat", "embedding"),
 }
 
 PositiveSeconds = Annotated[float, Field(gt=0)]

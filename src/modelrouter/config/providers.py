@@ -20,6 +20,7 @@ AUTH_HEADERS: dict[str, tuple[str, str]] = {
     "tei": ("Authorization", "Bearer {key}"),
     "anthropic": ("x-api-key", "{key}"),
     "azure": ("api-key", "{key}"),
+    "gemini": ("x-goog-api-key", "{key}"),
 }
 
 # name -> base_url, adapter, key: whether the API needs a key (hosted) or not (self-hosted)
@@ -39,7 +40,12 @@ PROVIDERS: dict[str, dict[str, Any]] = {
     "xai": {"base_url": "https://api.x.ai/v1", "adapter": "openai", "key": True},
     # hosted, own dialects
     "anthropic": {"base_url": "https://api.anthropic.com", "adapter": "anthropic", "key": True},
-    "azure": {"adapter": "azure", "key": True},  # base_url is the resource's: https://NAME.openai.azure.com
+    "azure": {"adapter": "azure", "key": True},
+    "gemini": {
+        "base_url": "https://generativelanguage.googleapis.com",
+        "adapter": "gemini",
+        "key": True,
+    },  # base_url is the resource's: https://NAME.openai.azure.com
     # self-hosted (default ports; give base_url for another host)
     "vllm": {"base_url": "http://127.0.0.1:8000/v1", "adapter": "openai", "key": False},
     "sglang": {"base_url": "http://127.0.0.1:30000/v1", "adapter": "openai", "key": False},

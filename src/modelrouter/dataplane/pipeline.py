@@ -162,6 +162,8 @@ class Pipeline:
                 param="model",
                 code="unsupported_endpoint",
             )
+        if instance.adapter.varies_url and isinstance(payload, dict):
+            url = instance.adapter.request_url(url, payload)
         body: Any
         if isinstance(payload, Form):
             content_type, length, body = payload.encode({"model": instance.upstream_model})
