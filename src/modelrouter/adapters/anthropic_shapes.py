@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from ..errors import InvalidRequest
+from .base import image_of
 
 __all__ = ["SCHEMA_TOOL", "chat_to_messages", "finish_reason", "messages_to_chat", "usage_of", "wants_schema_tool"]
 
@@ -72,15 +73,10 @@ def _text_of(content: Any) -> str:
 
 
 def _image_block(part: dict[str, Any]) -> dict[str, Any]:
-    url = part.get("image_url")
-    url = url.get("url") if isinstance(url, dict) else url
-    if not isinstance(url, str):
-        raise InvalidRequest("an image_url part needs a url", param="messages")
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        media = head[5:].split(";", 1)[0] or "image/png"
+    kind, media, data = image_of(part)
+    if kind == "base64":
         return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
+    return {"type": "image", "source": {"type": "url", "url": data}}
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 
 from ..endpoints import Endpoint
-from ..errors import UpstreamEventTooLarge, UpstreamInvalidResponse
+from ..errors import InvalidRequest, UpstreamEventTooLarge, UpstreamInvalidResponse
 
-__all__ = ["MAX_EVENT_BYTES", "Adapter", "SSEPassThrough", "SSEReader", "StreamTranslator"]
+__all__ = ["MAX_EVENT_BYTES", "Adapter", "SSEPassThrough", "SSEReader", "StreamTranslator", "image_of"]
 
 # The default of ``server.max_event_bytes``, for translators made outside a gateway.
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -196,6 +196,19 @@ def _parse_event(block: bytes) -> tuple[str, bytes] | None:
     if not data and name == "message":
         return None
     return name, b"\n".join(data)
+
+
+def image_of(part: dict[str, Any]) -> tuple[str, str, str]:
+    """An OpenAI ``image_url`` part as ``(kind, media type, data)``: ``("base64", type, data)`` for a data URL,
+    ``("url", "", url)`` for any other. Dialects that take images (Anthropic, Gemini) build their blocks from it."""
+    url = part.get("image_url")
+    url = url.get("url") if isinstance(url, dict) else url
+    if not isinstance(url, str):
+        raise InvalidRequest("an image_url part needs a url", param="messages")
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        return "base64", head[5:].split(";", 1)[0] or "image/png", data
+    return "url", "", url
 
 
 def _last3(parts: list[bytes]) -> bytes:

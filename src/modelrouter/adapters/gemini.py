@@ -29,7 +29,7 @@ import orjson
 
 from ..endpoints import Endpoint
 from ..errors import InvalidRequest, UpstreamReportedError
-from .base import MAX_EVENT_BYTES, Adapter, SSEReader, StreamTranslator
+from .base import MAX_EVENT_BYTES, Adapter, SSEReader, StreamTranslator, image_of
 
 __all__ = ["GeminiAdapter", "chat_to_gemini", "gemini_to_chat"]
 
@@ -73,13 +73,9 @@ def _parts(content: Any) -> list[dict[str, Any]]:
         if part.get("type") == "text":
             parts.append({"text": str(part.get("text", ""))})
         elif part.get("type") == "image_url":
-            url = part.get("image_url")
-            url = url.get("url") if isinstance(url, dict) else url
-            if not isinstance(url, str):
-                raise InvalidRequest("an image_url part needs a url", param="messages")
-            if url.startswith("data:"):
-                head, _, data = url.partition(",")
-                parts.append({"inlineData": {"mimeType": head[5:].split(";", 1)[0] or "image/png", "data": data}})
+            kind, media, url = image_of(part)
+            if kind == "base64":
+                parts.append({"inlineData": {"mimeType": media, "data": url}})
             else:
                 suffix = url.rsplit(".", 1)[-1].lower() if "." in url.rsplit("/", 1)[-1] else ""
                 mime = _MIME_BY_SUFFIX.get(f".{suffix}", "image/jpeg")
