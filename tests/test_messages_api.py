@@ -165,38 +165,58 @@ def test_tools_through_an_openai_backend(
     assert sent["messages"][3] == {"role": "user", "content": "And tomorrow?"}
 
 
-def test_messages_to_an_anthropic_backend_and_back(
-    anthropic_upstream: tuple[FakeAnthropic, str], start_gateway: Callable[..., GatewayServer]
+def test_messages_pass_unchanged_to_an_anthropic_backend(
+    bg: BackgroundLoop,
+    anthropic_upstream: tuple[FakeAnthropic, str],
+    start_gateway: Callable[..., GatewayServer],
+    tmp_path: Any,
 ) -> None:
+    """What chat has no place for (cache_control, thinking, documents) reaches an anthropic backend as the client
+    sent it, and its answer and events come back as it sent them; usage is still read from them."""
+    import httpx2
+
+    from .fake_anthropic import TOOL_ANSWER
+
     fake, url = anthropic_upstream
     instance = {"name": "claude", "base_url": url, "adapter": "anthropic", "upstream_model": "claude-sonnet-4-5"}
-    gw = start_gateway({"services": {"chat": {"instances": [instance]}}})
-    tools: Any = [{"name": "get_weather", "input_schema": {"type": "object"}}]
-    message = _client(gw).messages.create(
-        model="claude",
-        max_tokens=64,
-        system="Be brief.",
-        tools=tools,
-        messages=[{"role": "user", "content": "weather?"}],
+    gw = start_gateway(
+        {
+            "store": {"data_dir": str(tmp_path / "data")},
+            "auth": {"enabled": True, "keys": [{"name": "k", "key": KEY}]},
+            "usage": {"flush_interval": 0.1},
+            "services": {"chat": {"instances": [instance]}},
+        }
     )
-    sent = fake.last.json
-    assert sent["system"] == "Be brief."
-    assert sent["max_tokens"] == 64
-    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "weather?"}]}]
-    assert sent["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
-    assert [block.type for block in message.content] == ["text", "tool_use"]
-    tool = message.content[1]
-    assert tool.type == "tool_use"
-    assert tool.id == "toolu_01A09q90qw90lq917835lq9"
-    assert tool.input == {"location": "San Francisco, CA", "unit": "celsius"}
-    assert message.stop_reason == "tool_use"
-    with _client(gw).messages.stream(
-        model="claude", max_tokens=64, tools=tools, messages=[{"role": "user", "content": "weather?"}]
+    request = {
+        "model": "claude",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "weather?", "cache_control": {"type": "ephemeral"}}]}
+        ],
+    }
+    answer = httpx2.post(gw.url + "/v1/messages", json=request, headers={"x-api-key": KEY}, timeout=10)
+    assert answer.status_code == 200
+    assert fake.last.json == {**request, "model": "claude-sonnet-4-5"}  # only the model renamed
+    assert answer.json() == TOOL_ANSWER  # the backend's own answer
+    with _client(gw, api_key=KEY).messages.stream(
+        model="claude", max_tokens=64, tools=request["tools"], messages=[{"role": "user", "content": "weather?"}]
     ) as stream:
         final = stream.get_final_message()
+        raw_ids = [final.id]
+    assert raw_ids == ["msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"]  # the backend's message id: its own events
     streamed = [block for block in final.content if block.type == "tool_use"]
     assert streamed[0].input == {"location": "San Francisco, CA", "unit": "fahrenheit"}  # type: ignore[union-attr]
     assert final.stop_reason == "tool_use"
+    store = gw.gateway.store
+    assert store is not None
+    deadline = time.monotonic() + 10
+    while len(bg.run(store.query_usage())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    usage = sorted((r.prompt_tokens, r.completion_tokens) for r in bg.run(store.query_usage()))
+    assert usage == [(25, 89), (384, 96)]  # read from the backend's own usage, whole and streamed
 
 
 def test_errors_on_this_path_are_anthropic_error_objects(openai_backed: tuple[FakeOpenAI, GatewayServer]) -> None:

@@ -22,6 +22,7 @@ VERSION = "2023-06-01"  # the anthropic-version header, unless the instance's he
 
 class AnthropicAdapter(Adapter):
     name = "anthropic"
+    native = "anthropic"  # /v1/messages passes through unchanged
     health_path = "/v1/models"
     default_headers = {"anthropic-version": VERSION}
 

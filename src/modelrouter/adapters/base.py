@@ -14,7 +14,7 @@ import orjson
 from ..endpoints import Endpoint
 from ..errors import InvalidRequest, UpstreamEventTooLarge, UpstreamInvalidResponse
 
-__all__ = ["MAX_EVENT_BYTES", "Adapter", "SSEPassThrough", "SSEReader", "StreamTranslator", "image_of"]
+__all__ = ["MAX_EVENT_BYTES", "Adapter", "NativeEvents", "SSEPassThrough", "SSEReader", "StreamTranslator", "image_of"]
 
 # The default of ``server.max_event_bytes``, for translators made outside a gateway.
 MAX_EVENT_BYTES = 8 * 1024 * 1024
@@ -198,6 +198,25 @@ def _parse_event(block: bytes) -> tuple[str, bytes] | None:
     return name, b"\n".join(data)
 
 
+class NativeEvents(StreamTranslator):
+    """A stream the client gets as the backend sent it (cut on event boundaries, so that an error event can follow
+    cleanly), while ``metered`` - the translation the usage tap reads - runs beside it and is dropped."""
+
+    __slots__ = ("_events", "_metered")
+
+    def __init__(self, metered: StreamTranslator, max_event: int) -> None:
+        self._metered = metered
+        self._events = SSEPassThrough(max_event)
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._metered.feed(chunk)
+        return self._events.feed(chunk)
+
+    def end(self) -> bytes:
+        self._metered.end()
+        return self._events.end()
+
+
 def image_of(part: dict[str, Any]) -> tuple[str, str, str]:
     """An OpenAI ``image_url`` part as ``(kind, media type, data)``: ``("base64", type, data)`` for a data URL,
     ``("url", "", url)`` for any other. Dialects that take images (Anthropic, Gemini) build their blocks from it."""
@@ -241,6 +260,8 @@ class Adapter:
     default_headers: dict[str, str] = {}
     #: whether ``request_url`` may change the URL by request (Gemini: a stream is another method)
     varies_url = False
+    #: the front-door dialect this backend speaks natively (a request of that front door goes to it unchanged)
+    native: str | None = None
 
     def request_url(self, url: str, payload: dict[str, Any]) -> str:
         """The URL of one request, from its endpoint's (called only when ``varies_url``)."""

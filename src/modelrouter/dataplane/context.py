@@ -24,6 +24,9 @@ class ClientInfo:
     principal: Principal | None = None  # the client's API key, when auth is on
     meter: Meter | None = None  # set when limits, usage records or observability need this request's facts
     trace: RequestTrace | None = None  # set when tracing is on
+    # A front door of another API (dialects.py): its dialect and the request as the client sent it, which goes
+    # unchanged to a backend that speaks that dialect itself.
+    native: tuple[str, dict[str, Any]] | None = None
 
     def header(self, name: bytes) -> str | None:
         for k, v in self.headers:

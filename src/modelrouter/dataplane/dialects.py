@@ -32,6 +32,10 @@ def answer(
     stream event by event."""
     anthropic = endpoint.dialect == "anthropic"
     if isinstance(result, StreamResponse):
+        if result.native:  # the backend spoke the front door's dialect: its own events pass
+            if anthropic:
+                result.error_event = messages_api.error_event
+            return result
         if anthropic:
             result.post = messages_api.ChunksToEvents(str(request.get("model")), max_event)
             result.error_event = messages_api.error_event
@@ -41,6 +45,8 @@ def answer(
         return result
     if not 200 <= result.status < 300:
         return result
+    if result.native is not None:
+        return Response(result.status, [(b"content-type", b"application/json")], result.native)
     if anthropic:
         body = messages_api.answer_to_message(result.body, str(request.get("model")))
     else:

@@ -122,6 +122,7 @@ class FrontDoor:
         bundle = self.bundle
         routed = endpoint  # what the gateway routes: the endpoint, or the one a front door of another API serves
         original: dict[str, Any] = {}  # a front door's request as its client sent it
+        native: tuple[str, dict[str, Any]] | None = None
         form: Form | None = None
         watch: _DisconnectWatch | None = None
         ticket: Ticket | None = None
@@ -214,6 +215,7 @@ class FrontDoor:
                 if endpoint.serves is not None:  # another API's front door: routed as the endpoint it serves
                     original = payload
                     routed, payload = dialects.to_served(endpoint, payload)
+                    native = (endpoint.dialect, original)
                     check_json(routed, payload, bundle.validate_parameters)
             else:
                 assert form is not None
@@ -226,7 +228,7 @@ class FrontDoor:
                 ip = client_ip(ip, headers, bundle.trusted_proxies)
                 if trace is not None:
                     trace.set("client.address", ip)  # the client behind the trusted proxies, not the proxy
-            info = ClientInfo(ip, headers, principal, meter, trace)
+            info = ClientInfo(ip, headers, principal, meter, trace, native)
             if accounting is not None:
                 assert meter is not None
                 size = int(content_length) if content_length and content_length.isdigit() else 0

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from ..adapters.base import NativeEvents
 from ..config.model import RetryConfig
 from ..endpoints import Endpoint
 from ..errors import (
@@ -169,7 +170,12 @@ class Pipeline:
             content_type, length, body = payload.encode({"model": instance.upstream_model})
             headers = {**instance.headers, "Content-Type": content_type, "Content-Length": str(length)}
         else:
-            body = instance.adapter.request_body(endpoint, payload, instance.upstream_model)
+            native = call.client.native
+            if native is not None and native[0] == instance.adapter.native:
+                # The backend speaks the front door's dialect: the client's own request, only the model renamed.
+                body = orjson.dumps({**native[1], "model": instance.upstream_model})
+            else:
+                body = instance.adapter.request_body(endpoint, payload, instance.upstream_model)
             headers = instance.json_headers
         timeouts = instance.timeouts
         if deadline is not None:
@@ -267,7 +273,13 @@ class Pipeline:
                 if meter is not None:
                     meter.tap = tap
             out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
+        native = call.client.native
+        passed = False
+        if translator is not None and native is not None and native[0] == attempt.instance.adapter.native:
+            # The client gets the backend's own events; the translation still runs, for the usage tap.
+            translator, passed = NativeEvents(translator, call.bundle.max_event_bytes), True
         stream = StreamResponse(resp, attempt, translator, out_headers)
+        stream.native = passed
         try:
             await stream.prime()
         except GatewayError as exc:
@@ -328,6 +340,9 @@ class Pipeline:
                 meter.body = body
                 if meter.needs_usage or len(body) > _DEFER_USAGE_MAX:
                     meter.read_body()  # limits and quotas settle with it as soon as the request ends
+        native = call.client.native
+        if native is not None and native[0] == instance.adapter.native and 200 <= resp.status < 300:
+            return Response(resp.status, headers, body, raw)
         return Response(resp.status, headers, body)
 
 

@@ -21,6 +21,9 @@ class Response:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    # The backend's own answer when it spoke the front door's dialect (``body`` is then its chat translation, which
+    # metering read): what the client gets.
+    native: bytes | None = None
 
 
 class StreamResponse:
@@ -37,6 +40,7 @@ class StreamResponse:
         "_translator",
         "error_event",
         "headers",
+        "native",
         "post",
         "sse",
         "status",
@@ -69,6 +73,7 @@ class StreamResponse:
         # a stream that breaks off tells it so.
         self.post: StreamTranslator | None = None
         self.error_event: Callable[[GatewayError], bytes] = _error_event
+        self.native = False  # the client gets the backend's own events (its dialect is the front door's)
 
     async def prime(self) -> None:
         """Read until the first bytes for the client exist (or the body ended). Until then nothing has reached
