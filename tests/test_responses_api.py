@@ -287,3 +287,36 @@ def test_metrics_and_usage_records_name_the_responses_endpoint(
     records = [r for r in bg.run(store.query_usage()) if r.status == 200]
     assert [(r.endpoint, r.key_id) for r in records] == [("responses", "config:k")] * 2
     assert all(r.prompt_tokens and r.completion_tokens for r in records)
+
+
+def test_fallbacks_serve_both_front_doors(
+    anthropic_upstream: tuple[FakeAnthropic, str],
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    start_gateway: Callable[..., GatewayServer],
+) -> None:
+    """Model A's only instance is overloaded (an anthropic backend answering 529); A falls back to B, an
+    OpenAI-compatible one: both front doors answer, from B."""
+    import anthropic
+
+    _, claude_url = anthropic_upstream
+    backup, backup_url = start_upstream("backup")
+    gw = start_gateway(
+        {
+            "services": {
+                "chat": {
+                    "models": {"A": {"fallbacks": ["B"]}},
+                    "instances": [
+                        {"name": "A", "base_url": claude_url, "adapter": "anthropic", "upstream_model": "overloaded"},
+                        {"name": "B", "base_url": backup_url, "upstream_model": "up-b"},
+                    ],
+                }
+            }
+        }
+    )
+    response = _client(gw).responses.create(model="A", input="hi")
+    assert response.output_text == "hello from backup"
+    message = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0).messages.create(
+        model="A", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content[0].text == "hello from backup"  # type: ignore[union-attr]
+    assert [r.json["model"] for r in backup.requests] == ["up-b", "up-b"]
