@@ -320,3 +320,112 @@ def test_fallbacks_serve_both_front_doors(
     )
     assert message.content[0].text == "hello from backup"  # type: ignore[union-attr]
     assert [r.json["model"] for r in backup.requests] == ["up-b", "up-b"]
+
+
+NATIVE_RESPONSE: dict[str, Any] = {
+    "id": "resp_67ccd2bed1ec8190b14f964abc054267",
+    "object": "response",
+    "created_at": 1741476542,
+    "status": "completed",
+    "model": "gpt-4.1-2025-04-14",
+    "output": [
+        {
+            "type": "message",
+            "id": "msg_67ccd2bf17f0819081ff3bb2cf6508e6",
+            "status": "completed",
+            "role": "assistant",
+            "content": [
+                {"type": "output_text", "text": "In a peaceful grove beneath a silver moon...", "annotations": []}
+            ],
+        }
+    ],
+    "usage": {"input_tokens": 36, "output_tokens": 87, "total_tokens": 123},
+}
+NATIVE_EVENTS: list[dict[str, Any]] = [
+    {
+        "type": "response.created",
+        "sequence_number": 0,
+        "response": {**NATIVE_RESPONSE, "status": "in_progress", "output": [], "usage": None},
+    },
+    {
+        "type": "response.output_text.delta",
+        "sequence_number": 1,
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "In a",
+    },
+    {
+        "type": "response.output_text.delta",
+        "sequence_number": 2,
+        "item_id": "msg_1",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": " grove",
+    },
+    {"type": "response.completed", "sequence_number": 3, "response": NATIVE_RESPONSE},
+]
+
+
+def test_a_backend_with_its_own_responses_api_gets_the_request_unchanged(
+    bg: BackgroundLoop, servers: list[Any], start_gateway: Callable[..., GatewayServer], tmp_path: Any
+) -> None:
+    from aiohttp import web
+
+    from .fakes import Recorded
+    from .servers import UpstreamServer
+
+    seen: list[Recorded] = []
+
+    async def responses(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        seen.append(Recorded(request.path, dict(request.headers), body, json.loads(body)))
+        if not json.loads(body).get("stream"):
+            return web.json_response(NATIVE_RESPONSE)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for event in NATIVE_EVENTS:
+            await resp.write(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/responses", responses)
+    servers.append(server := UpstreamServer(bg, app).start())
+    instance = {
+        "name": "gpt",
+        "provider": "openai",
+        "base_url": server.url + "/v1",
+        "api_key": "sk-x",
+        "upstream_model": "gpt-4.1",
+    }
+    gw = start_gateway(
+        {
+            "store": {"data_dir": str(tmp_path / "data")},
+            "auth": {"enabled": True, "keys": [{"name": "k", "key": KEY}]},
+            "usage": {"flush_interval": 0.1},
+            "health_check": {"enabled": False},
+            "services": {"chat": {"instances": [instance]}},
+        }
+    )
+    client = _client(gw, KEY)
+    request: dict[str, Any] = {
+        "model": "gpt",
+        "input": "tell me a story",
+        "store": True,
+        "include": ["reasoning.encrypted_content"],
+    }
+    response = client.responses.create(**request)
+    assert seen[-1].path == "/v1/responses"
+    assert seen[-1].json == {**request, "model": "gpt-4.1"}  # unchanged, only the model renamed
+    assert seen[-1].headers["Authorization"] == "Bearer sk-x"
+    assert response.id == NATIVE_RESPONSE["id"]  # the backend's own answer
+    assert response.output_text == "In a peaceful grove beneath a silver moon..."
+    events = list(client.responses.create(model="gpt", input="tell me a story", stream=True))
+    assert [e.sequence_number for e in events] == [0, 1, 2, 3]  # its own events, as they came
+    store = gw.gateway.store
+    assert store is not None
+    deadline = time.monotonic() + 10
+    while len(bg.run(store.query_usage())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted((r.prompt_tokens, r.completion_tokens) for r in bg.run(store.query_usage())) == [(36, 87), (36, 87)]

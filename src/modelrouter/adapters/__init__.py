@@ -7,6 +7,7 @@ from .base import Adapter, SSEPassThrough, StreamTranslator
 from .gemini import GeminiAdapter
 from .ollama import OllamaAdapter
 from .openai import OpenAIAdapter
+from .openai_responses import OpenAIResponsesAdapter
 from .tei import TEIAdapter
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "GeminiAdapter",
     "OllamaAdapter",
     "OpenAIAdapter",
+    "OpenAIResponsesAdapter",
     "SSEPassThrough",
     "StreamTranslator",
     "TEIAdapter",
@@ -41,4 +43,6 @@ def adapter_for(instance: InstanceConfig) -> Adapter:
         return AzureAdapter(instance.upstream_model or instance.name, instance.api_version)
     if instance.adapter == "gemini":  # and so is the model
         return GeminiAdapter(instance.upstream_model or instance.name)
+    if instance.adapter == "openai" and instance.responses_api:  # with its own /v1/responses
+        return OpenAIResponsesAdapter()
     return ADAPTERS[instance.adapter]

@@ -260,8 +260,16 @@ class Adapter:
     default_headers: dict[str, str] = {}
     #: whether ``request_url`` may change the URL by request (Gemini: a stream is another method)
     varies_url = False
-    #: the front-door dialect this backend speaks natively (a request of that front door goes to it unchanged)
+    #: the front-door dialect this backend speaks natively (a request of that front door goes to it unchanged),
+    #: and where (None: the endpoint's own URL)
     native: str | None = None
+    native_path: str | None = None
+
+    def native_meter(
+        self, endpoint: Endpoint, payload: dict[str, Any], max_event: int = MAX_EVENT_BYTES
+    ) -> StreamTranslator:
+        """What turns this backend's native events into chat chunks for the usage count (they are not sent)."""
+        return self.stream_translator(endpoint, payload, max_event)
 
     def request_url(self, url: str, payload: dict[str, Any]) -> str:
         """The URL of one request, from its endpoint's (called only when ``varies_url``)."""

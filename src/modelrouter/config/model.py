@@ -179,6 +179,9 @@ class InstanceConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     # adapter anthropic: max_tokens when a request gives none (Anthropic requires one); 4096 if unset.
     default_max_tokens: int | None = Field(default=None, ge=1)
+    # adapter openai: the backend serves /v1/responses itself (OpenAI; the preset says so): requests to the
+    # gateway's /v1/responses go to it unchanged instead of as chat.
+    responses_api: bool = False
     # adapter azure: the api-version query parameter; 2024-10-21 if unset.
     api_version: str | None = Field(default=None, pattern=r"^[0-9A-Za-z.-]{1,40}$")
     timeouts: Timeouts | None = None

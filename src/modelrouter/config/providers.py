@@ -26,7 +26,7 @@ AUTH_HEADERS: dict[str, tuple[str, str]] = {
 # name -> base_url, adapter, key: whether the API needs a key (hosted) or not (self-hosted)
 PROVIDERS: dict[str, dict[str, Any]] = {
     # hosted, OpenAI-compatible
-    "openai": {"base_url": "https://api.openai.com/v1", "adapter": "openai", "key": True},
+    "openai": {"base_url": "https://api.openai.com/v1", "adapter": "openai", "key": True, "responses_api": True},
     "deepseek": {"base_url": "https://api.deepseek.com/v1", "adapter": "openai", "key": True},
     "qwen": {"base_url": "https://dashscope.aliyuncs.com/compatible-mode/v1", "adapter": "openai", "key": True},
     "zhipu": {"base_url": "https://open.bigmodel.cn/api/paas/v4", "adapter": "openai", "key": True},
@@ -70,7 +70,7 @@ def apply_provider(data: Any) -> Any:
         preset = PROVIDERS.get(name)
         if preset is None:
             raise ValueError(f"unknown provider {name!r}; known: {', '.join(sorted(PROVIDERS))}")
-        for field in ("base_url", "adapter"):
+        for field in ("base_url", "adapter", "responses_api"):
             if field in preset:
                 data.setdefault(field, preset[field])
         if "base_url" not in data:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..access.auth import Principal
+from ..adapters.base import Adapter
 from ..endpoints import Endpoint
 from ..http.multipart import Form
 from ..observability.meter import Meter
@@ -65,3 +66,8 @@ class Call:
                 # Ask for usage in the stream; as the client did not, its extra chunk is removed again.
                 payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
                 meter.strip_usage = True
+
+    def native_for(self, adapter: Adapter) -> dict[str, Any] | None:
+        """The client's own request when ``adapter`` speaks its front door's dialect (it then goes unchanged)."""
+        native = self.client.native
+        return native[1] if native is not None and native[0] == adapter.native else None

@@ -170,10 +170,10 @@ class Pipeline:
             content_type, length, body = payload.encode({"model": instance.upstream_model})
             headers = {**instance.headers, "Content-Type": content_type, "Content-Length": str(length)}
         else:
-            native = call.client.native
-            if native is not None and native[0] == instance.adapter.native:
+            if (native := call.native_for(instance.adapter)) is not None:
                 # The backend speaks the front door's dialect: the client's own request, only the model renamed.
-                body = orjson.dumps({**native[1], "model": instance.upstream_model})
+                body = orjson.dumps({**native, "model": instance.upstream_model})
+                url = instance.urls.get("native", url)
             else:
                 body = instance.adapter.request_body(endpoint, payload, instance.upstream_model)
             headers = instance.json_headers
@@ -259,8 +259,11 @@ class Pipeline:
         endpoint, payload, meter = call.endpoint, call.payload, call.client.meter
         translator = None
         out_headers = resp.header_items()
+        adapter = attempt.instance.adapter
+        passed = call.native_for(adapter) is not None
         if isinstance(payload, dict) and not binary:
-            translator = attempt.instance.adapter.stream_translator(endpoint, payload, call.bundle.max_event_bytes)
+            make = adapter.native_meter if passed else adapter.stream_translator
+            translator = make(endpoint, payload, call.bundle.max_event_bytes)
             if meter is not None or call.supply_usage:
                 tap = StreamUsageTap(
                     translator,
@@ -273,13 +276,11 @@ class Pipeline:
                 if meter is not None:
                     meter.tap = tap
             out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
-        native = call.client.native
-        passed = False
-        if translator is not None and native is not None and native[0] == attempt.instance.adapter.native:
+        if translator is not None and passed:
             # The client gets the backend's own events; the translation still runs, for the usage tap.
-            translator, passed = NativeEvents(translator, call.bundle.max_event_bytes), True
+            translator = NativeEvents(translator, call.bundle.max_event_bytes)
         stream = StreamResponse(resp, attempt, translator, out_headers)
-        stream.native = passed
+        stream.native = passed and translator is not None
         try:
             await stream.prime()
         except GatewayError as exc:
@@ -340,8 +341,7 @@ class Pipeline:
                 meter.body = body
                 if meter.needs_usage or len(body) > _DEFER_USAGE_MAX:
                     meter.read_body()  # limits and quotas settle with it as soon as the request ends
-        native = call.client.native
-        if native is not None and native[0] == instance.adapter.native and 200 <= resp.status < 300:
+        if call.native_for(instance.adapter) is not None and 200 <= resp.status < 300:
             return Response(resp.status, headers, body, raw)
         return Response(resp.status, headers, body)
 

@@ -89,6 +89,8 @@ def _instance_urls(service: str, inst: InstanceConfig) -> dict[str, str]:
             urls[endpoint.name] = inst.base_url + inst.path
         elif (path := adapter.path(endpoint)) is not None:
             urls[endpoint.name] = join_url(inst.base_url, path)
+    if adapter.native_path is not None:  # where a front door's request in the backend's own dialect goes
+        urls["native"] = join_url(inst.base_url, adapter.native_path)
     return urls
 
 
