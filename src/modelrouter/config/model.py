@@ -361,6 +361,13 @@ class RedactionConfig(_Strict):
     response_masks: tuple[MaskRule, ...] = ()  # applied to (non-streaming) response content
 
 
+class ConsoleConfig(_Strict):
+    """The web console (console/): served at ``path`` on the main port, using only the admin API."""
+
+    enabled: bool = True
+    path: str = Field(default="/console", pattern=r"^/[a-z0-9][a-z0-9/_-]{0,60}$")
+
+
 class AdminConfig(_Strict):
     token_ttl: PositiveSeconds = 3600
     login_attempts_per_minute: int = Field(default=5, ge=1)
@@ -511,6 +518,7 @@ class Config(_Strict):
     usage: UsageConfig = UsageConfig()
     redaction: RedactionConfig = RedactionConfig()
     admin: AdminConfig = AdminConfig()
+    console: ConsoleConfig = ConsoleConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     aliases: dict[str, str] = Field(default_factory=dict)
     services: dict[ServiceName, ServiceConfig] = Field(default_factory=dict)

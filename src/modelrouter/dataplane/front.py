@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from .. import console as console_assets
 from ..access.admission import Ticket
 from ..access.auth import Principal
 from ..access.usage import estimate_prompt_tokens
@@ -330,6 +331,10 @@ class FrontDoor:
             else:
                 reason = "draining" if not self.accepting else "no usable instance"
                 await _send(send, 503, _JSON_HEADERS, orjson.dumps({"status": "not ready", "reason": reason}))
+        elif (console := bundle.config.console).enabled and (
+            path == "/" or path == console.path or path.startswith(console.path + "/")
+        ):
+            await _console(send, method, path, console.path)
         elif path == "/openapi.json":
             # No auth: the document describes the API and grants nothing. Given by the wiring (app.py): it is
             # built from the admin route table, which is not the data plane's to import.
@@ -521,6 +526,20 @@ async def _stream(send: Send, stream: StreamResponse, meter: Meter | None, watch
     finally:
         stream.aclose()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _console(send: Send, method: str, path: str, prefix: str) -> None:
+    """The web console's files (console/); ``/`` and the bare console path redirect to its page."""
+    _require_get(method, path)
+    if path in ("/", prefix):
+        location = (prefix + "/").encode("latin-1")
+        await _send(send, 302, [(b"location", location), *console_assets.HEADERS], b"")
+        return
+    found = console_assets.asset(path[len(prefix) :])
+    if found is None:
+        raise NotFound(f"Invalid URL ({echo(method)} {echo(path)})")
+    body, content_type = found
+    await _send(send, 200, [(b"content-type", content_type), *console_assets.HEADERS], body)
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

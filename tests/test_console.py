@@ -1,0 +1,191 @@
+"""The web console in a real headless Chromium (Debian's chromium and chromium-driver, driven by Selenium; no
+browser download) against a real gateway, store and loopback upstream: the page is served offline under a strict
+CSP, an admin logs in, the dashboard's request counter moves after requests sent with the openai SDK, an instance
+whose upstream fails shows its breaker open, the language switches to Chinese and back, a wrong password is told,
+logging out returns to the form — and the browser logs no error during any of it. ``/`` redirects to the console;
+``console.enabled: false`` answers 404."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from .fakes import FakeOpenAI
+from .servers import GatewayServer
+
+PASSWORD = "console-test-password-1"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip("no chromium and chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--lang=en-US"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        assert errors == [], errors  # no console error during the test
+    finally:
+        driver.quit()
+
+
+def _wait(predicate: Callable[[], Any], what: str, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception:  # an element not there yet
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def console_gateway(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[..., GatewayServer], tmp_path: Any
+) -> tuple[FakeOpenAI, FakeOpenAI, GatewayServer]:
+    good, good_url = start_upstream("good")
+    bad, bad_url = start_upstream("bad")
+    gw = start_gateway(
+        {
+            "store": {"data_dir": str(tmp_path / "data")},
+            "usage": {"enabled": True},  # the store opens (the admin API lives on it)
+            "health_check": {"enabled": False},
+            "breaker": {"consecutive_failures": 2, "open_for": 60},
+            "retry": {"attempts": 2},
+            "services": {
+                "chat": {
+                    "instances": [
+                        {"name": "qwen", "id": "qwen-good", "base_url": good_url},
+                        {"name": "broken", "id": "broken-1", "base_url": bad_url},
+                    ]
+                }
+            },
+        }
+    )
+    store = gw.gateway.store
+    assert store is not None
+    gw.bg.run(store.create_admin("ops", PASSWORD))
+    return good, bad, gw
+
+
+def _screenshot(driver: Any, name: str) -> None:
+    """With MODELROUTER_SCREENSHOTS=DIR (docs/console when the docs are refreshed), the page as a PNG there."""
+    directory = os.environ.get("MODELROUTER_SCREENSHOTS")
+    if directory:
+        driver.set_window_size(1280, 720)
+        driver.save_screenshot(os.path.join(directory, f"{name}.png"))
+
+
+def _log_in(driver: Any, gw: GatewayServer, password: str = PASSWORD) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(gw.url + "/console/")
+    _wait(lambda: driver.find_element(By.ID, "username").is_displayed(), "the login form")
+    _screenshot(driver, "login")
+    driver.find_element(By.ID, "username").send_keys("ops")
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+
+
+def test_log_in_watch_traffic_and_a_breaker_open(
+    browser: Any, console_gateway: tuple[FakeOpenAI, FakeOpenAI, GatewayServer]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    _, bad, gw = console_gateway
+    _log_in(browser, gw)
+    _wait(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), "the dashboard")
+    assert "ops (admin)" in browser.find_element(By.ID, "who").text
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr[data-instance]"), "the instances")
+    assert browser.find_element(By.ID, "recent-requests").text == "0"
+
+    bad.fail("/v1/chat/completions", 500, {"error": {"message": "down", "type": "server_error"}})
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    for _ in range(6):
+        client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}])
+        with contextlib.suppress(openai.APIStatusError):
+            client.chat.completions.create(model="broken", messages=[{"role": "user", "content": "hi"}])
+    _wait(lambda: int(browser.find_element(By.ID, "recent-requests").text) >= 6, "the request counter to move")
+    breaker = '#instances tr[data-instance="broken-1"] td[data-breaker]'
+    _wait(lambda: browser.find_element(By.CSS_SELECTOR, breaker).get_attribute("data-breaker") == "open", "the breaker")
+    good_breaker = '#instances tr[data-instance="qwen-good"] td[data-breaker]'
+    assert browser.find_element(By.CSS_SELECTOR, good_breaker).get_attribute("data-breaker") == "closed"
+    _screenshot(browser, "dashboard")
+
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "lang")).select_by_value("zh")
+    _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "仪表盘", "the Chinese page")
+    _screenshot(browser, "dashboard-zh")
+    assert browser.find_element(By.ID, "logout").text == "退出"
+    Select(browser.find_element(By.ID, "lang")).select_by_value("en")
+    _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "Dashboard", "English again")
+
+    browser.find_element(By.ID, "logout").click()
+    _wait(lambda: browser.find_element(By.ID, "login-page").is_displayed(), "the login form again")
+
+
+def test_a_wrong_password_is_told(browser: Any, console_gateway: tuple[FakeOpenAI, FakeOpenAI, GatewayServer]) -> None:
+    from selenium.webdriver.common.by import By
+
+    _, _, gw = console_gateway
+    _log_in(browser, gw, "not-the-password")
+    _wait(lambda: browser.find_element(By.ID, "login-error").text == "Incorrect user name or password", "the error")
+    assert not browser.find_element(By.ID, "dashboard").is_displayed()
+    # The one error the browser logs is the refused login's 401 (its network log); nothing from the page itself.
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert [(e["source"], "/admin/api/login" in e["message"] and "401" in e["message"]) for e in errors] == [
+        ("network", True)
+    ]
+
+
+def test_the_console_is_served_offline_with_a_strict_policy(
+    console_gateway: tuple[FakeOpenAI, FakeOpenAI, GatewayServer], start_gateway: Callable[..., GatewayServer]
+) -> None:
+    _, _, gw = console_gateway
+    root = httpx2.get(gw.url + "/", timeout=5)
+    assert root.status_code == 302
+    assert root.headers["location"] == "/console/"
+    page = httpx2.get(gw.url + "/console/", timeout=5)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "http" not in page.text.replace("http-equiv", "")  # nothing fetched from elsewhere
+    script = httpx2.get(gw.url + "/console/console.js", timeout=5)
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert httpx2.get(gw.url + "/console/nope.js", timeout=5).status_code == 404
+    off = start_gateway(
+        {
+            "console": {"enabled": False},
+            "services": {"chat": {"instances": [{"name": "m", "base_url": "http://127.0.0.1:9"}]}},
+        }
+    )
+    assert httpx2.get(off.url + "/console/", timeout=5).status_code == 404
+    assert httpx2.get(off.url + "/", timeout=5).status_code == 404
