@@ -189,3 +189,78 @@ def test_the_console_is_served_offline_with_a_strict_policy(
     )
     assert httpx2.get(off.url + "/console/", timeout=5).status_code == 404
     assert httpx2.get(off.url + "/", timeout=5).status_code == 404
+
+
+@pytest.fixture
+def keyed_gateway(
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[..., GatewayServer], tmp_path: Any
+) -> GatewayServer:
+    _, url = start_upstream("a")
+    gw = start_gateway(
+        {
+            "store": {"data_dir": str(tmp_path / "data")},
+            "auth": {"enabled": True},
+            "services": {"chat": {"instances": [{"name": "qwen", "base_url": url}]}},
+        }
+    )
+    store = gw.gateway.store
+    assert store is not None
+    gw.bg.run(store.create_admin("ops", PASSWORD))
+    gw.bg.run(store.create_admin("watcher", PASSWORD, "viewer"))
+    return gw
+
+
+def test_create_a_key_in_the_console_use_it_and_disable_it(browser: Any, keyed_gateway: GatewayServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    gw = keyed_gateway
+    _log_in(browser, gw)
+    _wait(lambda: browser.find_element(By.ID, "nav-keys").is_displayed(), "the navigation")
+    browser.find_element(By.ID, "nav-keys").click()
+    _wait(lambda: browser.find_element(By.ID, "new-key").is_displayed(), "the key form")
+    browser.find_element(By.ID, "new-key-name").send_keys("team-a")
+    browser.find_element(By.ID, "new-key-rpm").send_keys("100")
+    browser.find_element(By.CSS_SELECTOR, "#new-key button[type=submit]").click()
+    secret = _wait(lambda: browser.find_element(By.ID, "new-secret").text, "the one-time secret")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#key-list tr[data-key="team-a"]'), "the key in the list")
+    _screenshot(browser, "keys")
+
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
+    _wait(
+        lambda: client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}]),
+        "the key to work",
+    )
+
+    browser.find_element(By.CSS_SELECTOR, '#key-list tr[data-key="team-a"] button[data-action="disable"]').click()
+    state = '#key-list tr[data-key="team-a"] td[data-state]'
+    _wait(lambda: browser.find_element(By.CSS_SELECTOR, state).get_attribute("data-state") == "disabled", "disabled")
+
+    def refused() -> bool:
+        try:
+            client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}])
+        except openai.AuthenticationError:
+            return True
+        return False
+
+    _wait(refused, "the disabled key to be refused", timeout=3)
+
+
+def test_a_viewer_sees_no_edit_controls(browser: Any, keyed_gateway: GatewayServer) -> None:
+    from selenium.webdriver.common.by import By
+
+    gw = keyed_gateway
+    store = gw.gateway.store
+    assert store is not None
+    gw.bg.run(store.create_key("existing"))
+    driver = browser
+    driver.get(gw.url + "/console/")
+    _wait(lambda: driver.find_element(By.ID, "username").is_displayed(), "the login form")
+    driver.find_element(By.ID, "username").send_keys("watcher")
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
+    _wait(lambda: driver.find_element(By.ID, "nav-keys").is_displayed(), "the navigation")
+    assert "watcher (viewer)" in driver.find_element(By.ID, "who").text
+    driver.find_element(By.ID, "nav-keys").click()
+    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '#key-list tr[data-key="existing"]'), "the key list")
+    assert not driver.find_element(By.ID, "new-key").is_displayed()
+    assert driver.find_elements(By.CSS_SELECTOR, "#key-list button") == []
