@@ -910,7 +910,7 @@ def test_model_of_another_service_is_404_naming_it(one_of_each: tuple[FakeOpenAI
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/nope"), ("POST", "/v1/chat/completion"), ("POST", "/v1/chat/completions/x"), ("GET", "/")],
+    [("GET", "/v1/nope"), ("POST", "/v1/chat/completion"), ("POST", "/v1/chat/completions/x"), ("GET", "/nope")],
 )
 def test_unknown_url_is_404(one_of_each: tuple[FakeOpenAI, GatewayServer], method: str, path: str) -> None:
     _fake, gw = one_of_each
