@@ -16,13 +16,14 @@ __all__ = ["FromChatChunks", "StreamError"]
 
 class FromChatChunks(StreamTranslator):
     """Calls ``_chunk(data)`` for every chunk and ``_complete()`` once at ``[DONE]`` (or at the end of a stream
-    that started without one); subclasses return their own API's events."""
+    that started without one); subclasses return their own API's events. ``_usage`` is the last usage seen."""
 
-    __slots__ = ("_events", "_started")
+    __slots__ = ("_events", "_started", "_usage")
 
     def __init__(self, max_event: int = MAX_EVENT_BYTES) -> None:
         self._events = SSEReader(max_event)
         self._started = False
+        self._usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
@@ -33,6 +34,8 @@ class FromChatChunks(StreamTranslator):
                 event = orjson.loads(data)
                 if "error" in event and not event.get("choices"):
                     raise StreamError(event["error"])
+                if event.get("usage"):
+                    self._usage = event["usage"]
                 out.append(self._chunk(event))
         return b"".join(out)
 

@@ -352,9 +352,9 @@ class FrontDoor:
             raise MethodNotAllowed(f"{echo(scope['method'])} is not allowed on {COUNT_TOKENS}; use POST", allow="POST")
         bundle = self.bundle
         principal = self._principal(bundle, scope)
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        async with asyncio.timeout(self.body_read_timeout):
+        async with asyncio.timeout(self.body_read_timeout):  # the whole body, the first part included
+            message = await receive()
+            body: bytes = message.get("body", b"")
             if message.get("more_body", False):
                 body = await _read_rest(receive, body, bundle.max_body_bytes)
         if len(body) > bundle.max_body_bytes:

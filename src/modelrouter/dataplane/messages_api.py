@@ -247,17 +247,15 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
 class ChunksToEvents(FromChatChunks):
     """OpenAI chat chunks (as the gateway's stream carries them) → Anthropic's Messages events."""
 
-    __slots__ = ("_block", "_blocks", "_done", "_model", "_stop", "_tool", "_usage")
+    __slots__ = ("_block", "_blocks", "_done", "_model", "_stop", "_tool")
 
     def __init__(self, model: str, max_event: int = MAX_EVENT_BYTES) -> None:
         super().__init__(max_event)
         self._model = model
-        self._started = False
         self._block: str | None = None  # "text" or "tool": the open content block
         self._blocks = 0  # content blocks opened so far
         self._tool: int | None = None  # the OpenAI index of the open tool call
         self._stop = "end_turn"
-        self._usage: dict[str, Any] | None = None
         self._done = False
 
     def _start(self, data: dict[str, Any]) -> bytes:
@@ -288,8 +286,6 @@ class ChunksToEvents(FromChatChunks):
 
     def _chunk(self, data: dict[str, Any]) -> bytes:
         out = b"" if self._started else self._start(data)
-        if data.get("usage"):
-            self._usage = data["usage"]
         for choice in data.get("choices") or []:
             delta = choice.get("delta") or {}
             text = delta.get("content")

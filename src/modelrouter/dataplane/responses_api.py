@@ -246,19 +246,16 @@ class ChunksToResponseEvents(FromChatChunks):
         "_seq",
         "_text",
         "_text_item",
-        "_usage",
     )
 
     def __init__(self, request: dict[str, Any], max_event: int = MAX_EVENT_BYTES) -> None:
         super().__init__(max_event)
         self._response = _shell(request, _new_id("resp"), int(time.time()), "in_progress")
         self._seq = 0
-        self._started = False
         self._text_item: tuple[int, str] | None = None  # output index and id of the open message item
         self._text: list[str] = []
         self._calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its output item (and "index")
         self._finish: str | None = None
-        self._usage: dict[str, Any] | None = None
         self._done = False
 
     def _event(self, kind: str, **data: Any) -> bytes:
@@ -284,8 +281,6 @@ class ChunksToResponseEvents(FromChatChunks):
 
     def _chunk(self, data: dict[str, Any]) -> bytes:
         out = b"" if self._started else self._start()
-        if data.get("usage"):
-            self._usage = data["usage"]
         for choice in data.get("choices") or []:
             delta = choice.get("delta") or {}
             text = delta.get("content")
