@@ -272,3 +272,27 @@ def test_a_gemini_error_keeps_its_message(
         _client(gw).chat.completions.create(model="flash", messages=[{"role": "user", "content": "hi"}])
     assert refused.value.body["message"] == "API key not valid."  # type: ignore[index]
     assert refused.value.body["type"] == "permission_error"  # type: ignore[index]
+
+
+def test_both_front_doors_reach_gemini(gemini: tuple[FakeGemini, GatewayServer]) -> None:
+    """The anthropic SDK on /v1/messages and the openai SDK's responses API, to a Gemini-shaped upstream: each
+    request is translated to chat, then to Gemini, and the answer back, whole and streamed."""
+    import anthropic
+
+    fake, gw = gemini
+    claude = anthropic.Anthropic(base_url=gw.url, api_key="unused", max_retries=0)
+    message = claude.messages.create(model="flash", max_tokens=20, messages=[{"role": "user", "content": "Explain AI"}])
+    assert fake.requests[-1].json["contents"] == [{"role": "user", "parts": [{"text": "Explain AI"}]}]
+    assert fake.requests[-1].json["generationConfig"] == {"maxOutputTokens": 20}
+    assert message.content[0].text == "AI learns patterns from data."  # type: ignore[union-attr]
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (8 - 2, 7)  # cached tokens apart
+    assert message.usage.cache_read_input_tokens == 2
+    with claude.messages.stream(model="flash", max_tokens=20, messages=[{"role": "user", "content": "hi"}]) as stream:
+        assert "".join(stream.text_stream) == "The answer."
+    response = _client(gw).responses.create(model="flash", input="Explain AI", max_output_tokens=20)
+    assert response.output_text == "AI learns patterns from data."
+    assert response.usage is not None
+    assert response.usage.total_tokens == 15
+    events = list(_client(gw).responses.create(model="flash", input="hi", stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "The answer."
+    assert events[-1].type == "response.completed"
