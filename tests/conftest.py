@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from modelrouter.config.model import StateConfig, StoreConfig
 from modelrouter.state import SharedState
 
+from .console_browser import open_browser, page_errors
 from .fake_anthropic import FakeAnthropic
 from .fakes import FakeOllama, FakeOpenAI
 from .servers import BackgroundLoop, GatewayServer, UpstreamServer
@@ -174,3 +175,13 @@ async def state() -> AsyncIterator[SharedState]:
     async for key in shared.redis.scan_iter(match=shared.prefix + "*"):
         await shared.redis.delete(key)
     await shared.aclose()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A headless Chromium for the console's tests (tests/console_browser.py); the test fails if the page logged
+    an error (a test expecting one reads ``page_errors`` itself first)."""
+    with open_browser() as driver:
+        yield driver
+        errors = page_errors(driver)
+        assert errors == [], errors  # no console error during the test

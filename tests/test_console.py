@@ -8,59 +8,16 @@ logging out returns to the form — and the browser logs no error during any of 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
 import openai
 import pytest
 
+from .console_browser import PASSWORD, go_to, log_in, page_errors, screenshot, wait
 from .fakes import FakeOpenAI
 from .servers import GatewayServer
-
-PASSWORD = "console-test-password-1"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("no chromium and chromedriver (Debian: apt-get install chromium chromium-driver; .ci/run does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--lang=en-US"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    try:
-        yield driver
-        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
-        assert errors == [], errors  # no console error during the test
-    finally:
-        driver.quit()
-
-
-def _wait(predicate: Callable[[], Any], what: str, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception:  # an element not there yet
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -92,35 +49,16 @@ def console_gateway(
     return good, bad, gw
 
 
-def _screenshot(driver: Any, name: str) -> None:
-    """With MODELROUTER_SCREENSHOTS=DIR (docs/console when the docs are refreshed), the page as a PNG there."""
-    directory = os.environ.get("MODELROUTER_SCREENSHOTS")
-    if directory:
-        driver.set_window_size(1280, 720)
-        driver.save_screenshot(os.path.join(directory, f"{name}.png"))
-
-
-def _log_in(driver: Any, gw: GatewayServer, password: str = PASSWORD) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.get(gw.url + "/console/")
-    _wait(lambda: driver.find_element(By.ID, "username").is_displayed(), "the login form")
-    _screenshot(driver, "login")
-    driver.find_element(By.ID, "username").send_keys("ops")
-    driver.find_element(By.ID, "password").send_keys(password)
-    driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-
-
 def test_log_in_watch_traffic_and_a_breaker_open(
     browser: Any, console_gateway: tuple[FakeOpenAI, FakeOpenAI, GatewayServer]
 ) -> None:
     from selenium.webdriver.common.by import By
 
     _, bad, gw = console_gateway
-    _log_in(browser, gw)
-    _wait(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), "the dashboard")
+    log_in(browser, gw)
+    wait(lambda: browser.find_element(By.ID, "dashboard").is_displayed(), "the dashboard")
     assert "ops (admin)" in browser.find_element(By.ID, "who").text
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr[data-instance]"), "the instances")
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#instances tbody tr[data-instance]"), "the instances")
     assert browser.find_element(By.ID, "recent-requests").text == "0"
 
     bad.fail("/v1/chat/completions", 500, {"error": {"message": "down", "type": "server_error"}})
@@ -129,35 +67,35 @@ def test_log_in_watch_traffic_and_a_breaker_open(
         client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}])
         with contextlib.suppress(openai.APIStatusError):
             client.chat.completions.create(model="broken", messages=[{"role": "user", "content": "hi"}])
-    _wait(lambda: int(browser.find_element(By.ID, "recent-requests").text) >= 6, "the request counter to move")
+    wait(lambda: int(browser.find_element(By.ID, "recent-requests").text) >= 6, "the request counter to move")
     breaker = '#instances tr[data-instance="broken-1"] td[data-breaker]'
-    _wait(lambda: browser.find_element(By.CSS_SELECTOR, breaker).get_attribute("data-breaker") == "open", "the breaker")
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, breaker).get_attribute("data-breaker") == "open", "the breaker")
     good_breaker = '#instances tr[data-instance="qwen-good"] td[data-breaker]'
     assert browser.find_element(By.CSS_SELECTOR, good_breaker).get_attribute("data-breaker") == "closed"
-    _screenshot(browser, "dashboard")
+    screenshot(browser, "dashboard")
 
     from selenium.webdriver.support.ui import Select
 
     Select(browser.find_element(By.ID, "lang")).select_by_value("zh")
-    _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "仪表盘", "the Chinese page")
-    _screenshot(browser, "dashboard-zh")
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "仪表盘", "the Chinese page")
+    screenshot(browser, "dashboard-zh")
     assert browser.find_element(By.ID, "logout").text == "退出"
     Select(browser.find_element(By.ID, "lang")).select_by_value("en")
-    _wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "Dashboard", "English again")
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "Dashboard", "English again")
 
     browser.find_element(By.ID, "logout").click()
-    _wait(lambda: browser.find_element(By.ID, "login-page").is_displayed(), "the login form again")
+    wait(lambda: browser.find_element(By.ID, "login-page").is_displayed(), "the login form again")
 
 
 def test_a_wrong_password_is_told(browser: Any, console_gateway: tuple[FakeOpenAI, FakeOpenAI, GatewayServer]) -> None:
     from selenium.webdriver.common.by import By
 
     _, _, gw = console_gateway
-    _log_in(browser, gw, "not-the-password")
-    _wait(lambda: browser.find_element(By.ID, "login-error").text == "Incorrect user name or password", "the error")
+    log_in(browser, gw, password="not-the-password")
+    wait(lambda: browser.find_element(By.ID, "login-error").text == "Incorrect user name or password", "the error")
     assert not browser.find_element(By.ID, "dashboard").is_displayed()
     # The one error the browser logs is the refused login's 401 (its network log); nothing from the page itself.
-    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    errors = page_errors(browser)
     assert [(e["source"], "/admin/api/login" in e["message"] and "401" in e["message"]) for e in errors] == [
         ("network", True)
     ]
@@ -214,26 +152,25 @@ def test_create_a_key_in_the_console_use_it_and_disable_it(browser: Any, keyed_g
     from selenium.webdriver.common.by import By
 
     gw = keyed_gateway
-    _log_in(browser, gw)
-    _wait(lambda: browser.find_element(By.ID, "nav-keys").is_displayed(), "the navigation")
-    browser.find_element(By.ID, "nav-keys").click()
-    _wait(lambda: browser.find_element(By.ID, "new-key").is_displayed(), "the key form")
+    log_in(browser, gw)
+    go_to(browser, "keys")
+    wait(lambda: browser.find_element(By.ID, "new-key").is_displayed(), "the key form")
     browser.find_element(By.ID, "new-key-name").send_keys("team-a")
     browser.find_element(By.ID, "new-key-rpm").send_keys("100")
     browser.find_element(By.CSS_SELECTOR, "#new-key button[type=submit]").click()
-    secret = _wait(lambda: browser.find_element(By.ID, "new-secret").text, "the one-time secret")
-    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#key-list tr[data-key="team-a"]'), "the key in the list")
-    _screenshot(browser, "keys")
+    secret = wait(lambda: browser.find_element(By.ID, "new-secret").text, "the one-time secret")
+    wait(lambda: browser.find_elements(By.CSS_SELECTOR, '#key-list tr[data-key="team-a"]'), "the key in the list")
+    screenshot(browser, "keys")
 
     client = openai.OpenAI(base_url=gw.url + "/v1", api_key=secret, max_retries=0)
-    _wait(
+    wait(
         lambda: client.chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}]),
         "the key to work",
     )
 
     browser.find_element(By.CSS_SELECTOR, '#key-list tr[data-key="team-a"] button[data-action="disable"]').click()
     state = '#key-list tr[data-key="team-a"] td[data-state]'
-    _wait(lambda: browser.find_element(By.CSS_SELECTOR, state).get_attribute("data-state") == "disabled", "disabled")
+    wait(lambda: browser.find_element(By.CSS_SELECTOR, state).get_attribute("data-state") == "disabled", "disabled")
 
     def refused() -> bool:
         try:
@@ -242,7 +179,7 @@ def test_create_a_key_in_the_console_use_it_and_disable_it(browser: Any, keyed_g
             return True
         return False
 
-    _wait(refused, "the disabled key to be refused", timeout=3)
+    wait(refused, "the disabled key to be refused", timeout=3)
 
 
 def test_a_viewer_sees_no_edit_controls(browser: Any, keyed_gateway: GatewayServer) -> None:
@@ -254,13 +191,13 @@ def test_a_viewer_sees_no_edit_controls(browser: Any, keyed_gateway: GatewayServ
     gw.bg.run(store.create_key("existing"))
     driver = browser
     driver.get(gw.url + "/console/")
-    _wait(lambda: driver.find_element(By.ID, "username").is_displayed(), "the login form")
+    wait(lambda: driver.find_element(By.ID, "username").is_displayed(), "the login form")
     driver.find_element(By.ID, "username").send_keys("watcher")
     driver.find_element(By.ID, "password").send_keys(PASSWORD)
     driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-    _wait(lambda: driver.find_element(By.ID, "nav-keys").is_displayed(), "the navigation")
+    wait(lambda: driver.find_element(By.ID, "nav-keys").is_displayed(), "the navigation")
     assert "watcher (viewer)" in driver.find_element(By.ID, "who").text
     driver.find_element(By.ID, "nav-keys").click()
-    _wait(lambda: driver.find_elements(By.CSS_SELECTOR, '#key-list tr[data-key="existing"]'), "the key list")
+    wait(lambda: driver.find_elements(By.CSS_SELECTOR, '#key-list tr[data-key="existing"]'), "the key list")
     assert not driver.find_element(By.ID, "new-key").is_displayed()
     assert driver.find_elements(By.CSS_SELECTOR, "#key-list button") == []
