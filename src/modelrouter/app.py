@@ -79,6 +79,7 @@ class Gateway:
             trusted_proxies=lambda: self.front.bundle.trusted_proxies,
             control_getter=lambda: self.control,
             live_state=self.live_state,
+            history=lambda: self.telemetry.history,
             shared=self.shared_state,
         )
         self.front.openapi = openapi_json
@@ -86,7 +87,7 @@ class Gateway:
         self._per_worker = PerWorkerKeys()
         self._tasks: set[asyncio.Task[None]] = set()  # background work started by reloads (see _background)
         self._opening = False  # the store is being opened in the background
-        self._publisher: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.Task[None]] = []  # metrics publishing (workers), the traffic history
         # Where the config comes from and its versions (the CLI sets one; a library user may leave it unset).
         self.control: ConfigControl | None = None
         # Set by the process owner (the CLI), not by a library user: freezing the GC heap is process-wide.
@@ -337,7 +338,9 @@ class Gateway:
             # Workers share the address (SO_REUSEPORT); whichever answers adds up the others' counters.
             await self.metrics_listener.start(host, port, reuse_port=self.telemetry.exchange is not None)
         if self.telemetry.exchange is not None:
-            self._publisher = asyncio.get_running_loop().create_task(self.telemetry.publish_every(), name="metrics")
+            self._timers.append(asyncio.get_running_loop().create_task(self.telemetry.publish_every(), name="metrics"))
+        if (history := self.telemetry.start_history(self.config.observability.history_interval)) is not None:
+            self._timers.append(history)
         table = self.table
         log.info("routing %d model(s) over %d instance(s)", len(table.pools), len(table.all_instances()))
         self._started = True
@@ -355,8 +358,8 @@ class Gateway:
         await self.health.aclose()
         if self._tasks:  # a store being opened, quotas being seeded, a usage recorder's last writes
             await asyncio.wait(self._tasks, timeout=5)
-        if self._publisher is not None:
-            self._publisher.cancel()
+        for timer in self._timers:
+            timer.cancel()
         self.telemetry.close()
         if self._follower is not None:
             await self._follower.stop()

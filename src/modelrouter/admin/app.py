@@ -39,6 +39,7 @@ from .routes import ROUTES
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
     from ..control.source import ConfigControl
+    from ..observability.history import History
     from ..state import SharedState
     from ..store import Store
 
@@ -64,11 +65,13 @@ class AdminApp:
         trusted_proxies: Callable[[], TrustedProxies] = lambda: (),
         control_getter: Callable[[], ConfigControl | None] = lambda: None,
         live_state: Callable[[], dict[str, Any]] | None = None,
+        history: Callable[[], History | None] = lambda: None,
         clock: Callable[[], float] = time.time,
         shared: SharedState | None = None,
     ) -> None:
         self._control_getter = control_getter
         self._live_state = live_state
+        self._history = history
         self._store_getter = store_getter
         self._config_getter = config_getter
         self._trusted_proxies = trusted_proxies
@@ -94,6 +97,7 @@ class AdminApp:
                 self._login_limiter,
                 control=self._control_getter(),
                 live=self._live_state,
+                history=self._history(),
             )
             if route.role is not None:
                 await _authenticate(call, route)

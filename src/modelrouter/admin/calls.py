@@ -24,6 +24,7 @@ from .schema import Body, Query, Schema, validated
 
 if TYPE_CHECKING:  # the store pulls in SQLAlchemy, which a gateway without a store never loads
     from ..control.source import ConfigControl
+    from ..observability.history import History
     from ..store import Store
 
 __all__ = [
@@ -66,6 +67,7 @@ class Call:
     token: str | None = None
     control: ConfigControl | None = None  # the gateway's config source (None: a gateway without one)
     live: Callable[[], dict[str, Any]] | None = None  # the gateway's live state, for GET /admin/api/state
+    history: History | None = None  # the traffic history, for GET /admin/api/metrics/history
 
     @property
     def who(self) -> AdminRecord:

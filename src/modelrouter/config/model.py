@@ -408,6 +408,10 @@ class ObservabilityConfig(_Strict):
     request_id: bool = True  # X-Request-ID taken from the client (or made) and returned
     headers: ObservabilityHeaders = ObservabilityHeaders()
     tracing: bool = False  # OpenTelemetry spans (pip install 'modelrouter[otel]'; OTEL_* variables configure it)
+    # Seconds between samples of the traffic history the console charts (GET /admin/api/metrics/history keeps
+    # the last 360: an hour at 10 s). Read from the counters /metrics has, so it needs `metrics`; 0: no history.
+    # Set at start (a reload that changes it is reported, not applied).
+    history_interval: float = Field(default=10, ge=0, le=600)
 
     @field_validator("metrics_listen")
     @classmethod

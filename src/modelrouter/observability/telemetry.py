@@ -17,7 +17,8 @@ from ..access.records import UsageRecorder
 from ..config.model import Config
 from ..routing.router import RoutingTable
 from ..runtime.workers import MetricsExchange
-from .metrics import Gauge, Metrics, render
+from .history import History
+from .metrics import Gauge, Labels, Metrics, render
 from .observe import AccessLog, Observe, Tracer
 
 __all__ = ["Live", "MetricsListener", "Telemetry", "metrics_token_ok"]
@@ -51,6 +52,28 @@ class Telemetry:
         self._tracer: Tracer | None = None
         # With several worker processes: where they exchange metric snapshots (see workers.py).
         self.exchange: MetricsExchange | None = None
+        self.history: History | None = None  # the console's charts (start_history)
+
+    def start_history(self, interval: float) -> asyncio.Task[None] | None:
+        """Sample the traffic history every ``interval`` seconds (0: never), in a task the caller cancels."""
+        if interval <= 0:
+            return None
+        self.history = History(self.totals, self._error_rates, interval=interval)
+        return asyncio.get_running_loop().create_task(self.history.run(), name="history")
+
+    def totals(self) -> Metrics:
+        """The whole gateway's counters: this process's, plus every other worker's with ``--workers``."""
+        self._flush()  # requests still waiting for their batch
+        if self.exchange is None:
+            return self.metrics
+        return self.metrics.merge(self.exchange.peers())
+
+    def _error_rates(self) -> list[tuple[Labels, float]]:
+        rates: list[tuple[Labels, float]] = []
+        for inst in self.live.table().all_instances():
+            requests, failures = inst.breaker.window_counts()
+            rates.append((inst.labels, failures / requests if requests else 0.0))
+        return rates
 
     def _flush(self) -> None:
         observe = self.live.observe()
