@@ -32,6 +32,7 @@ def console_gateway(
             "usage": {"enabled": True},  # the store opens (the admin API lives on it)
             "health_check": {"enabled": False},
             "breaker": {"consecutive_failures": 2, "open_for": 60},
+            "observability": {"history_interval": 0.5},  # a chart point every half second
             "retry": {"attempts": 2},
             "services": {
                 "chat": {
@@ -72,9 +73,31 @@ def test_log_in_watch_traffic_and_a_breaker_open(
     wait(lambda: browser.find_element(By.CSS_SELECTOR, breaker).get_attribute("data-breaker") == "open", "the breaker")
     good_breaker = '#instances tr[data-instance="qwen-good"] td[data-breaker]'
     assert browser.find_element(By.CSS_SELECTOR, good_breaker).get_attribute("data-breaker") == "closed"
-    screenshot(browser, "dashboard")
+
+    # The charts: the requests/s chart has a series per model with a point above zero, and the error-rate
+    # chart's "broken" series reached 100 %.
+    def plotted(chart: str) -> dict[str, list[float]]:
+        figure = browser.find_element(By.ID, "chart-" + chart)
+        names = [item.text for item in figure.find_elements(By.CSS_SELECTOR, "ul.chart-legend li")]
+        series = figure.find_elements(By.CSS_SELECTOR, "g.series")
+        return {
+            name: [float(c.get_attribute("data-y")) for c in group.find_elements(By.CSS_SELECTOR, "circle")]
+            for name, group in zip(names, series, strict=True)
+        }
+
+    wait(lambda: max(plotted("rps").get("qwen", [0])) > 0, "a requests/s point for qwen")
+    wait(lambda: max(plotted("errors").get("broken", [0])) == 100, "the broken model's error rate")
+    assert max(plotted("errors").get("qwen", [0])) == 0
+    assert "all models" in plotted("rps")
+    assert not browser.find_element(By.ID, "chart-ttft").is_displayed()  # per instance only
 
     from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element(By.ID, "traffic-by")).select_by_value("instance")
+    wait(lambda: max(plotted("ttft").get("qwen-good", [0])) > 0, "qwen-good's time to first token")
+    assert not browser.find_element(By.ID, "chart-tokens").is_displayed()  # per model only
+    Select(browser.find_element(By.ID, "traffic-by")).select_by_value("model")
+    screenshot(browser, "dashboard")
 
     Select(browser.find_element(By.ID, "lang")).select_by_value("zh")
     wait(lambda: browser.find_element(By.CSS_SELECTOR, "#dashboard h2").text == "仪表盘", "the Chinese page")

@@ -2,7 +2,8 @@
 // instance its health, breaker, load, latency and recent errors.
 "use strict";
 
-import { api, cell, el, showError, t } from "./core.js";
+import { api, cell, el, formatNumber, showError, t } from "./core.js";
+import * as traffic from "./traffic.js";
 
 const strings = {
   en: {
@@ -19,7 +20,8 @@ const strings = {
   },
 };
 
-const COLUMNS = ["instance", "service", "healthy", "breaker", "in_flight", "latency", "requests", "error_rate", "cooldown"];
+const COLUMNS = ["instance", "service", "healthy", "breaker", "in_flight", "latency", "requests", "error_rate", "cooldown",
+  "tr_rps", "tr_p50", "tr_p99", "tr_ttft"];
 
 function build(section) {
   section.append(
@@ -35,9 +37,10 @@ function build(section) {
       el("tbody")),
     el("p", { id: "refresh-error", class: "error", role: "alert" }),
   );
+  traffic.build(section);
 }
 
-function render(live) {
+function render(live, point) {
   document.getElementById("replica").textContent = live.replica || "";
   document.getElementById("config-version").textContent = live.config_version == null ? "—" : String(live.config_version);
   document.getElementById("models").textContent = (live.models || []).join(", ");
@@ -56,6 +59,12 @@ function render(live) {
     cell(row, inst.recent_requests);
     cell(row, (100 * inst.recent_error_rate).toFixed(1) + " %");
     cell(row, inst.cooldown_s);
+    // The newest history point: this instance's traffic over the last sample.
+    const recent = point ? point.instances[inst.instance] || {} : {};
+    cell(row, formatNumber(recent.rps, 2));
+    cell(row, formatNumber(recent.p50_ms, 1));
+    cell(row, formatNumber(recent.p99_ms, 1));
+    cell(row, formatNumber(recent.ttft_p50_ms, 1));
     body.appendChild(row);
   }
   document.getElementById("recent-requests").textContent = String(total);
@@ -64,7 +73,8 @@ function render(live) {
 async function refresh() {
   const error = document.getElementById("refresh-error");
   try {
-    render(await api("GET", "/admin/api/state"));
+    const [live, point] = await Promise.all([api("GET", "/admin/api/state"), traffic.refresh()]);
+    render(live, point);
     error.textContent = "";
   } catch (failure) {
     showError(error, failure);
@@ -72,4 +82,6 @@ async function refresh() {
   }
 }
 
-export default { id: "dashboard", strings, build, refresh };
+for (const lang of ["en", "zh"]) Object.assign(strings[lang], traffic.strings[lang]);
+
+export default { id: "dashboard", strings, build, refresh, language: traffic.draw };
