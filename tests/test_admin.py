@@ -606,6 +606,7 @@ EVERY_ROUTE = [
     ("PATCH", "/admin/api/services/{service}/instances/{name}"),
     ("DELETE", "/admin/api/services/{service}/instances/{name}"),
     ("GET", "/admin/api/state"),
+    ("GET", "/admin/api/metrics/history"),
     ("GET", "/admin/api/usage"),
     ("GET", "/admin/api/usage/records"),
 ]
