@@ -181,7 +181,8 @@ function show(form) {
   editor().hidden = false;
   document.getElementById("svc-conflict").textContent = "";
   status("");
-  form.querySelector("input, select").focus();
+  const first = form.querySelector("input, select, button"); // an alias form may have no rows yet
+  if (first) first.focus();
 }
 
 export async function removeInstance(service, index) {
