@@ -136,7 +136,8 @@ def test_a_weight_edited_shifts_traffic_and_a_rollback_brings_it_back(browser: A
     wait(lambda: _css(browser, _row("qwen-b") + ' td[data-field="weight"]').text == "9", "the new weight shown")
     assert _css(browser, "#svc-editor").is_displayed() is False
     got_a, got_b = _send(gw, a, b)
-    assert got_b >= 24 and got_a <= 6, (got_a, got_b)  # 1:9
+    assert got_b >= 24, (got_a, got_b)  # 1:9
+    assert got_a <= 6, (got_a, got_b)
     screenshot(browser, "services")
 
     go_to(browser, "versions")
@@ -253,9 +254,12 @@ def test_add_an_instance_an_alias_and_remove_the_instance(
 
 
 def test_a_failing_instance_shows_its_breaker_open_and_why(
-    browser: Any, start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[..., GatewayServer], tmp_path: Any
+    browser: Any,
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    start_gateway: Callable[..., GatewayServer],
+    tmp_path: Any,
 ) -> None:
-    a, a_url = start_upstream("a")
+    _, a_url = start_upstream("a")
     bad, bad_url = start_upstream("bad")
     config = _config(a_url, bad_url, tmp_path)
     config["services"]["chat"]["instances"][1] = {"name": "broken", "id": "broken-1", "base_url": bad_url}
@@ -275,6 +279,15 @@ def test_a_failing_instance_shows_its_breaker_open_and_why(
     assert not _all(browser, _row("qwen-a") + " .svc-reason")
     screenshot(browser, "services-breaker")
 
+    from selenium.webdriver.support.ui import Select
+
+    Select(_css(browser, "#lang")).select_by_value("zh")
+    wait(lambda: _css(browser, "#services h2").text == "服务", "the page in Chinese")
+    assert _css(browser, breaker).text.startswith("打开")
+    assert "存储模式" in _css(browser, "#svc-mode").text
+    Select(_css(browser, "#lang")).select_by_value("en")
+    wait(lambda: _css(browser, breaker).text.startswith("open"), "English again")
+
 
 def test_a_viewer_sees_no_edit_controls_on_either_page(browser: Any, store_gateway: Started) -> None:
     _, _, gw = store_gateway
@@ -291,7 +304,10 @@ def test_a_viewer_sees_no_edit_controls_on_either_page(browser: Any, store_gatew
 
 
 def test_file_mode_is_read_only_with_a_notice(
-    browser: Any, start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[..., GatewayServer], tmp_path: Any
+    browser: Any,
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    start_gateway: Callable[..., GatewayServer],
+    tmp_path: Any,
 ) -> None:
     _, a_url = start_upstream("a")
     _, b_url = start_upstream("b")
@@ -320,7 +336,7 @@ def test_file_mode_is_read_only_with_a_notice(
 def test_live_state_says_why_and_when_a_breaker_opened(
     start_upstream: Callable[..., tuple[FakeOpenAI, str]], start_gateway: Callable[..., GatewayServer], tmp_path: Any
 ) -> None:
-    a, a_url = start_upstream("a")
+    _, a_url = start_upstream("a")
     bad, bad_url = start_upstream("bad")
     config = _config(a_url, bad_url, tmp_path)
     config["services"]["chat"]["instances"] = [

@@ -190,6 +190,8 @@ async function compare(event) {
       return;
     }
     const table = el("table", { id: "ver-diff-table", class: "ver-diff", dataset: { from: String(answer.from), to: String(answer.to) } },
+      // Fixed layout takes the widths from here: narrow line numbers, two equal halves of text.
+      el("colgroup", {}, ["ver-ln-col", "", "ver-ln-col", ""].map((cls) => el("col", { class: cls || null }))),
       el("thead", {}, el("tr", {}, el("th", { colspan: "2" }, t("ver_version") + " " + answer.from),
         el("th", { colspan: "2" }, t("ver_version") + " " + answer.to))),
       el("tbody", {}, sideBySide(answer.diff).map((row) => row.kind === "hunk"
