@@ -8,7 +8,7 @@ import pytest
 
 from modelrouter import parse_config
 from modelrouter.config.model import BreakerConfig
-from modelrouter.resilience.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from modelrouter.resilience.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker, describe
 from modelrouter.routing.router import RoutingTable
 
 
@@ -348,3 +348,34 @@ def test_reload_keeps_breaker_state_and_takes_new_settings() -> None:
     assert kept.breaker.state == CLOSED  # 4 in a row: below the new threshold of 5
     kept.breaker.record(False, kept.breaker.on_send())
     assert kept.breaker.state == OPEN
+
+
+# -- why it opened -------------------------------------------------------------------------------------------
+
+
+def test_an_opening_keeps_the_failure_that_tripped_it_and_when() -> None:
+    breaker, clock = make(consecutive_failures=2, min_requests=1000, open_for=10)
+    breaker.record(False, breaker.on_send(), 503)
+    assert (breaker.reason, breaker.opened_at) == (None, None)  # worded only when it trips
+    breaker.record(False, breaker.on_send(), TimeoutError("connecting to the backend timed out"))
+    assert breaker.state == OPEN
+    assert breaker.reason == "connecting to the backend timed out"
+    assert breaker.opened_at is not None
+    clock.advance(11)
+    assert breaker.allows()  # half-open: a failed probe opens it again, with the probe's reason
+    breaker.record(False, breaker.on_send(), 500)
+    assert (breaker.state, breaker.reason) == (OPEN, "HTTP 500")
+    clock.advance(21)
+    breaker.allows()
+    succeed(breaker, breaker.config.close_after)
+    assert breaker.state == CLOSED
+    assert breaker.reason == "HTTP 500"  # kept after closing: what happened last
+
+
+def test_a_long_error_message_is_cut_in_the_reason() -> None:
+    assert describe(None) is None
+    assert describe(429) == "HTTP 429"
+    long = describe(ValueError("x" * 1000))
+    assert long is not None
+    assert len(long) == 301
+    assert long.endswith("…")

@@ -1,8 +1,9 @@
 """What the gateway is doing now, as the admin API's ``GET /admin/api/state`` shows it: per instance its health,
-breaker, requests in flight, latency and recent error rate; per rate limit how many buckets are live and, for a
-limit with a single bucket (global, service, model), how much is left in it (with ``state.backend: redis``: the
-buckets are in Redis; what this replica holds is the units its leases have not spent). Read from the live objects, never
-from the config: a number here moves when the thing it describes happens."""
+breaker (and why and when it last opened), requests in flight, latency and recent error rate; per rate limit how
+many buckets are live and, for a limit with a single bucket (global, service, model), how much is left in it (with
+``state.backend: redis``: the buckets are in Redis; what this replica holds is the units its leases have not
+spent). Read from the live objects, never from the config: a number here moves when the thing it describes
+happens."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def live_state(table: RoutingTable, accounting: Accounting | None, config_versio
                 "weight": inst.weight,
                 "healthy": inst.healthy,
                 "breaker": breaker.state,
+                # Why and when it last opened (kept after it closes again); null if it never has.
+                "breaker_reason": breaker.reason,
+                "breaker_opened_at": breaker.opened_at,
                 "in_flight": inst.inflight,
                 "ewma_latency_ms": round(inst.ewma * 1000, 3),
                 "recent_requests": requests,

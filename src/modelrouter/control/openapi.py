@@ -338,8 +338,14 @@ def _error_schemas() -> dict[str, Schema]:
         "OpenAI-shaped error passes unchanged",
         "examples": list(ERROR_TYPES),
     }
+    problem = obj({"param": nullable, "message": _STRING}, ["param", "message"])
+    problems = {
+        "type": "array",
+        "items": problem,
+        "description": "invalid_config only: every problem of the proposed config, each at its path",
+    }
     detail = obj(
-        {"message": _STRING, "type": kind, "param": nullable, "code": nullable},
+        {"message": _STRING, "type": kind, "param": nullable, "code": nullable, "problems": problems},
         ["message", "type", "param", "code"],
         closed=False,
     )

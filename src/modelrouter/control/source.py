@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import orjson
 import yaml
 
 from ..config.load import ConfigError, parse_config, parse_yaml
@@ -79,7 +80,8 @@ class VersionConflict(GatewayError):
 
 
 class InvalidConfig(InvalidRequest):
-    """A proposed config with problems; the message lists each by its path, ``param`` names the first."""
+    """A proposed config with problems; the message lists each by its path, ``param`` names the first, and
+    ``problems`` has each as ``{"param": path, "message": …}`` so that a form can show every one at its field."""
 
     code = "invalid_config"
 
@@ -87,6 +89,14 @@ class InvalidConfig(InvalidRequest):
         self.problems = problems
         first = problems[0].split(": ", 1)[0] if problems else None
         super().__init__("The config has problems: " + "; ".join(problems), param=first)
+
+    def body(self) -> bytes:
+        detail = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        listed = []
+        for problem in self.problems:
+            path, _, message = problem.partition(": ")
+            listed.append({"param": path, "message": message} if message else {"param": None, "message": path})
+        return orjson.dumps({"error": {**detail, "problems": listed}})
 
 
 def file_mode_refusal(source: str | None = None) -> str:

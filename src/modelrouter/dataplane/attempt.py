@@ -15,6 +15,7 @@ from typing import Literal
 
 from ..observability.meter import Meter
 from ..observability.observe import Span
+from ..resilience.breaker import Cause
 from ..routing.instance import Instance
 
 __all__ = ["Attempt", "Verdict"]
@@ -40,11 +41,12 @@ class Attempt:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
-    def judge(self, ok: bool) -> None:
-        """The breaker's verdict on this try; only the first one counts."""
+    def judge(self, ok: bool, cause: Cause = None) -> None:
+        """The breaker's verdict on this try; only the first one counts. A failure passes its ``cause`` (the
+        status or the error) as is: the breaker words it only if it trips."""
         if self.verdict is None:
             self.verdict = "success" if ok else "failure"
-            self.instance.breaker.record(ok, self.probe)
+            self.instance.breaker.record(ok, self.probe, cause)
 
     def abandon(self) -> None:
         """No verdict on the backend (the client went away, the request was cancelled); only if none was given."""

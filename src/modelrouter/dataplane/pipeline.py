@@ -198,7 +198,7 @@ class Pipeline:
             if meter is not None:
                 meter.upstream_s += attempt.elapsed()
             if isinstance(exc, GatewayError):
-                attempt.judge(False)
+                attempt.judge(False, exc)
                 log.warning("%s: %s", instance.id, exc.message)
                 exc.message = f"{exc.message} (model '{echo(call.model)}')"
             attempt.finish(exc)  # cancelled (client gone): abandoned, no verdict on the backend
@@ -232,7 +232,7 @@ class Pipeline:
                 raise
             resp.close()
             if isinstance(exc, GatewayError):
-                attempt.judge(False)
+                attempt.judge(False, exc)
             attempt.finish(exc)
             raise
 
@@ -241,7 +241,7 @@ class Pipeline:
         """An error status: the breaker's verdict by what it says of the backend, a cool-down on 429/503, and the
         error the client gets (raised)."""
         status = attempt.instance.adapter.upstream_status(resp.status)
-        attempt.judge(not backend_failure(status))
+        attempt.judge(not backend_failure(status), status)
         if status in (429, 503):
             cool_down(attempt.instance, resp.header_items(), retry)
         try:

@@ -128,7 +128,7 @@ class StreamResponse:
                 if out:
                     yield out
         except GatewayError as exc:
-            self._attempt.judge(False)
+            self._attempt.judge(False, exc)
             self.close(exc)
             raise
 

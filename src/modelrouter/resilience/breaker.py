@@ -8,6 +8,8 @@ take it back when it answers again.
 
 Half-open admits at most ``half_open_probes`` requests at a time; everything else goes elsewhere. Only backend
 failures count: connection errors, timeouts, broken answers, 5xx, 408 and 429 - never a client's own 4xx.
+Each opening keeps why (the failure that tripped it: "HTTP 503", the transport's "connecting to the backend timed
+out" …) and when, for the admin view; the reason is worded only then, so failures that do not trip cost nothing.
 The clock is injectable so the machine can be tested without sleeping.
 """
 
@@ -15,16 +17,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeAlias
 
 from ..config.model import BreakerConfig
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker"]
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "Cause", "CircuitBreaker", "describe"]
 
 CLOSED = "closed"
 OPEN = "open"
 HALF_OPEN = "half_open"
 
 _BUCKETS = 10  # the failure-rate window is kept as this many time slices
+_REASON_CHARS = 300  # an error message quoted as a reason stays readable in a table cell
+
+# What a failure verdict may carry: the upstream's error status, or the error the try ended with.
+Cause: TypeAlias = int | BaseException | None
+
+
+def describe(cause: Cause) -> str | None:
+    """A failure's cause in words: "HTTP 503" for a status, else the error's own message."""
+    if cause is None:
+        return None
+    if isinstance(cause, int):
+        return f"HTTP {cause}"
+    text = str(getattr(cause, "message", None) or cause) or type(cause).__name__
+    return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "…"
 
 
 class CircuitBreaker:
@@ -35,9 +52,11 @@ class CircuitBreaker:
         "config",
         "consecutive",
         "on_change",
+        "opened_at",
         "opened_until",
         "probe_successes",
         "probes",
+        "reason",
         "state",
         "trips",
     )
@@ -55,6 +74,10 @@ class CircuitBreaker:
         self._buckets = [[0, 0] for _ in range(_BUCKETS)]
         self._bucket_at = 0
         self.on_change: Callable[[CircuitBreaker, str, str], None] | None = None
+        # The last opening: why (the failure that tripped it, in words) and when (Unix time); kept after it
+        # closes again, so an admin can still see what happened.
+        self.reason: str | None = None
+        self.opened_at: float | None = None
 
     # -- asked while choosing an instance ------------------------------------------------------------
     def allows(self) -> bool:
@@ -96,7 +119,8 @@ class CircuitBreaker:
         self.probes = max(self.probes - 1, 0)
 
     # -- told after the outcome is known -------------------------------------------------------------
-    def record(self, ok: bool, probe: bool) -> None:
+    def record(self, ok: bool, probe: bool, cause: Cause = None) -> None:
+        """A try's verdict; a failure may say its ``cause``, kept (worded) only if it opens the breaker."""
         if not self.config.enabled:
             return
         if probe:
@@ -104,7 +128,7 @@ class CircuitBreaker:
             if self.state != HALF_OPEN:
                 return
             if not ok:
-                self._trip()
+                self._trip(cause)
             else:
                 self.probe_successes += 1
                 if self.probe_successes >= self.config.close_after:
@@ -118,7 +142,7 @@ class CircuitBreaker:
             return
         self.consecutive += 1
         if self.consecutive >= self.config.consecutive_failures or self._rate_exceeded():
-            self._trip()
+            self._trip(cause)
 
     def window_counts(self) -> tuple[int, int]:
         """(requests, failures) within the failure-rate window, for the admin view."""
@@ -148,7 +172,9 @@ class CircuitBreaker:
         failures = sum(b[1] for b in self._buckets)
         return failures / requests >= self.config.failure_rate
 
-    def _trip(self) -> None:
+    def _trip(self, cause: Cause) -> None:
+        self.reason = describe(cause)
+        self.opened_at = time.time()
         self.trips += 1
         period = min(self.config.open_for * 2 ** (self.trips - 1), self.config.max_open_for)
         self.opened_until = self._clock() + period

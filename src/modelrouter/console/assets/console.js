@@ -6,8 +6,10 @@
 import { addStrings, api, isEditor, session, state, t, translate } from "./core.js";
 import dashboard from "./dashboard.js";
 import keys from "./keys.js";
+import services from "./services.js";
+import versions from "./versions.js";
 
-const PAGES = [dashboard, keys];
+const PAGES = [dashboard, services, versions, keys];
 const REFRESH_MS = 2000;
 let current = null;
 let timer = null;
