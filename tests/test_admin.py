@@ -608,6 +608,7 @@ EVERY_ROUTE = [
     ("GET", "/admin/api/state"),
     ("GET", "/admin/api/usage"),
     ("GET", "/admin/api/usage/records"),
+    ("GET", "/admin/api/endpoints"),
 ]
 
 # What each path parameter is replaced with when a test calls every route.

@@ -22,6 +22,7 @@ from .access.records import UsageRecorder, recorder_for
 from .admin import AdminApp, ensure_first_admin
 from .config.load import ConfigError
 from .config.model import Config
+from .control.catalog import endpoints_view
 from .control.follow import StoreFollower
 from .control.housekeeping import seed_quotas
 from .control.livestate import live_state
@@ -79,6 +80,7 @@ class Gateway:
             trusted_proxies=lambda: self.front.bundle.trusted_proxies,
             control_getter=lambda: self.control,
             live_state=self.live_state,
+            endpoints=self.endpoints_view,
             shared=self.shared_state,
         )
         self.front.openapi = openapi_json
@@ -253,6 +255,9 @@ class Gateway:
 
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
+
+    def endpoints_view(self) -> dict[str, Any]:
+        return endpoints_view(self.table, self.config)
 
     async def _open_store_later(self) -> None:
         """A library user's gateway that started without a store, and a reload turned on keys or usage records:

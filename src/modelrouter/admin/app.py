@@ -64,11 +64,13 @@ class AdminApp:
         trusted_proxies: Callable[[], TrustedProxies] = lambda: (),
         control_getter: Callable[[], ConfigControl | None] = lambda: None,
         live_state: Callable[[], dict[str, Any]] | None = None,
+        endpoints: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
         shared: SharedState | None = None,
     ) -> None:
         self._control_getter = control_getter
         self._live_state = live_state
+        self._endpoints = endpoints
         self._store_getter = store_getter
         self._config_getter = config_getter
         self._trusted_proxies = trusted_proxies
@@ -94,6 +96,7 @@ class AdminApp:
                 self._login_limiter,
                 control=self._control_getter(),
                 live=self._live_state,
+                endpoints=self._endpoints,
             )
             if route.role is not None:
                 await _authenticate(call, route)

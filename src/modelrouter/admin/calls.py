@@ -66,6 +66,7 @@ class Call:
     token: str | None = None
     control: ConfigControl | None = None  # the gateway's config source (None: a gateway without one)
     live: Callable[[], dict[str, Any]] | None = None  # the gateway's live state, for GET /admin/api/state
+    endpoints: Callable[[], dict[str, Any]] | None = None  # the public API served now, GET /admin/api/endpoints
 
     @property
     def who(self) -> AdminRecord:

@@ -6,8 +6,9 @@
 import { addStrings, api, isEditor, session, state, t, translate } from "./core.js";
 import dashboard from "./dashboard.js";
 import keys from "./keys.js";
+import playground from "./playground.js";
 
-const PAGES = [dashboard, keys];
+const PAGES = [dashboard, keys, playground];
 const REFRESH_MS = 2000;
 let current = null;
 let timer = null;
