@@ -411,8 +411,8 @@ def test_images_generated_and_edited_are_shown(
     }
     shown = by_id(browser, "pg-images-shown").find_elements("css selector", "img")
     assert len(shown) == 2
-    for image in shown:
-        wait(lambda image=image: browser.execute_script("return arguments[0].naturalWidth", image) == 3, "the image")
+    widths = "return arguments[0].map((image) => image.naturalWidth)"
+    wait(lambda: browser.execute_script(widths, shown) == [3, 3], "the images decoded")
     screenshot(browser, "playground-images")
 
     picture = tmp_path / "photo.png"

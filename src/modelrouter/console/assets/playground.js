@@ -5,7 +5,7 @@
 // page: the console's 2-second refresh leaves it alone.
 "use strict";
 
-import { api, el, isEditor, showError, t, translate } from "./core.js";
+import { api, el, isEditor, showError, state, t, translate } from "./core.js";
 import { curl, GatewayFailure, masked, modelNames, send } from "./playground_api.js";
 import { TABS } from "./playground_forms.js";
 
@@ -110,7 +110,7 @@ function keyStatus() {
   if (key.source === "created") text = t("pg_key_created").replace("{name}", key.name).replace("{key}", masked(key.secret));
   else if (key.source === "pasted") text = t("pg_key_pasted").replace("{key}", masked(key.secret));
   else text = t(catalog.client_keys_required ? "pg_key_needed" : "pg_key_none_needed");
-  if (visible) text += " " + t("pg_models_found").replace("{count}", visible.length);
+  if (visible) text += (state.lang === "zh" ? "" : " ") + t("pg_models_found").replace("{count}", visible.length);
   return text;
 }
 
