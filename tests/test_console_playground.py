@@ -464,3 +464,13 @@ def test_a_viewer_pastes_a_key_and_may_not_create_one(browser: Any, keyed: tuple
     wait(lambda: by_id(browser, "pg-tab-chat").text == "对话", "the Chinese page")
     assert "粘贴的密钥" in by_id(browser, "pg-key-status").text
     screenshot(browser, "playground-zh")
+
+    # Logging out forgets the key (without reloading the page).
+    by_id(browser, "logout").click()
+    wait(lambda: by_id(browser, "login-page").is_displayed(), "the login form")
+    fill(browser, "username", "watcher")
+    fill(browser, "password", PASSWORD)
+    browser.find_element("css selector", "#login button[type=submit]").click()
+    go_to(browser, "playground")
+    wait(lambda: by_id(browser, "pg-key-status").get_attribute("data-key") == "missing", "no key any more")
+    assert by_id(browser, "pg-rerank-out").get_attribute("textContent") == ""

@@ -178,8 +178,9 @@ async function createKey() {
   try {
     const stamp = new Date().toISOString().replace(/\.\d+Z$/, "Z");
     const created = await api("POST", "/admin/api/keys", { name: `playground ${stamp} ${Math.random().toString(36).slice(2, 6)}` });
-    // The gateway honours a stored key within store.refresh_interval: wait that (twice, and a little) before using it.
-    const wait = new Promise((resolve) => setTimeout(resolve, 2000 * (catalog ? catalog.key_refresh_s : 1) + 300));
+    // The gateway honours a stored key within store.refresh_interval: wait that (three times, and a little: a busy
+    // gateway polls late) before using it.
+    const wait = new Promise((resolve) => setTimeout(resolve, 3000 * (catalog ? catalog.key_refresh_s : 1) + 500));
     Object.assign(key, { secret: created.secret, source: "created", name: created.name, activating: wait });
     error.textContent = "";
     render();
