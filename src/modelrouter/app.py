@@ -257,7 +257,8 @@ class Gateway:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
 
     def endpoints_view(self) -> dict[str, Any]:
-        return endpoints_view(self.table, self.config)
+        bundle = self.front.bundle  # one snapshot: the table and the config it was built from
+        return endpoints_view(bundle.table, bundle.config)
 
     async def _open_store_later(self) -> None:
         """A library user's gateway that started without a store, and a reload turned on keys or usage records:
