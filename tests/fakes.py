@@ -54,6 +54,12 @@ class FakeOpenAI:
         self.disconnects = 0  # streams whose client (the gateway) went away
         # False: like llama.cpp's server, never report usage (streams ignore stream_options.include_usage).
         self.reports_usage = True
+        # A chat stream writes this many events, then waits for ``hold`` before the rest (a test sets the event
+        # from its thread with ``bg.loop.call_soon_threadsafe(hold.set)``): what the client saw before the end.
+        self.hold: asyncio.Event | None = None
+        self.hold_after = 2
+        self.speech_audio: bytes | None = None  # speech answers these bytes (real audio) instead of speech_bytes
+        self.image_b64: str | None = None  # images and edits answer this (a real picture) instead of their text
 
     def fail(
         self,
@@ -175,6 +181,8 @@ class FakeOpenAI:
                     request.transport.abort()
                     return resp
                 await resp.write(ev)
+                if self.hold is not None and i + 1 == self.hold_after:
+                    await self.hold.wait()
                 if self.stream_gap:
                     await asyncio.sleep(self.stream_gap)
         except (ConnectionResetError, asyncio.CancelledError):
@@ -258,7 +266,13 @@ class FakeOpenAI:
         )
         resp = web.StreamResponse(headers={"Content-Type": ctype})
         await resp.prepare(request)
-        for chunk in speech_bytes(rec.json["input"]):
+        audio = self.speech_audio
+        chunks = (
+            speech_bytes(rec.json["input"])
+            if audio is None
+            else [audio[i : i + 4096] for i in range(0, len(audio), 4096)]
+        )
+        for chunk in chunks:
             await resp.write(chunk)
             if self.stream_gap:
                 await asyncio.sleep(self.stream_gap)
@@ -315,7 +329,10 @@ class FakeOpenAI:
             return resp
         n = rec.json.get("n") or 1
         return web.json_response(
-            {"created": int(time.time()), "data": [{"b64_json": "aW1hZ2U=", "revised_prompt": rec.json["prompt"]}] * n}
+            {
+                "created": int(time.time()),
+                "data": [{"b64_json": self.image_b64 or "aW1hZ2U=", "revised_prompt": rec.json["prompt"]}] * n,
+            }
         )
 
     async def _image_edit(self, request: web.Request) -> web.Response:
@@ -325,7 +342,7 @@ class FakeOpenAI:
         return web.json_response(
             {
                 "created": int(time.time()),
-                "data": [{"b64_json": "ZWRpdGVk", "revised_prompt": rec.fields.get("prompt")}],
+                "data": [{"b64_json": self.image_b64 or "ZWRpdGVk", "revised_prompt": rec.fields.get("prompt")}],
             }
         )
 

@@ -609,6 +609,7 @@ EVERY_ROUTE = [
     ("GET", "/admin/api/metrics/history"),
     ("GET", "/admin/api/usage"),
     ("GET", "/admin/api/usage/records"),
+    ("GET", "/admin/api/endpoints"),
 ]
 
 # What each path parameter is replaced with when a test calls every route.

@@ -22,6 +22,7 @@ from .access.records import UsageRecorder, recorder_for
 from .admin import AdminApp, ensure_first_admin
 from .config.load import ConfigError
 from .config.model import Config
+from .control.catalog import endpoints_view
 from .control.follow import StoreFollower
 from .control.housekeeping import seed_quotas
 from .control.livestate import live_state
@@ -80,6 +81,7 @@ class Gateway:
             control_getter=lambda: self.control,
             live_state=self.live_state,
             history=lambda: self.telemetry.history,
+            endpoints=self.endpoints_view,
             shared=self.shared_state,
         )
         self.front.openapi = openapi_json
@@ -254,6 +256,10 @@ class Gateway:
 
     def live_state(self) -> dict[str, Any]:
         return live_state(self.table, self.accounting, self.control.version if self.control is not None else None)
+
+    def endpoints_view(self) -> dict[str, Any]:
+        bundle = self.front.bundle  # one snapshot: the table and the config it was built from
+        return endpoints_view(bundle.table, bundle.config)
 
     async def _open_store_later(self) -> None:
         """A library user's gateway that started without a store, and a reload turned on keys or usage records:

@@ -66,12 +66,14 @@ class AdminApp:
         control_getter: Callable[[], ConfigControl | None] = lambda: None,
         live_state: Callable[[], dict[str, Any]] | None = None,
         history: Callable[[], History | None] = lambda: None,
+        endpoints: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.time,
         shared: SharedState | None = None,
     ) -> None:
         self._control_getter = control_getter
         self._live_state = live_state
         self._history = history
+        self._endpoints = endpoints
         self._store_getter = store_getter
         self._config_getter = config_getter
         self._trusted_proxies = trusted_proxies
@@ -98,6 +100,7 @@ class AdminApp:
                 control=self._control_getter(),
                 live=self._live_state,
                 history=self._history(),
+                endpoints=self._endpoints,
             )
             if route.role is not None:
                 await _authenticate(call, route)

@@ -68,6 +68,7 @@ class Call:
     control: ConfigControl | None = None  # the gateway's config source (None: a gateway without one)
     live: Callable[[], dict[str, Any]] | None = None  # the gateway's live state, for GET /admin/api/state
     history: History | None = None  # the traffic history, for GET /admin/api/metrics/history
+    endpoints: Callable[[], dict[str, Any]] | None = None  # the public API served now, GET /admin/api/endpoints
 
     @property
     def who(self) -> AdminRecord:

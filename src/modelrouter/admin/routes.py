@@ -5,7 +5,7 @@ config export to admins."""
 
 from __future__ import annotations
 
-from . import admins, keys, services, session, state
+from . import admins, catalog, keys, services, session, state
 from . import config_routes as config
 from .calls import Route
 
@@ -18,4 +18,5 @@ ROUTES: tuple[Route, ...] = (
     *config.routes,
     *services.routes,
     *state.routes,
+    *catalog.routes,
 )

@@ -173,6 +173,10 @@ class RoutingTable:
         self._model_objects = seen
         return orjson.dumps({"object": "list", "data": list(seen.values())})
 
+    def names_served(self, service: str) -> list[str]:
+        """The names a client may send to ``service``'s endpoints: its models, then aliases of them."""
+        return list(self._served_names.get(service, ()))
+
     def models_visible(self, may_use: Callable[[str, str, str], bool]) -> list[str]:
         """Names (models and aliases) that ``may_use(service, requested, model)`` allows in some service."""
         visible = [

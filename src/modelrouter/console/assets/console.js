@@ -6,10 +6,11 @@
 import { addStrings, api, isEditor, session, state, t, translate } from "./core.js";
 import dashboard from "./dashboard.js";
 import keys from "./keys.js";
+import playground from "./playground.js";
 import services from "./services.js";
 import versions from "./versions.js";
 
-const PAGES = [dashboard, services, versions, keys];
+const PAGES = [dashboard, services, versions, keys, playground];
 const REFRESH_MS = 2000;
 let current = null;
 let timer = null;
