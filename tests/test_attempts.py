@@ -23,7 +23,7 @@ from modelrouter.dataplane.responses import Response, StreamResponse
 from modelrouter.endpoints import ENDPOINTS_BY_PATH
 from modelrouter.errors import GatewayError, UpstreamConnectError, UpstreamTimeout
 from modelrouter.observability.meter import Meter
-from modelrouter.resilience.breaker import HALF_OPEN, CircuitBreaker
+from modelrouter.resilience.breaker import HALF_OPEN, Cause, CircuitBreaker
 from modelrouter.routing.instance import Instance
 from modelrouter.upstream.base import UpstreamRequest
 
@@ -48,9 +48,9 @@ class CountingBreaker(CircuitBreaker):
         super().__init__(config)
         self.verdicts: list[str] = []
 
-    def record(self, ok: bool, probe: bool) -> None:
+    def record(self, ok: bool, probe: bool, cause: Cause = None) -> None:
         self.verdicts.append("success" if ok else "failure")
-        super().record(ok, probe)
+        super().record(ok, probe, cause)
 
     def release_probe(self) -> None:
         self.verdicts.append("released")
