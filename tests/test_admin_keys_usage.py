@@ -3,6 +3,9 @@ log's filters and pages - what the console's Keys, Usage and Audit pages are bui
 with a fake clock (the SQL of days and filters runs on PostgreSQL too in test_store.py), and one test through a
 real gateway: a change made here is what the next request is judged by."""
 
+# The fixtures come from test_admin (imported below), so taking them as parameters "redefines" the imports.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import csv
@@ -48,7 +51,7 @@ async def test_patch_changes_only_what_is_sent_and_is_audited(
     assert changed["quotas"] == {"tokens_per_minute": 1000}  # the whole set replaced: daily_requests is gone
     assert changed["limits"] == [{"scope": "key", "rate": 10}]  # as stored: the defaults (period 60) left out
     assert changed["expires_at"] == pytest.approx(T0 + 3600)  # not sent: kept
-    assert "secret" not in changed and "hash" not in changed
+    assert not {"secret", "hash"} & set(changed)
     never = await client.request("PATCH", path, json={"expires_at": None, "name": "team-2"}, token=token)
     assert (never.json["expires_at"], never.json["name"]) == (None, "team-2")
     record = await store.get_key(key_id)
@@ -63,8 +66,8 @@ async def test_patch_changes_only_what_is_sent_and_is_audited(
     assert listed[0]["limits"] == [{"scope": "key", "rate": 10}]
     [latest, first] = (await client.request("GET", "/admin/api/audit?action=key.update", token=token)).json["data"]
     assert (latest["actor"], latest["target"]) == ("operator", f"key:{key_id}")
-    assert latest["detail"]["new_name"] == "team-2" and latest["detail"]["expires_at"] is None
-    assert first["detail"]["models"] == ["a", "b"] and first["detail"]["limits"] == 1
+    assert (latest["detail"]["new_name"], latest["detail"]["expires_at"]) == ("team-2", None)
+    assert (first["detail"]["models"], first["detail"]["limits"]) == (["a", "b"], 1)
 
 
 async def test_patch_refusals(store: Store, client: Client, users: dict[Role, str], clock: Clock) -> None:
@@ -180,7 +183,7 @@ async def test_audit_filters_and_pages(store: Store, client: Client, users: dict
             await client.request("GET", f"/admin/api/audit?action=key&limit=3&before_id={seen[-1]['id']}", token=viewer)
         ).json
         seen += page["data"]
-    assert len(seen) == 8 and len({e["id"] for e in seen}) == 8
+    assert len({e["id"] for e in seen}) == len(seen) == 8
     assert [e["target"] for e in seen if e["action"] == "key.create"] == [f"key:{n}" for n in range(7, 0, -1)]
     on_three = (await client.request("GET", "/admin/api/audit?target=key:3", token=viewer)).json["data"]
     assert [e["action"] for e in on_three] == ["key.disable", "key.create"]
@@ -217,7 +220,7 @@ def test_a_patched_key_is_what_the_gateway_judges_next(
     admin = {"Authorization": "Bearer " + login.json()["token"]}
     made = httpx2.post(gw.url + "/admin/api/keys", json={"name": "team", "models": ["a"]}, headers=admin, timeout=10)
     key = made.json()
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key=key["secret"], max_retries=0)
+    sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key=key["secret"], max_retries=0)
     hello = [{"role": "user", "content": "hi"}]
 
     def eventually(check: Callable[[], bool], what: str) -> None:
@@ -229,7 +232,7 @@ def test_a_patched_key_is_what_the_gateway_judges_next(
     def allowed(model: str) -> bool:
         """Whether the key may use ``model``; it may also not be known yet (401) right after its creation."""
         try:
-            client.chat.completions.create(model=model, messages=hello)  # type: ignore[arg-type]
+            sdk.chat.completions.create(model=model, messages=hello)  # type: ignore[arg-type]
         except (openai.PermissionDeniedError, openai.AuthenticationError):
             return False
         return True
@@ -244,7 +247,7 @@ def test_a_patched_key_is_what_the_gateway_judges_next(
 
     def refused() -> bool:
         try:
-            client.chat.completions.create(model="a", messages=hello)
+            sdk.chat.completions.create(model="a", messages=hello)
         except openai.RateLimitError:
             return True
         return False
