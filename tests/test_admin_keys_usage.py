@@ -191,6 +191,8 @@ async def test_audit_filters_and_pages(store: Store, client: Client, users: dict
     assert ([e["action"] for e in mine["data"]], mine["has_more"]) == (["config.apply"], False)
     logins = (await client.request("GET", "/admin/api/audit?actor=admin", token=viewer)).json["data"]
     assert [e["action"] for e in logins] == ["config.apply", "admin.login"]
+    huge = await client.request("GET", f"/admin/api/audit?before_id={2**63}", token=viewer)
+    assert (huge.status, huge.error["param"]) == (400, "before_id")
     bad = await client.request("GET", "/admin/api/audit?actr=x", token=viewer)
     assert (bad.status, bad.error["code"], bad.error["param"]) == (400, "unknown_parameter", "actr")
 

@@ -59,7 +59,8 @@ class AuditQuery(Query):
     target: str | None = Field(None, description="e.g. key:3, admin:ann, config")
     since: UnixTime | None = Field(None, description="entries at or after this time")
     until: UnixTime | None = Field(None, description="entries before this time")
-    before_id: int | None = Field(None, ge=1, description="entries older than this one: the next page")
+    # Bounded by the id column's 64 bits: a larger number names no entry and cannot even be sent to the database.
+    before_id: int | None = Field(None, ge=1, le=2**63 - 1, description="entries older than this one: the next page")
 
 
 @routes("GET", "/admin/api/admins", "viewer", reply=list_of(ref("AdminUser")))
