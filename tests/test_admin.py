@@ -577,6 +577,7 @@ EVERY_ROUTE = [
     ("GET", "/admin/api/me"),
     ("GET", "/admin/api/keys"),
     ("POST", "/admin/api/keys"),
+    ("PATCH", "/admin/api/keys/{id}"),
     ("POST", "/admin/api/keys/{id}/disable"),
     ("POST", "/admin/api/keys/{id}/enable"),
     ("POST", "/admin/api/keys/{id}/revoke"),

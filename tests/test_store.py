@@ -497,6 +497,58 @@ async def test_usage_insert_query_and_totals(store: Store) -> None:
     assert (since_t2.model, since_t2.prompt_tokens) == ("emb", 7)
 
 
+async def test_usage_totals_per_day_in_the_readers_days(store: Store) -> None:
+    # 2023-11-14 22:13:20 UTC: 23:30 and 00:30 the next day in UTC; at UTC+8 both on the 15th; at UTC-10 on the 14th.
+    t0 = 1_700_000_000.0
+    late, next_day = t0 + 4_600, t0 + 8_200
+    await store.insert_usage(
+        [
+            UsageRecord(ts=late, key_id="store:1", model="gpt", endpoint="chat", status=200, prompt_tokens=3),
+            UsageRecord(ts=next_day, key_id="store:1", model="gpt", endpoint="chat", status=500),
+            UsageRecord(ts=next_day + 1, key_id="store:2", model="gpt", endpoint="chat", status=200),
+        ]
+    )
+    utc = await store.usage_totals(per_day=True)
+    assert [(t.day, t.key_id, t.requests, t.errors) for t in utc] == [
+        ("2023-11-14", "store:1", 1, 0),
+        ("2023-11-15", "store:1", 1, 1),
+        ("2023-11-15", "store:2", 1, 0),
+    ]
+    assert utc[0].last_used == pytest.approx(late, abs=1e-5)
+    east = await store.usage_totals(per_day=True, utc_offset=480)
+    assert [(t.day, t.key_id, t.requests, t.prompt_tokens) for t in east] == [
+        ("2023-11-15", "store:1", 2, 3),
+        ("2023-11-15", "store:2", 1, 0),
+    ]
+    assert east[0].last_used == pytest.approx(next_day, abs=1e-5)
+    west = await store.usage_totals(per_day=True, utc_offset=-600, key_id="store:1")
+    assert [(t.day, t.requests) for t in west] == [("2023-11-14", 2)]
+    [whole] = await store.usage_totals(key_id="store:1")
+    assert (whole.day, whole.requests) == (None, 2)
+    assert whole.last_used == pytest.approx(next_day, abs=1e-5)
+
+
+async def test_audit_log_filters_and_pages(store: Store, clock: Clock) -> None:
+    for n in range(5):
+        await store.audit("admin:ann", "key.create", f"key:{n}")
+        clock.advance(1)
+    await store.audit("admin:bob", "key_x.odd", "key:9")  # '_' must not act as a wildcard
+    await store.audit("admin:bob", "keys", "key:9")  # nor a longer word count as under "key"
+    await store.audit("admin:bob", "config.apply", "config")
+    await store.audit("admin:bob", "key", "key:9")
+    assert [e.action for e in await store.list_audit(action="key")] == ["key"] + ["key.create"] * 5
+    assert [e.action for e in await store.list_audit(action="key.create", limit=2)] == ["key.create"] * 2
+    assert [e.target for e in await store.list_audit(actor="admin:ann", target="key:3")] == ["key:3"]
+    assert {e.actor for e in await store.list_audit(actor="admin:bob")} == {"admin:bob"}
+    first = await store.list_audit(limit=3)
+    rest = await store.list_audit(limit=100, before_id=first[-1].id)
+    assert [e.id for e in first + rest] == sorted((e.id for e in await store.list_audit(1000)), reverse=True)
+    assert len(first + rest) == 9
+    start = (await store.list_audit(target="key:1"))[0].ts
+    window = await store.list_audit(action="key", since=start, until=start + 2)
+    assert [e.target for e in window] == ["key:2", "key:1"]
+
+
 async def test_audit_log(store: Store, clock: Clock) -> None:
     await store.audit("cli:ann", "key.create", "key:1", {"name": "a"})
     clock.advance(1)

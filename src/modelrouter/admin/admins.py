@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from ..errors import PermissionDenied
 from ..store.records import Role
 from .calls import Call, Reply, Routes, admin_view, audit_view, invalid
-from .schema import Body, Limit, NewPassword, Query, Username, list_of, obj, ref
+from .schema import Body, Limit, NewPassword, Query, UnixTime, Username, list_of, obj, ref
 
 __all__ = [
     "AdminChange",
@@ -49,7 +49,17 @@ class PasswordChange(Body):
 
 
 class AuditQuery(Query):
+    """Filters of the audit log; unknown ones are refused (a misspelt filter must not show every entry)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     limit: Limit = 100
+    actor: str | None = Field(None, description="the admin's username (anonymous: failed logins)")
+    action: str | None = Field(None, description="an action, or what comes before its dot: key matches key.create")
+    target: str | None = Field(None, description="e.g. key:3, admin:ann, config")
+    since: UnixTime | None = Field(None, description="entries at or after this time")
+    until: UnixTime | None = Field(None, description="entries before this time")
+    before_id: int | None = Field(None, ge=1, description="entries older than this one: the next page")
 
 
 @routes("GET", "/admin/api/admins", "viewer", reply=list_of(ref("AdminUser")))
@@ -107,7 +117,31 @@ async def set_admin_password(call: Call, body: PasswordChange) -> Reply:
     return 200, {"username": username, "password_changed": True}
 
 
-@routes("GET", "/admin/api/audit", "viewer", reply=list_of(ref("AuditEntry")))
+@routes(
+    "GET",
+    "/admin/api/audit",
+    "viewer",
+    reply=obj(
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": ref("AuditEntry")},
+            "has_more": {"type": "boolean", "description": "older entries match: ask again with before_id"},
+        },
+        ["object", "data", "has_more"],
+    ),
+)
 async def list_audit(call: Call, query: AuditQuery) -> Reply:
-    """The audit log, newest first."""
-    return 200, {"object": "list", "data": [audit_view(r) for r in await call.store.list_audit(query.limit)]}
+    """The audit log, newest first, filtered by actor, action, target and time; paged with ``before_id``.
+
+    ``has_more`` says whether older entries match; the next page is ``before_id=<the last id read>``."""
+    entries = await call.store.list_audit(
+        query.limit + 1,
+        actor=query.actor,
+        action=query.action,
+        target=query.target,
+        since=query.since,
+        until=query.until,
+        before_id=query.before_id,
+    )
+    page = entries[: query.limit]
+    return 200, {"object": "list", "data": [audit_view(r) for r in page], "has_more": len(entries) > query.limit}

@@ -25,12 +25,14 @@ from ..store.records import NotFoundError, StoreError
 from .calls import ROLE_RANK, Call, Route
 from .http import (
     Conflict,
+    Download,
     NotAuthenticated,
     Receive,
     Request,
     Scope,
     Send,
     StoreUnavailable,
+    send_download,
     send_error,
     send_json,
 )
@@ -105,7 +107,10 @@ class AdminApp:
             if route.role is not None:
                 await _authenticate(call, route)
             status, body = await _run(route, call)
-            await send_json(send, status, body)
+            if isinstance(body, Download):
+                await send_download(send, status, body)
+            else:
+                await send_json(send, status, body)
         except GatewayError as exc:
             await send_error(send, exc)
         except Exception:

@@ -5,6 +5,7 @@ framework out of the gateway's dependencies (the /v1 hot path must not use one).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -16,6 +17,7 @@ from ..http.asgi import Message, Receive, Scope, Send
 
 __all__ = [
     "Conflict",
+    "Download",
     "Message",
     "NotAuthenticated",
     "Receive",
@@ -23,6 +25,7 @@ __all__ = [
     "Scope",
     "Send",
     "StoreUnavailable",
+    "send_download",
     "send_error",
     "send_json",
 ]
@@ -115,6 +118,26 @@ async def send_json(send: Send, status: int, data: Any, headers: list[tuple[byte
     all_headers = [*_JSON_HEADERS, *(headers or ()), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": all_headers})
     await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """A reply body that is a file to save rather than JSON (a CSV export): its bytes, type and file name."""
+
+    content: bytes
+    content_type: str
+    filename: str
+
+
+async def send_download(send: Send, status: int, download: Download) -> None:
+    headers = [
+        (b"content-type", download.content_type.encode()),
+        (b"content-disposition", b'attachment; filename="%s"' % download.filename.encode()),
+        (b"cache-control", b"no-store"),
+        (b"content-length", b"%d" % len(download.content)),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": download.content})
 
 
 async def send_error(send: Send, exc: GatewayError) -> None:

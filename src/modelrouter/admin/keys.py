@@ -1,16 +1,21 @@
-"""Admin routes for client keys: list, create (the secret shown once), disable, enable, revoke, rotate, delete."""
+"""Admin routes for client keys: list, create (the secret shown once), change, disable, enable, revoke, rotate,
+delete."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from ..config.model import KeyQuotas, ServiceName
+from pydantic import ConfigDict, Field
+
+from ..config.model import KeyQuotas, LimitRule, ServiceName
 from ..errors import NotFound
-from ..store.records import KeyRecord
+from ..store.records import KEEP, KeyRecord
 from .calls import Call, Reply, Routes, invalid
 from .schema import Body, Name, NonBlank, UnixTime, list_of, obj, ref
 
 __all__ = [
+    "KeyChange",
     "NewKey",
     "create_key",
     "delete_key",
@@ -20,6 +25,7 @@ __all__ = [
     "revoke_key",
     "rotate_key",
     "routes",
+    "update_key",
 ]
 
 log = logging.getLogger("modelrouter.admin")
@@ -34,6 +40,20 @@ class NewKey(Body):
     services: list[ServiceName] | None = None
     expires_at: UnixTime | None = None  # in the future: checked against the clock by the handler
     quotas: KeyQuotas | None = None
+    limits: list[LimitRule] | None = None
+
+
+class KeyChange(Body):
+    """What ``PATCH /admin/api/keys/{id}`` may change; what is left out stays as it is."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    name: Name | None = None
+    models: list[NonBlank] | None = Field(None, description="allowed models; [] for all")
+    services: list[ServiceName] | None = Field(None, description="allowed services; [] for all")
+    expires_at: UnixTime | None = Field(None, description="in the future; null: never expires")
+    quotas: KeyQuotas | None = Field(None, description="the whole set, replacing the old one; {} for none")
+    limits: list[LimitRule] | None = Field(None, description="this key's own rate limits, replacing the old ones")
 
 
 @routes("GET", "/admin/api/keys", "viewer", reply=list_of(ref("Key")))
@@ -48,9 +68,9 @@ async def create_key(call: Call, body: NewKey) -> Reply:
     if body.expires_at is not None and body.expires_at <= call.clock():
         raise invalid("'expires_at' is in the past", "expires_at")
     models, services = tuple(body.models or ()), tuple(body.services or ())
-    quotas = body.quotas or KeyQuotas()
+    quotas, limits = body.quotas or KeyQuotas(), body.limits or []
     record, secret = await call.store.create_key(
-        body.name, models=models, services=services, expires_at=body.expires_at, quotas=quotas
+        body.name, models=models, services=services, expires_at=body.expires_at, quotas=quotas, limits=limits
     )
     await call.audit(
         "key.create",
@@ -62,9 +82,46 @@ async def create_key(call: Call, body: NewKey) -> Reply:
             "services": list(services),
             "expires_at": body.expires_at,
             "quotas": quotas.model_dump(exclude_none=True),
+            "limits": len(limits),
         },
     )
     return 201, {**record.public_view(call.clock()), "secret": secret}
+
+
+@routes("PATCH", "/admin/api/keys/{id}", "operator", reply=ref("Key"), errors=_KEY_STATE_ERRORS)
+async def update_key(call: Call, body: KeyChange) -> Reply:
+    """Change a client key's name, models, services, expiry, quotas or limits; its secret stays the same.
+
+    Only the fields sent change (``expires_at: null`` removes the expiry). Every gateway process honours the change
+    within ``auth.refresh_interval``. A revoked key cannot be changed (409), nor can a name be taken twice (409)."""
+    given = body.model_fields_set
+    if not given:
+        raise invalid("give at least one of: " + ", ".join(KeyChange.model_fields), "name", "missing_parameter")
+    if body.expires_at is not None and body.expires_at <= call.clock():
+        raise invalid("'expires_at' is in the past", "expires_at")
+    for field in given - {"expires_at"}:
+        if getattr(body, field) is None:
+            raise invalid(f"'{field}' cannot be null; leave it out to keep it", field)
+    key = await _key(call)
+    record = await call.store.update_key(
+        key.id,
+        name=body.name,
+        models=body.models,
+        services=body.services,
+        expires_at=body.expires_at if "expires_at" in given else KEEP,
+        quotas=body.quotas,
+        limits=body.limits,
+    )
+    detail: dict[str, Any] = {"name": key.name}
+    for field in sorted(given):
+        value = getattr(body, field)
+        if field == "quotas":
+            value = record.quotas.model_dump(exclude_none=True)
+        elif field == "limits":
+            value = len(record.limits)  # how many: the rules themselves are in the key's view
+        detail["new_" + field if field == "name" else field] = value
+    await call.audit("key.update", f"key:{key.id}", detail)
+    return 200, record.public_view(call.clock())
 
 
 @routes("POST", "/admin/api/keys/{id}/disable", "operator", reply=ref("Key"), errors=_KEY_STATE_ERRORS)

@@ -5,7 +5,7 @@ config export to admins."""
 
 from __future__ import annotations
 
-from . import admins, catalog, keys, services, session, state
+from . import admins, catalog, keys, services, session, state, usage
 from . import config_routes as config
 from .calls import Route
 
@@ -18,5 +18,6 @@ ROUTES: tuple[Route, ...] = (
     *config.routes,
     *services.routes,
     *state.routes,
+    *usage.routes,
     *catalog.routes,
 )

@@ -193,6 +193,7 @@ def _replies() -> dict[str, Schema]:
         "models": {"type": "array", "items": text},
         "services": {"type": "array", "items": text},
         "quotas": {"type": "object"},
+        "limits": {"type": "array", "items": {"type": "object"}, "description": "rate limits of this key alone"},
         "created_at": number,
         "updated_at": number,
     }
@@ -247,8 +248,15 @@ def _replies() -> dict[str, Schema]:
             closed=False,
         ),
         "UsageTotal": obj(
-            {"key_id": maybe_text, "model": maybe_text} | {name: integer for name in totals},
-            ["key_id", "model", *totals],
+            {
+                "key_id": maybe_text,
+                "key_name": maybe_text,
+                "model": maybe_text,
+                "day": {**text, "description": "YYYY-MM-DD, with per=day"},
+            }
+            | {name: integer for name in totals}
+            | {"last_used": maybe_number},
+            ["key_id", "key_name", "model", *totals, "last_used"],
         ),
         "UsageRecord": obj(
             {

@@ -51,6 +51,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if args.log_level.lower() != "debug":
+        # Alembic names each of its plugins at INFO on every start; the migrations it runs stay in the log.
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     logging.getLogger("modelrouter").info(
         "modelrouter %s on http://%s:%d (%s, %s mode)", __version__, host, port, source, args.config_source
     )

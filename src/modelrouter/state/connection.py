@@ -201,7 +201,7 @@ def _connect(config: StateConfig, timeout: float) -> Redis:
     }
     if config.sentinel is not None:
         nodes = [split_address(node) for node in config.sentinel.nodes]
-        sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout}, **options)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(nodes, sentinel_kwargs={"socket_timeout": timeout}, **options)  # type: ignore[no-untyped-call,unused-ignore]
         master: Redis = sentinel.master_for(config.sentinel.master)
         return master
     assert config.url is not None

@@ -77,10 +77,16 @@ class ActivityStore(StoreBase):
         model: str | None = None,
         since: float | None = None,
         until: float | None = None,
+        per_day: bool = False,
+        utc_offset: int = 0,
     ) -> list[UsageTotal]:
-        """Sums per (key_id, model) over the records the filters select, ordered by key then model."""
+        """Sums per (key_id, model) over the records the filters select, ordered by key then model; with
+        ``per_day`` per (day, key_id, model), ordered by day first, a day being the calendar day at ``utc_offset``
+        minutes east of UTC (the reader's own days, not the server's)."""
         c = usage_records.c
-        group = (c.key_id, c.model)
+        group: list[sa.ColumnElement[Any]] = [c.key_id, c.model]
+        if per_day:
+            group.insert(0, _day(self._engine.dialect.name, utc_offset).label("day"))
         query = (
             sa.select(
                 *group,
@@ -90,6 +96,7 @@ class ActivityStore(StoreBase):
                     sa.func.coalesce(sa.func.sum(column), 0).label(column.name)
                     for column in (c.prompt_tokens, c.completion_tokens, c.bytes_in, c.bytes_out)
                 ),
+                sa.func.max(c.ts).label("last_used"),
             )
             .where(*_usage_filters(key_id, model, since, until))
             .group_by(*group)
@@ -108,6 +115,8 @@ class ActivityStore(StoreBase):
                     completion_tokens=int(row.completion_tokens),
                     bytes_in=int(row.bytes_in),
                     bytes_out=int(row.bytes_out),
+                    last_used=row.last_used,
+                    day=row.day if per_day else None,
                 )
                 for row in rows
             ]
@@ -145,9 +154,38 @@ class ActivityStore(StoreBase):
                 )
             )
 
-    async def list_audit(self, limit: int = 100) -> list[AuditRecord]:
-        """Newest first."""
-        query = audit_log.select().order_by(audit_log.c.ts.desc(), audit_log.c.id.desc()).limit(limit)
+    async def list_audit(
+        self,
+        limit: int = 100,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        target: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        before_id: int | None = None,
+    ) -> list[AuditRecord]:
+        """Newest first, at most ``limit``. ``action`` matches itself and the actions under it (``key`` matches
+        ``key.create``); ``before_id`` pages on: the entries older than one already read."""
+        c = audit_log.c
+        filters: list[sa.ColumnElement[bool]] = []
+        if actor is not None:
+            filters.append(c.actor == actor)
+        if action is not None:
+            # A prefix match through LIKE would take '_' and '%' in the text as wildcards.
+            filters.append(sa.or_(c.action == action, sa.func.substr(c.action, 1, len(action) + 1) == action + "."))
+        if target is not None:
+            filters.append(c.target == target)
+        if since is not None:
+            filters.append(c.ts >= since)
+        if until is not None:
+            filters.append(c.ts < until)
+        if before_id is not None:
+            # Pages follow the order below, (ts, id) descending: what comes after the entry read last. Replicas'
+            # clocks differ a little, so ids alone need not be in time order.
+            last = sa.select(c.ts).where(c.id == before_id).scalar_subquery()
+            filters.append(sa.or_(c.ts < last, sa.and_(c.ts == last, c.id < before_id)))
+        query = audit_log.select().where(*filters).order_by(c.ts.desc(), c.id.desc()).limit(limit)
         async with self._read() as conn:
             rows = await conn.execute(query)
             return [AuditRecord(**row._mapping) for row in rows]
@@ -215,6 +253,17 @@ class ActivityStore(StoreBase):
         async with self._read() as conn:
             row = (await conn.execute(config_versions.select().where(config_versions.c.id == version_id))).first()
         return None if row is None else ConfigVersion(**row._mapping)
+
+
+def _day(dialect: str, utc_offset: int) -> sa.ColumnElement[str]:
+    """A usage record's calendar day ("YYYY-MM-DD") at ``utc_offset`` minutes east of UTC. SQLite keeps times as
+    UTC text, which its date() reads; PostgreSQL keeps timestamptz, read in UTC first so the session's zone does
+    not count."""
+    ts = usage_records.c.ts
+    if dialect == "postgresql":
+        local = sa.func.timezone("UTC", ts) + sa.func.make_interval(0, 0, 0, 0, 0, utc_offset)
+        return sa.func.to_char(local, "YYYY-MM-DD", type_=sa.String)
+    return sa.func.date(ts, f"{utc_offset:+d} minutes", type_=sa.String)
 
 
 def _usage_filters(

@@ -13,7 +13,7 @@ from ..access.keys import hash_secret, new_secret, prefix_of
 from ..config.model import SERVICE_NAMES, KeyQuotas, LimitRule
 from .base import StoreBase
 from .changes import announce
-from .records import ConflictError, KeyRecord, NotFoundError, StoreError
+from .records import KEEP, ConflictError, Keep, KeyRecord, NotFoundError, StoreError
 from .schema import KEYS_VERSION, api_keys, meta
 
 __all__ = ["KeyStore"]
@@ -32,13 +32,8 @@ class KeyStore(StoreBase):
         metadata: Mapping[str, str] | None = None,
     ) -> tuple[KeyRecord, str]:
         """A new enabled key. Returns its record and the secret, which is not kept and cannot be shown again."""
-        if not name.strip():
-            raise ValueError("a key needs a name")
-        if name.isdigit():
-            raise ValueError(f"a key name cannot be only digits: {name!r} would read as a key id")
-        services = tuple(services)
-        if unknown := [s for s in services if s not in SERVICE_NAMES]:
-            raise ValueError(f"unknown service(s) {', '.join(unknown)} (known: {', '.join(SERVICE_NAMES)})")
+        _check_name(name)
+        services = _known_services(services)
         secret = new_secret()
         now = self._now()
         values = {
@@ -93,6 +88,46 @@ class KeyStore(StoreBase):
         async with self._read() as conn:
             return await _get(conn, api_keys.c.hash == key_hash)
 
+    async def update_key(
+        self,
+        key_id: int,
+        *,
+        name: str | None = None,
+        models: Iterable[str] | None = None,
+        services: Iterable[str] | None = None,
+        expires_at: float | Keep | None = KEEP,
+        quotas: KeyQuotas | None = None,
+        limits: Sequence[LimitRule] | None = None,
+    ) -> KeyRecord:
+        """Change a key's settings (what is given; ``expires_at=None`` means never), its secret kept. Every
+        gateway sees the change on its next key refresh, like any key write. A revoked key stays as it is."""
+        values: dict[str, Any] = {}
+        if name is not None:
+            _check_name(name)
+            values["name"] = name
+        if models is not None:
+            values["models"] = list(models)
+        if services is not None:
+            values["services"] = list(_known_services(services))
+        if not isinstance(expires_at, Keep):
+            values["expires_at"] = expires_at
+        if quotas is not None:
+            values["quotas"] = quotas.model_dump(mode="json", exclude_none=True)
+        if limits is not None:
+            values["limits"] = [rule.model_dump(mode="json", exclude_defaults=True) for rule in limits]
+        async with self._write() as conn:
+            await _bump_keys_version(conn)  # first: its row lock orders concurrent writers (see create_key)
+            current = await _require(conn, key_id)
+            if current.revoked:
+                raise StoreError(f"key {key_id} is revoked; its settings no longer matter — create a new key")
+            if name is not None and name != current.name:
+                taken = await conn.scalar(
+                    sa.select(api_keys.c.id).where(api_keys.c.name == name, api_keys.c.id != key_id).limit(1)
+                )
+                if taken is not None:
+                    raise ConflictError(f"a key named {name!r} exists already (id {taken}); choose another name")
+            return await _update(conn, key_id, **values, updated_at=self._now())
+
     async def set_key_enabled(self, key_id: int, enabled: bool) -> KeyRecord:
         async with self._write() as conn:
             current = await _require(conn, key_id)
@@ -143,6 +178,20 @@ class KeyStore(StoreBase):
         async with self._read() as conn:
             rows = await conn.execute(query.order_by(api_keys.c.id))
             return [_record(row) for row in rows]
+
+
+def _check_name(name: str) -> None:
+    if not name.strip():
+        raise ValueError("a key needs a name")
+    if name.isdigit():
+        raise ValueError(f"a key name cannot be only digits: {name!r} would read as a key id")
+
+
+def _known_services(services: Iterable[str]) -> tuple[str, ...]:
+    services = tuple(services)
+    if unknown := [s for s in services if s not in SERVICE_NAMES]:
+        raise ValueError(f"unknown service(s) {', '.join(unknown)} (known: {', '.join(SERVICE_NAMES)})")
+    return services
 
 
 async def _bump_keys_version(conn: AsyncConnection) -> None:

@@ -11,6 +11,7 @@ Exceptions::
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from ..config.model import KeyQuotas, LimitRule
 
 __all__ = [
+    "KEEP",
     "MIN_PASSWORD_LENGTH",
     "PASSWORD_ENV",
     "ROLES",
@@ -25,6 +27,7 @@ __all__ = [
     "AuditRecord",
     "ConfigVersion",
     "ConflictError",
+    "Keep",
     "KeyRecord",
     "NoStoreError",
     "NotFoundError",
@@ -72,6 +75,13 @@ class StaleVersionError(ConflictError):
         )
 
 
+class Keep(enum.Enum):
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP  # ``update_key(expires_at=KEEP)``: leave the expiry as it is (None would mean never)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     """A client API key as stored. ``hash`` is the SHA-256 hex of the secret; the secret itself is not kept."""
@@ -113,6 +123,7 @@ class KeyRecord:
             "models": list(self.models),
             "services": list(self.services),
             "quotas": self.quotas.model_dump(exclude_none=True),
+            "limits": [rule.model_dump(mode="json", exclude_defaults=True) for rule in self.limits],
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -156,7 +167,8 @@ USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(UsageRecord) if f.n
 
 @dataclass(frozen=True, slots=True)
 class UsageTotal:
-    """Sums over usage records of one (key, model). ``errors`` counts statuses >= 400."""
+    """Sums over usage records of one (key, model), or of one (day, key, model) when totals are asked per day.
+    ``errors`` counts statuses >= 400; ``last_used`` is the newest record's time."""
 
     key_id: str | None
     model: str
@@ -166,6 +178,8 @@ class UsageTotal:
     completion_tokens: int
     bytes_in: int
     bytes_out: int
+    last_used: float | None = None
+    day: str | None = None  # "YYYY-MM-DD" in the asked offset from UTC, when per day
 
     @property
     def total_tokens(self) -> int:
