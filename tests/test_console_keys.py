@@ -23,6 +23,7 @@ from .console_admin import (
     every,
     honoured,
     keys_gateway,
+    ready,
     refused,
     refused_calls_only,
     type_into,
@@ -156,6 +157,7 @@ def test_create_use_edit_rotate_disable_see_usage_and_delete_a_key(browser: Any,
     css(browser, row("team-a") + " a.key-usage-link").click()
     wait(lambda: css(browser, "#key-usage").is_displayed(), "the usage panel")
     assert css(browser, "#key-usage-title").text == "Usage of “team-a”: the last 30 days"
+    wait(lambda: css(browser, "#key-usage").get_attribute("data-loaded"), "the usage loaded")
     rows = wait(lambda: every(browser, "#key-usage-table tbody tr[data-model]"), "the usage by model")
     by_model = {
         r.get_attribute("data-model"): (
@@ -172,6 +174,7 @@ def test_create_use_edit_rotate_disable_see_usage_and_delete_a_key(browser: Any,
     heights = {int(b.get_attribute("data-x")): float(b.get_attribute("data-y")) for b in bars}
     assert heights[29] == total  # today is the last of the 30 days
     assert sum(heights.values()) == total
+    screenshot(browser, "keys-usage")
 
     # Delete, after a confirmation.
     click_action(browser, "team-a", "delete")
@@ -239,7 +242,9 @@ def test_the_apis_errors_are_shown_next_to_their_fields(browser: Any, gateway: G
     open_keys(browser, gw)
     wait(lambda: every(browser, row("mine")), "the keys")
 
-    # Create: a name already taken.
+    # Create (its form folded away while there are keys to look at): a name already taken.
+    assert not css(browser, "#new-key-name").is_displayed()
+    css(browser, "#new-key-box summary").click()
     type_into(browser, "#new-key-name", "taken")
     css(browser, "#new-key-save").click()
     wait(lambda: css(browser, '#new-key [data-error-for="name"]').text, "the name's error")
@@ -274,7 +279,7 @@ def test_the_apis_errors_are_shown_next_to_their_fields(browser: Any, gateway: G
 def test_a_viewer_sees_no_edit_controls_and_sees_a_keys_usage(browser: Any, gateway: GatewayServer) -> None:
     gw, admin = gateway, Admin(gateway)
     _, secret = admin.create_key("existing", models=["qwen"])
-    honoured(gw, secret)
+    ready(gw, secret)
     chat(gw, secret)
     key_id = admin.key("existing")["id"]
     wait(lambda: admin.usage(key_id=f"store:{key_id}"), "the usage recorded")

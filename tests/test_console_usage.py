@@ -193,7 +193,7 @@ def test_the_audit_log_filters_and_pages(browser: Any, gateway: GatewayServer) -
     ]
     cells = [td.text for td in newest[0].find_elements("css selector", "td")]
     assert cells[1:4] == ["ops", "key.disable", target]
-    assert cells[4] == '{"name":"audited"}'
+    assert cells[4] == '{"name":"audited","ip":"127.0.0.1"}'  # compact JSON
     actions = {r.get_attribute("data-action") for r in every(browser, "#audit-table tbody tr[data-id]")}
     assert "admin.login" in actions
     assert not css(browser, "#audit-more").is_displayed()

@@ -38,7 +38,7 @@ const strings = {
 for (const lang of Object.keys(strings)) Object.assign(strings[lang], formStrings[lang], usageStrings[lang]);
 
 const COLUMNS = ["key_name", "prefix", "state", "key_models", "k_services_col", "quotas", "k_limits", "k_expires"];
-const view = { keys: [], signature: "", secretFor: null, secretKind: null, editing: null };
+const view = { keys: [], signature: "", secretFor: null, secretKind: null, editing: null, opened: false };
 
 function build(section) {
   const secret = el("div", { id: "new-secret-box", class: "secret", hidden: true },
@@ -48,7 +48,7 @@ function build(section) {
     el("span", { id: "copy-status", class: "status" }));
   const table = el("table", { id: "key-list" }, el("thead"), el("tbody"));
   section.append(el("h2", { dataset: { i18n: "keys" } }),
-    el("details", { id: "new-key-box", class: "edit key-create", open: true },
+    el("details", { id: "new-key-box", class: "edit key-create" },
       el("summary", { dataset: { i18n: "k_new_key" } }), createForm(created)),
     secret,
     el("p", { id: "keys-status", class: "status", role: "status" }),
@@ -172,6 +172,8 @@ function openEdit(key) {
   view.editing = key.id;
   const box = document.getElementById("key-editor");
   box.replaceChildren(editForm(key, saved, closeEdit));
+  document.getElementById("new-key-box").open = false; // one form at a time in view
+  box.scrollIntoView({ block: "start" });
   box.querySelector("input").focus();
 }
 
@@ -201,6 +203,9 @@ async function refresh() {
     if (signature !== view.signature) {
       view.signature = signature;
       view.keys = keys;
+      // The create form starts open when there is no key yet, folded away when there are some to look at.
+      if (!view.opened) document.getElementById("new-key-box").open = !keys.length;
+      view.opened = true;
       render();
       keysChanged(keys);
     }
@@ -211,6 +216,7 @@ async function refresh() {
 
 function show() {
   view.signature = ""; // redraw on opening (the role or the language may have changed)
+  view.opened = false;
 }
 
 function language() {

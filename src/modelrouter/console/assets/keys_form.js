@@ -101,16 +101,18 @@ function sortedQuotas(quotas) {
 }
 
 // The API's errors by field: each problem (or the error's own param) to the slot of its field or the nearest one
-// above it ("quotas.daily_tokens", else "quotas"); the rest to the form's error line.
-export function showProblems(form, failure) {
+// above it ("quotas.daily_tokens", else "quotas"); the rest to the form's error line. A 409 names no field: when the
+// request set a name (`named`), it is that name being taken (a revoked key's 409 reads right there too).
+export function showProblems(form, failure, named) {
   const general = form.querySelector(".key-form-error");
   clearProblems(form);
   if (!(failure instanceof ApiError)) {
     general.textContent = String(failure.message || failure);
     return;
   }
+  const param = failure.error.param || (failure.status === 409 && named ? "name" : "");
   const problems = failure.error.problems && failure.error.problems.length ? failure.error.problems
-    : [{ path: failure.error.param, message: failure.error.message }];
+    : [{ path: param, message: failure.error.message }];
   let placed = false;
   for (const problem of problems) {
     const path = problem.path || problem.param || "";
@@ -167,7 +169,7 @@ export function createForm(done) {
       fill();
       done(created);
     } catch (failure) {
-      showProblems(form, failure);
+      showProblems(form, failure, true);
     }
   });
   return form;
@@ -200,7 +202,7 @@ export function editForm(key, done, cancel) {
     try {
       done(await api("PATCH", "/admin/api/keys/" + key.id, changes));
     } catch (failure) {
-      showProblems(form, failure);
+      showProblems(form, failure, "name" in changes);
     }
   });
   return form;

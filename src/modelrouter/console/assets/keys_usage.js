@@ -121,7 +121,7 @@ export function draw() {
 function line(label, sum, dataset) {
   const row = el("tr", { dataset });
   cell(row, label);
-  for (const name of NUMBERS) Object.assign(cell(row, formatNumber(sum[name], 0)).dataset, { field: name, value: String(sum[name]) });
+  for (const name of NUMBERS) Object.assign(cell(row, formatNumber(sum[name], 0), "num").dataset, { field: name, value: String(sum[name]) });
   cell(row, formatTime(sum.last_used)).dataset.field = "last_used";
   return row;
 }

@@ -91,7 +91,7 @@ function table(answer) {
   let last = null;
   for (const row of answer.data) {
     const line = el("tr", { dataset: { keyId: row.key_id ?? "", model: row.model ?? "", day: row.day ?? "" } });
-    if (perDay) cell(line, formatDay(row.day)).dataset.field = "day";
+    if (perDay) Object.assign(cell(line, formatDay(row.day)).dataset, { field: "day", value: row.day });
     if (byKey) cell(line, keyLabel(row)).dataset.field = "key";
     if (byModel) cell(line, row.model ?? "—").dataset.field = "model";
     numbers(line, row);
