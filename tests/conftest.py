@@ -178,9 +178,10 @@ async def state() -> AsyncIterator[SharedState]:
 
 
 @pytest.fixture
-def browser() -> Iterator[Any]:
+def browser(servers: list[UpstreamServer | GatewayServer]) -> Iterator[Any]:
     """A headless Chromium for the console's tests (tests/console_browser.py); the test fails if the page logged
-    an error (a test expecting one reads ``page_errors`` itself first)."""
+    an error (a test expecting one reads ``page_errors`` itself first). It takes ``servers`` so that it closes
+    before the test's gateway stops: a page refreshing every 2 s would otherwise log the refused connection."""
     with open_browser() as driver:
         yield driver
         errors = page_errors(driver)

@@ -13,23 +13,24 @@ const strings = {
     au_action_text: "Action (exact, or a prefix)", au_target: "Target", au_time: "Time", au_detail: "Detail",
     au_show: "Refresh", au_more: "Load more", au_count: "{n} entries shown.", au_count_more: "{n} entries shown; there are more.",
     au_empty: "No audit entries for these filters.", au_any: "anyone", au_target_hint: "e.g. key:3",
-    au_p_key: "key.* (client keys)", au_p_admin: "admin.* (admin users, logins)", au_p_config: "config.* (config versions)",
-    au_p_service: "service.* (services)",
+    au_p_key: "key.* (client keys)", au_p_admin: "admin.* (admin users, logins)",
+    au_p_config: "config.* (config changes, service edits, rollbacks)",
   },
   zh: {
     audit: "审计", au_actor: "操作者", au_action: "操作", au_any_action: "全部操作", au_other: "其他（手动输入）…",
     au_action_text: "操作（完整名称或前缀）", au_target: "对象", au_time: "时间", au_detail: "详情",
     au_show: "刷新", au_more: "加载更多", au_count: "已显示 {n} 条。", au_count_more: "已显示 {n} 条；还有更多。",
     au_empty: "这些条件下没有审计记录。", au_any: "任何人", au_target_hint: "例如 key:3",
-    au_p_key: "key.*（客户端密钥）", au_p_admin: "admin.*（管理员与登录）", au_p_config: "config.*（配置版本）",
-    au_p_service: "service.*（服务）",
+    au_p_key: "key.*（客户端密钥）", au_p_admin: "admin.*（管理员与登录）",
+    au_p_config: "config.*（配置修改、服务编辑、回滚）",
   },
 };
 
 for (const lang of Object.keys(strings)) Object.assign(strings[lang], periodStrings[lang]);
 
 export const PAGE_SIZE = 50;
-const PREFIXES = ["key", "admin", "config", "service"];
+// The audit log's kinds of action (admin/*.py): service edits are config changes (config.change).
+const PREFIXES = ["key", "admin", "config"];
 const view = { entries: [], more: false, query: "", loading: 0 };
 const byId = (id) => document.getElementById(id);
 

@@ -53,14 +53,24 @@ function build(section) {
     el("div", { id: "usage-chart" }),
     el("table", { id: "usage-table" }, el("thead"), el("tbody"), el("tfoot")));
   form.querySelector("#usage-group").value = "key_model";
+  document.addEventListener("console-logged-out", forgetExport);
+  byId("logout").addEventListener("click", forgetExport);
+}
+
+// Logging out lets the last export's Blob go.
+function forgetExport() {
+  if (view.url) URL.revokeObjectURL(view.url);
+  view.url = null;
+  byId("usage-csv-link").removeAttribute("href");
+  byId("usage-status").textContent = "";
 }
 
 // The filters as the usage API's query (without format): every filter the form sets, the local day's offset.
-function query() {
+function query(bounds = rangeBounds("usage")) {
   const out = new URLSearchParams();
   const key = byId("usage-key").value;
   const model = byId("usage-model").value.trim();
-  const { since, until } = rangeBounds("usage");
+  const { since, until } = bounds;
   if (key) out.set("key_id", key);
   if (model) out.set("model", model);
   if (since !== null) out.set("since", String(Math.floor(since)));
@@ -90,10 +100,11 @@ async function load() {
   const error = byId("usage-error");
   const ticket = ++view.loading; // only the newest query's answer is drawn
   try {
-    const params = query();
+    const bounds = rangeBounds("usage");
+    const params = query(bounds);
     const answer = await api("GET", "/admin/api/usage?" + params);
     if (ticket !== view.loading) return;
-    view.answer = { ...answer, request: params.toString() };
+    view.answer = { ...answer, request: params.toString(), bounds };
     error.textContent = "";
     draw();
   } catch (failure) {
@@ -105,7 +116,7 @@ function draw() {
   if (!view.answer) return;
   const section = byId("usage");
   section.dataset.query = view.answer.request;
-  drawUsage(view.answer, byId("usage-metric").value, rangeBounds("usage"));
+  drawUsage(view.answer, byId("usage-metric").value, view.answer.bounds);
 }
 
 async function exportCsv() {
