@@ -29,7 +29,7 @@ const view = { answer: null, keys: [], models: [], url: null, loading: 0 };
 const byId = (id) => document.getElementById(id);
 
 function build(section) {
-  const form = el("form", { id: "usage-filters", class: "inline", onsubmit: (event) => { event.preventDefault(); load(); } },
+  const form = el("form", { id: "usage-filters", class: "inline", onsubmit: (event) => { event.preventDefault(); refresh(); } },
     el("label", {}, el("span", { dataset: { i18n: "us_key" } }), el("select", { id: "usage-key", onchange: load })),
     el("label", {}, el("span", { dataset: { i18n: "us_model" } }),
       el("input", { id: "usage-model", list: "usage-models", autocomplete: "off", onchange: load,
