@@ -178,11 +178,21 @@ async def state() -> AsyncIterator[SharedState]:
 
 
 @pytest.fixture
-def browser(servers: list[UpstreamServer | GatewayServer]) -> Iterator[Any]:
+def browser(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A headless Chromium for the console's tests (tests/console_browser.py); the test fails if the page logged
-    an error (a test expecting one reads ``page_errors`` itself first). It takes ``servers`` so that it closes
-    before the test's gateway stops: a page refreshing every 2 s would otherwise log the refused connection."""
+    an error (a test expecting one reads ``page_errors`` itself first)."""
     with open_browser() as driver:
         yield driver
-        errors = page_errors(driver)
+        # Read when the test body ended (pytest_runtest_call below): by now the gateway the page polls may be gone.
+        errors = getattr(request.node, "browser_errors", [])  # none: the test never ran (its setup failed)
         assert errors == [], errors  # no console error during the test
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    try:
+        return (yield)
+    finally:
+        driver = getattr(item, "funcargs", {}).get("browser")
+        if driver is not None:
+            item.browser_errors = page_errors(driver)  # type: ignore[attr-defined]

@@ -253,6 +253,38 @@ def test_add_an_instance_an_alias_and_remove_the_instance(
     _refused_calls_only(browser, {"400"})
 
 
+def test_an_instance_added_with_an_api_key_from_the_environment(
+    browser: Any,
+    store_gateway: Started,
+    start_upstream: Callable[..., tuple[FakeOpenAI, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hosted backend needs a key: a literal one is refused at its field (the store keeps no secret), a ${ENV}
+    reference is saved, shown as written when the form opens again, and sent upstream as the environment has it."""
+    _, _, gw = store_gateway
+    c, c_url = start_upstream("c")
+    monkeypatch.setenv("HOSTED_KEY", "sk-hosted-0123456789")
+    log_in(browser, gw)
+    go_to(browser, "services")
+    wait(lambda: _css(browser, _row("qwen-a")).is_displayed(), "the instances")
+    _css(browser, '#services [data-service="chat"] button[data-action="add-instance"]').click()
+    _type(browser, "#svc-f-name", "hosted")
+    _type(browser, "#svc-f-base_url", c_url)
+    _type(browser, "#svc-f-api_key", "sk-literal-secret")
+    _css(browser, "#svc-save").click()
+    wait(lambda: "${ENV}" in _css(browser, '[data-error-for="api_key"]').text, "the literal key refused at its field")
+    _type(browser, "#svc-f-api_key", "${HOSTED_KEY}")
+    _css(browser, "#svc-save").click()
+    wait(lambda: _css(browser, _row("hosted#1")).is_displayed(), "the new instance")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    client.chat.completions.create(model="hosted", messages=[{"role": "user", "content": "hi"}])
+    assert c.last.headers["Authorization"] == "Bearer sk-hosted-0123456789"
+    _css(browser, _row("hosted#1") + ' button[data-action="edit"]').click()
+    assert _css(browser, "#svc-f-api_key").get_attribute("value") == "${HOSTED_KEY}"
+    assert "sk-hosted" not in browser.page_source
+    _refused_calls_only(browser, {"400"})
+
+
 def test_a_failing_instance_shows_its_breaker_open_and_why(
     browser: Any,
     start_upstream: Callable[..., tuple[FakeOpenAI, str]],

@@ -24,18 +24,25 @@ export function isEditor() {
   return session.role === "admin" || session.role === "operator";
 }
 
+// Every string in every language: one missing is logged as an error, which fails the browser tests.
 export function addStrings(strings) {
-  for (const lang of Object.keys(STRINGS)) {
+  const langs = Object.keys(STRINGS);
+  for (const lang of langs) {
     const mine = strings[lang] || {};
     for (const key of Object.keys(mine)) {
       if (key in STRINGS[lang] && STRINGS[lang][key] !== mine[key]) console.warn("string defined twice: " + key);
       STRINGS[lang][key] = mine[key];
+      for (const other of langs) {
+        if (!(key in (strings[other] || {}))) console.error("string " + key + " has no " + other + " text");
+      }
     }
   }
 }
 
 export function t(key) {
-  return STRINGS[state.lang][key] || STRINGS.en[key] || key;
+  const text = STRINGS[state.lang][key];
+  if (text === undefined) console.error("no string " + key + " in " + state.lang);
+  return text || STRINGS.en[key] || key;
 }
 
 // Every [data-i18n] node under root gets its text in the current language; [data-i18n-placeholder] its placeholder.

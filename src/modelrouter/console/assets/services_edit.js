@@ -13,6 +13,7 @@ export const editStrings = {
     svc_new_instance: "New instance of {s}", svc_edit_instance: "Instance {i} of {s}", svc_f_name: "Model name",
     svc_f_id: "Public name (optional)", svc_f_base_url: "Base URL", svc_f_adapter: "Adapter", svc_f_weight: "Weight",
     svc_f_upstream_model: "Upstream model (optional)", svc_f_models: "Further model names (comma-separated)",
+    svc_f_api_key: "API key (a ${ENV} reference, optional)",
     svc_alias_title: "Aliases of {s}", svc_alias: "Alias", svc_alias_target: "Model", svc_add_alias: "Add alias",
     svc_remove_alias: "Remove", svc_confirm_remove: "Remove the instance {i} of {s}?", svc_nothing_changed: "Nothing changed.",
   },
@@ -20,13 +21,14 @@ export const editStrings = {
     svc_new_instance: "{s} 的新实例", svc_edit_instance: "{s} 的实例 {i}", svc_f_name: "模型名",
     svc_f_id: "公开名称（可选）", svc_f_base_url: "基础 URL", svc_f_adapter: "适配器", svc_f_weight: "权重",
     svc_f_upstream_model: "上游模型（可选）", svc_f_models: "其他模型名（逗号分隔）",
+    svc_f_api_key: "API 密钥（${ENV} 环境变量引用，可选）",
     svc_alias_title: "{s} 的别名", svc_alias: "别名", svc_alias_target: "模型", svc_add_alias: "添加别名",
     svc_remove_alias: "删除", svc_confirm_remove: "删除 {s} 的实例 {i}？", svc_nothing_changed: "没有改动。",
   },
 };
 
 const ADAPTERS = ["openai", "ollama", "tei", "anthropic", "azure", "gemini"];
-const FIELDS = ["name", "id", "base_url", "adapter", "weight", "upstream_model", "models"];
+const FIELDS = ["name", "id", "base_url", "adapter", "api_key", "weight", "upstream_model", "models"];
 
 function fill(text, values) {
   return text.replace(/\{(\w)\}/g, (_, key) => values[key] ?? "");
@@ -109,7 +111,7 @@ function formValues(form) {
   const out = { name: value("name"), base_url: value("base_url"), adapter: value("adapter") };
   const weight = value("weight");
   out.weight = weight === "" ? 1 : Number(weight);
-  for (const name of ["id", "upstream_model"]) out[name] = value(name) || null;
+  for (const name of ["id", "upstream_model", "api_key"]) out[name] = value(name) || null;
   out.models = value("models").split(",").map((m) => m.trim()).filter(Boolean);
   return out;
 }
@@ -136,6 +138,9 @@ export function openInstanceForm(service, index) {
     field("id", text(original && original.id)),
     field("base_url", text(original && original.base_url)),
     field("adapter", adapter),
+    // The store keeps no literal secret (the API says so at this field): the key comes from the gateway's environment.
+    field("api_key", el("input", { value: (original && original.api_key) || "", autocomplete: "off",
+      spellcheck: "false", placeholder: "${UPSTREAM_API_KEY}" })),
     field("weight", weight),
     field("upstream_model", text(original && original.upstream_model)),
     field("models", text(original ? (original.models || []).join(", ") : "")),
