@@ -4,13 +4,15 @@
 "use strict";
 
 import { addStrings, api, isEditor, session, state, t, translate } from "./core.js";
+import audit from "./audit.js";
 import dashboard from "./dashboard.js";
 import keys from "./keys.js";
 import playground from "./playground.js";
 import services from "./services.js";
+import usage from "./usage.js";
 import versions from "./versions.js";
 
-const PAGES = [dashboard, services, versions, keys, playground];
+const PAGES = [dashboard, services, versions, keys, usage, audit, playground];
 const REFRESH_MS = 2000;
 let current = null;
 let timer = null;
