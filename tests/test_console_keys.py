@@ -311,3 +311,37 @@ def test_the_page_in_chinese(browser: Any, gateway: GatewayServer) -> None:
     assert css(browser, "#nav-usage").text == "用量"
     assert css(browser, "#nav-audit").text == "审计"
     assert css(browser, row("zh-key") + ' button[data-action="rotate"]').text == "轮换"
+
+
+def test_a_keys_own_rate_limit_added_and_removed_in_the_page(browser: Any, gateway: GatewayServer) -> None:
+    """A limit of 2 requests a minute added to a key in its edit form refuses the SDK's third request (429); the
+    form shows the rule when opened again; removed there, requests are served again."""
+    gw, admin = gateway, Admin(gateway)
+    _, secret = admin.create_key("metered")
+    ready(gw, secret)
+    open_keys(browser, gw)
+    wait(lambda: every(browser, row("metered")), "the key in the list")
+    click_action(browser, "metered", "edit")
+    css(browser, "#edit-key-add-limit").click()
+    limit = "#edit-key-limits [data-limit-row]"
+    type_into(browser, limit + ' [data-limit="rate"]', "0")
+    css(browser, "#edit-key-save").click()
+    wait(lambda: "greater than 0" in css(browser, '#edit-key [data-error-for="limits"]').text, "the bad rate told")
+    type_into(browser, limit + ' [data-limit="rate"]', "2")
+    css(browser, "#edit-key-save").click()
+    saved(browser, "metered")
+    assert admin.key("metered")["limits"] == [{"scope": "key", "rate": 2}]
+    wait(lambda: cell_text(browser, "metered", "limits") == "1", "one limit shown")
+    wait(lambda: refused(gw, secret) == 429, "the limit to refuse a request", timeout=15)
+
+    click_action(browser, "metered", "edit")
+    assert css(browser, limit + ' [data-limit="rate"]').get_attribute("value") == "2"
+    assert css(browser, limit + ' [data-limit="period"]').get_attribute("value") == "60"
+    css(browser, "#edit-key-save").click()
+    wait(lambda: css(browser, "#edit-key .key-form-error").text == "Nothing changed.", "the defaults compared")
+    css(browser, limit + " .key-limit-remove").click()
+    css(browser, "#edit-key-save").click()
+    saved(browser, "metered")
+    assert admin.key("metered")["limits"] == []
+    honoured(gw, secret)
+    refused_calls_only(browser, {"400"})

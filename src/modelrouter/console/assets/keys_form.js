@@ -1,11 +1,12 @@
 // The Keys page's forms: create a key (POST /admin/api/keys) and edit one (PATCH /admin/api/keys/{id}, only the
 // fields changed). Both have the same fields: name, models (comma-separated; none = all), services (none = all),
-// the expiry (never, or a local date and time) and every quota. The API's validation errors come back with a
+// the expiry (never, or a local date and time), every quota and the key's own rate limits (keys_limits.js). The API's validation errors come back with a
 // `param` ("quotas.daily_tokens") or, for several, as error.problems [{path, message}]; each is shown next to its
 // field, anything else in the form's error line.
 "use strict";
 
 import { ApiError, api, el, showError, t, translate } from "./core.js";
+import { limitsFieldset, limitsValues, sameLimits } from "./keys_limits.js";
 import { fromLocalDateTime, localDateTime } from "./period.js";
 
 export const formStrings = {
@@ -70,6 +71,7 @@ function fields(prefix, key) {
       QUOTAS.map(([name, short]) => labelled("k_q_" + name, el("input", { id: prefix + "-" + short, type: "number",
         step: "any", dataset: { quota: name }, value: quotas[name] == null ? "" : String(quotas[name]) }), "quotas." + name)),
       errorSlot("quotas")),
+    limitsFieldset(prefix, key ? key.limits : []),
   ];
 }
 
@@ -89,6 +91,7 @@ function values(form, prefix) {
     expires_at: never ? null : byId("expires").value ? fromLocalDateTime(byId("expires").value) : undefined,
     expires_text: never ? "" : byId("expires").value,
     quotas,
+    limits: limitsValues(form),
   };
 }
 
@@ -164,6 +167,7 @@ export function createForm(done) {
     if (v.services.length) body.services = v.services;
     if (v.expires_at !== null) body.expires_at = v.expires_at;
     if (Object.keys(v.quotas).length) body.quotas = v.quotas;
+    if (v.limits.length) body.limits = v.limits;
     try {
       const created = await api("POST", "/admin/api/keys", body);
       fill();
@@ -195,6 +199,7 @@ export function editForm(key, done, cancel) {
     for (const name of ["models", "services"]) if (!same(now[name], before[name])) changes[name] = now[name];
     if (now.expires_text !== before.expires_text) changes.expires_at = now.expires_at;
     if (!same(sortedQuotas(now.quotas), sortedQuotas(key.quotas))) changes.quotas = now.quotas;
+    if (!sameLimits(now.limits, key.limits)) changes.limits = now.limits;
     if (!Object.keys(changes).length) {
       form.querySelector(".key-form-error").textContent = t("k_nothing_changed");
       return;
