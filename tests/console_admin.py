@@ -77,6 +77,10 @@ class Admin:
         body = reply.json()
         return body, body["secret"]
 
+    def instances(self, service: str = "chat") -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.call("GET", f"/services/{service}").json()["instances"]
+        return found
+
     def usage(self, **query: Any) -> list[dict[str, Any]]:
         reply = self.call("GET", "/usage", params=query)
         assert reply.status_code == 200, reply.text

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
+from .console_admin import Admin
 from .console_browser import PASSWORD, go_to, log_in, page_errors, screenshot, wait
 from .fakes import FakeOpenAI
 from .servers import GatewayServer, free_port
@@ -56,23 +56,6 @@ def store_gateway(
     gw = start_gateway(_config(a_url, b_url, tmp_path), config_source="store")
     _users(gw)
     return a, b, gw
-
-
-class Admin:
-    """The admin API as a script uses it, logged in as ops: for changes made behind the page's back."""
-
-    def __init__(self, gw: GatewayServer) -> None:
-        self.url = gw.url + "/admin/api"
-        login = httpx2.post(self.url + "/login", json={"username": "ops", "password": PASSWORD}, timeout=10)
-        assert login.status_code == 200, login.text
-        self.headers = {"Authorization": f"Bearer {login.json()['token']}"}
-
-    def call(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
-        return httpx2.request(method, self.url + path, headers=self.headers, timeout=10, **kwargs)
-
-    def instances(self) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self.call("GET", "/services/chat").json()["instances"]
-        return found
 
 
 def _send(gw: GatewayServer, a: FakeOpenAI, b: FakeOpenAI, n: int = 30, model: str = "qwen") -> tuple[int, int]:
