@@ -155,6 +155,10 @@ def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
 # --- Redis: the machine's, 127.0.0.1:6379 ---------------------------------------------------------------------
 
 REDIS_URL = os.environ.get("MODELROUTER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# The default state.timeout_ms (50) is for a quiet production Redis; on a loaded 2-core CI machine a call can take
+# longer, the state falls back to in-process counting, and a test comparing counts fails on timing, not logic.
+# Tests of the timeout itself set their own.
+REDIS_TIMEOUT_MS = 2000
 
 
 async def _redis_or_skip(state: SharedState) -> None:
@@ -169,7 +173,11 @@ async def _redis_or_skip(state: SharedState) -> None:
 @pytest.fixture
 async def state() -> AsyncIterator[SharedState]:
     # A prefix of its own per test: tests share the machine's Redis with each other and with whatever else runs.
-    shared = SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=f"mrtest:{secrets.token_hex(6)}:"))
+    shared = SharedState(
+        StateConfig(
+            backend="redis", url=REDIS_URL, prefix=f"mrtest:{secrets.token_hex(6)}:", timeout_ms=REDIS_TIMEOUT_MS
+        )
+    )
     await _redis_or_skip(shared)
     yield shared
     async for key in shared.redis.scan_iter(match=shared.prefix + "*"):

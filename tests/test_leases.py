@@ -16,7 +16,7 @@ from modelrouter.access.limits.leases import Leases
 from modelrouter.access.limits.shared import RedisBackend
 from modelrouter.config.model import LimitRule, StateConfig
 from modelrouter.state import SharedState
-from tests.conftest import REDIS_URL, _redis_or_skip
+from tests.conftest import REDIS_TIMEOUT_MS, REDIS_URL, _redis_or_skip
 from tests.test_shared_limits import counting
 
 
@@ -32,7 +32,7 @@ class Clock:
 async def prefix() -> AsyncIterator[str]:
     name = f"mrtest:{secrets.token_hex(6)}:"
     yield name
-    cleaner = SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=name))
+    cleaner = SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=name, timeout_ms=REDIS_TIMEOUT_MS))
     async for key in cleaner.redis.scan_iter(match=name + "*"):
         await cleaner.redis.delete(key)
     await cleaner.aclose()
@@ -41,7 +41,10 @@ async def prefix() -> AsyncIterator[str]:
 @pytest.fixture
 async def states(prefix: str) -> AsyncIterator[list[SharedState]]:
     """Two connections with one prefix: two replicas' views of one Redis."""
-    made = [SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=prefix)) for _ in range(2)]
+    made = [
+        SharedState(StateConfig(backend="redis", url=REDIS_URL, prefix=prefix, timeout_ms=REDIS_TIMEOUT_MS))
+        for _ in range(2)
+    ]
     await _redis_or_skip(made[0])
     yield made
     for state in made:

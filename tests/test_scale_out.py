@@ -558,7 +558,7 @@ def test_admin_state_says_the_limits_count_in_redis_and_what_this_replica_holds(
     _, upstream = start_upstream("a")
     gw = start_gateway(
         {
-            "state": {"backend": "redis", "url": REDIS_URL, "prefix": prefix},
+            "state": {"backend": "redis", "url": REDIS_URL, "prefix": prefix, "timeout_ms": 2000},
             "limits": [{"scope": "global", "algorithm": "fixed_window", "rate": 1_000_000, "period": 3600}],
             "services": {"chat": {"instances": [{"name": "m", "base_url": upstream}]}},
         }

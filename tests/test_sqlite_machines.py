@@ -57,7 +57,7 @@ def test_the_gateway_refuses_to_start_next_to_another_hosts_sqlite(tmp_path: Pat
     prefix = f"mrtest:{secrets.token_hex(6)}:"
     config = Config.model_validate(
         {
-            "state": {"backend": "redis", "url": REDIS_URL, "prefix": prefix},
+            "state": {"backend": "redis", "url": REDIS_URL, "prefix": prefix, "timeout_ms": 2000},
             "store": {"data_dir": str(tmp_path)},
             "auth": {"enabled": True},
             "services": {"chat": {"instances": [{"name": "m", "base_url": "http://127.0.0.1:9"}]}},
