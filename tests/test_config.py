@@ -191,7 +191,7 @@ def test_cross_field_problems_are_reported_together() -> None:
         [
             "aliases.fast: unknown model 'no-such-model'",
             "aliases.m: alias hides a model of the same name",
-            "services.chat.models.ghost: no instance serves this model",
+            "services.chat.models.ghost: no instance serves this model (a placeholder needs `unavailable`)",
             "services.rerank.instances[0].adapter: ollama serves only chat and embedding",
         ]
     )
@@ -407,7 +407,7 @@ def test_check_config_lists_cross_field_and_env_problems(tmp_path: Path) -> None
     assert result.returncode != 0
     for expected in (
         "aliases.fast: unknown model 'no-such-model'",
-        "services.chat.models.ghost: no instance serves this model",
+        "services.chat.models.ghost: no instance serves this model (a placeholder needs `unavailable`)",
         "services.rerank.instances[0].adapter: ollama serves only chat and embedding",
         "services.chat.instances[0].headers.Authorization: environment variable MODELROUTER_TEST_UNSET_KEY is not set",
     ):

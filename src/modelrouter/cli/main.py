@@ -18,7 +18,7 @@ from ..config.load import ConfigError, default_config_text, load_config, parse_c
 from ..config.model import Config
 from ..control.source import ConfigControl
 from ..runtime.workers import FD_ENV
-from . import admins, keys, store
+from . import admins, keys, local, store
 from .config import register as register_config_commands
 
 __all__ = ["main"]
@@ -152,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+    local.register(sub, add_serve_arguments, _serve)  # local: the local model pack, then the gateway
+
+    check = sub.add_parser("check-config", help="validate a config file; lists every problem by its path")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
+    store.register(sub)  # store init
+    keys.register(sub)  # keys create | list | disable | enable | revoke | rotate | delete | hash
+    admins.register(sub)  # admin create | reset-password | disable | enable | list
+    register_config_commands(sub)  # config versions, show, export, diff, import, rollback
+    return parser
+
+
+def add_serve_arguments(serve: argparse.ArgumentParser) -> None:
     serve.add_argument("--config", metavar="FILE", help="YAML config (default: the embedded default config)")
     serve.add_argument("--host", help="address to listen on (overrides server.host)")
     serve.add_argument("--port", type=int, help="port to listen on (overrides server.port)")
@@ -177,17 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes sharing the port (default 1); metrics are added up across them",
     )
-    serve.set_defaults(func=_serve)
-
-    check = sub.add_parser("check-config", help="validate a config file; lists every problem by its path")
-    check.add_argument("file")
-    check.set_defaults(func=_check_config)
-
-    store.register(sub)  # store init
-    keys.register(sub)  # keys create | list | disable | enable | revoke | rotate | delete | hash
-    admins.register(sub)  # admin create | reset-password | disable | enable | list
-    register_config_commands(sub)  # config versions, show, export, diff, import, rollback
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -199,10 +199,14 @@ def _semantic_problems(data: dict[str, Any]) -> list[str]:
                 served.add(inst["name"])
             if isinstance(inst.get("models"), list):
                 served |= {m for m in inst["models"] if isinstance(m, str)}
-        served_anywhere |= served
+        placeholders = {m for m, o in _dicts(service.get("models")).items() if _dicts(o).get("unavailable")}
+        served_anywhere |= served | placeholders
         for model, override in _dicts(service.get("models")).items():
-            if model not in served:
-                problems.append(f"services.{service_name}.models.{model}: no instance serves this model")
+            if model not in served and model not in placeholders:
+                problems.append(
+                    f"services.{service_name}.models.{model}: no instance serves this model (a placeholder "
+                    "needs `unavailable`)"
+                )
             fallbacks = _dicts(override).get("fallbacks")
             for i, fallback in enumerate(fallbacks if isinstance(fallbacks, list) else []):
                 where = f"services.{service_name}.models.{model}.fallbacks[{i}]"

@@ -229,6 +229,10 @@ class ModelOverride(_Strict):
     hash_on: HashOn | None = None
     # Models to try, in order, when every instance of this one failed (same service).
     fallbacks: tuple[str, ...] = ()
+    # Told to clients in the 503 when this model has no usable instance: how to bring one up ("run `ollama
+    # serve`"). A model given only this, with no instance serving it, is a placeholder: every request answers
+    # that 503 (the default config's dall-e-3 says how to add an image backend).
+    unavailable: str | None = Field(default=None, min_length=1, max_length=500)
 
 
 class ServiceConfig(_Strict):

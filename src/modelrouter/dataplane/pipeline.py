@@ -20,6 +20,7 @@ from ..errors import (
     GatewayError,
     InvalidRequest,
     NoUsableInstance,
+    UpstreamConnectError,
     UpstreamResponseTooLarge,
     UpstreamStatusError,
     echo,
@@ -142,11 +143,14 @@ class Pipeline:
         if default is not None and not call.wants_stream:
             return Response(default.status, _default_headers(default.headers), orjson.dumps(default.body))
         if failure is not None:
+            if pool.unavailable is not None and isinstance(failure, UpstreamConnectError):
+                failure.message = f"{failure.message}. {pool.unavailable}"  # down, not yet found unhealthy
             raise failure
         pools = (pool, *table.fallback_pools(pool)) if pool.fallbacks else (pool,)
         instances = [inst for p in pools for inst in p.instances]
+        hint = "" if pool.unavailable is None else f". {pool.unavailable}"
         raise NoUsableInstance(
-            f"no usable instance for model '{echo(model)}' ({_why_unusable(pool)})",
+            f"no usable instance for model '{echo(model)}' ({_why_unusable(pool)}){hint}",
             retry_after=usable_in(instances),
         )
 

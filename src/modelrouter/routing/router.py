@@ -38,7 +38,18 @@ class Pool:
     """The instances serving one model name in one service, the balancer choosing among them, and what to do
     when they fail (retry policy, fallback models, panic mode)."""
 
-    __slots__ = ("balancer", "fallbacks", "hash_on", "instances", "model", "panic", "retry", "service", "settings")
+    __slots__ = (
+        "balancer",
+        "fallbacks",
+        "hash_on",
+        "instances",
+        "model",
+        "panic",
+        "retry",
+        "service",
+        "settings",
+        "unavailable",
+    )
 
     def __init__(
         self,
@@ -52,6 +63,7 @@ class Pool:
         fallbacks: tuple[str, ...] = (),
         panic: bool = False,
         settings: ServiceConfig | None = None,
+        unavailable: str | None = None,
     ) -> None:
         self.service = service
         self.model = model
@@ -62,6 +74,7 @@ class Pool:
         self.fallbacks = fallbacks
         self.panic = panic
         self.settings = settings or ServiceConfig()
+        self.unavailable = unavailable  # what the 503 tells a client when no instance is usable
 
     def usable(self, exclude: Collection[Instance] = ()) -> list[Instance]:
         """Instances a request may go to now: healthy, not cooling down after a Retry-After, breaker not open,
@@ -146,6 +159,9 @@ class RoutingTable:
             self._instances.append(instance)
             for name in inst_cfg.served_names:
                 members.setdefault(name, []).append(instance)
+        for model, declared in service.models.items():
+            if declared.unavailable is not None:
+                members.setdefault(model, [])  # a placeholder: a name that answers its 503, no instance behind
         retry = layered(config.retry, service.retry)
         for model, instances in members.items():
             override = service.models.get(model)
@@ -161,12 +177,15 @@ class RoutingTable:
                 fallbacks=override.fallbacks if override else (),
                 panic=service.panic_mode,
                 settings=service,
+                unavailable=override.unavailable if override else None,
             )
             self._service_of_model.setdefault(model, []).append(service_name)
 
     def _models_listing(self) -> bytes:
         seen: dict[str, dict[str, Any]] = {}
-        for _service, model in self.pools:
+        for (_service, model), pool in self.pools.items():
+            if not pool.instances:
+                continue  # a placeholder: listed names are those that can answer
             seen.setdefault(model, {"id": model, "object": "model", "created": self.created, "owned_by": "modelrouter"})
         for alias in self.aliases:
             seen.setdefault(alias, {"id": alias, "object": "model", "created": self.created, "owned_by": "modelrouter"})
