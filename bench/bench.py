@@ -917,6 +917,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="/v1/messages against /v1/chat/completions on one gateway: the Anthropic front door "
         "(bench/messages_api.py)",
     )
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="tokens/s of the local pack's chat model directly and through the gateway (bench/local_chat.py)",
+    )
+    parser.add_argument("--tokens", type=int, default=128, help="with --local: completion tokens per request")
     args = parser.parse_args(argv)
     if not 100 <= args.requests <= 100_000:
         parser.error("--requests must be from 100 to 100,000")
@@ -1165,6 +1171,11 @@ def main(argv: list[str] | None = None) -> int:
             from shared_state import run_redis
 
             return run_redis(children, args.duration, args.rounds, args.startup_timeout)
+        if args.local:
+            sys.modules.setdefault("bench", sys.modules[__name__])
+            from local_chat import run_local
+
+            return run_local(children, args.rounds, args.tokens, args.startup_timeout)
         if args.messages:
             sys.modules.setdefault("bench", sys.modules[__name__])
             from messages_api import run_messages
