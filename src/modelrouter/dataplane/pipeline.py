@@ -29,7 +29,6 @@ from ..http.multipart import Form
 from ..resilience.retry import backend_failure, cool_down, retryable, usable_in
 from ..resilience.stale import StaleCaches
 from ..routing.instance import Instance
-from ..routing.router import Pool
 from ..upstream.base import Transport, UpstreamRequest, UpstreamResponse
 from .answers import ESTIMATED, claims_json, invalid, is_json, translate
 from .attempt import Attempt
@@ -142,17 +141,15 @@ class Pipeline:
         default = pool.settings.default_response
         if default is not None and not call.wants_stream:
             return Response(default.status, _default_headers(default.headers), orjson.dumps(default.body))
+        hint = "" if pool.unavailable is None else f". {pool.unavailable}"  # how to bring the model up
         if failure is not None:
-            if pool.unavailable is not None and isinstance(failure, UpstreamConnectError):
-                failure.message = f"{failure.message}. {pool.unavailable}"  # down, not yet found unhealthy
+            if hint and isinstance(failure, UpstreamConnectError):  # down, not yet found unhealthy
+                failure.message += hint
             raise failure
         pools = (pool, *table.fallback_pools(pool)) if pool.fallbacks else (pool,)
         instances = [inst for p in pools for inst in p.instances]
-        hint = "" if pool.unavailable is None else f". {pool.unavailable}"
-        raise NoUsableInstance(
-            f"no usable instance for model '{echo(model)}' ({_why_unusable(pool)}){hint}",
-            retry_after=usable_in(instances),
-        )
+        why = f"no usable instance for model '{echo(model)}' ({pool.why_unusable()}){hint}"
+        raise NoUsableInstance(why, retry_after=usable_in(instances))
 
     async def _attempt(
         self, call: Call, instance: Instance, retry: RetryConfig, deadline: float | None
@@ -348,21 +345,6 @@ class Pipeline:
         if call.native_for(instance.adapter) is not None and 200 <= resp.status < 300:
             return Response(resp.status, headers, body, raw)
         return Response(resp.status, headers, body)
-
-
-def _why_unusable(pool: Pool) -> str:
-    now = time.monotonic()
-    counts: dict[str, int] = {}
-    for inst in pool.instances:
-        why = (
-            "unhealthy"
-            if not inst.healthy
-            else "cooling down after Retry-After"
-            if inst.cooldown_until > now
-            else f"circuit {inst.breaker.state.replace('_', '-')}"
-        )
-        counts[why] = counts.get(why, 0) + 1
-    return ", ".join(f"{n} {why}" for why, n in counts.items()) or "no instances"
 
 
 def _is_binary(content_type: str | None) -> bool:

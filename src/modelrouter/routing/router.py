@@ -85,6 +85,21 @@ class Pool:
             usable = [i for i in self.instances if i not in exclude]
         return usable
 
+    def why_unusable(self) -> str:
+        """What keeps each instance from taking requests now, counted ("2 unhealthy, 1 circuit open")."""
+        now = time.monotonic()
+        counts: dict[str, int] = {}
+        for inst in self.instances:
+            why = (
+                "unhealthy"
+                if not inst.healthy
+                else "cooling down after Retry-After"
+                if inst.cooldown_until > now
+                else f"circuit {inst.breaker.state.replace('_', '-')}"
+            )
+            counts[why] = counts.get(why, 0) + 1
+        return ", ".join(f"{n} {why}" for why, n in counts.items()) or "no instances"
+
     def select(self, key: str | None = None, exclude: Collection[Instance] = ()) -> Instance | None:
         usable = self.usable(exclude)
         return self.balancer.select(usable, key) if usable else None
