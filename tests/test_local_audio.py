@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import itertools
 import json
@@ -162,6 +163,20 @@ def test_a_killed_piper_is_started_again(speech: LocalServer) -> None:
     reply = speak(speech.url, response_format="wav")
     assert reply.status_code == 200, reply.text
     assert children(speech.pid) != [before]
+
+
+def test_piper_dying_mid_request_is_500_and_the_next_request_works(speech: LocalServer) -> None:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        long = pool.submit(speak, speech.url, STORY * 15, response_format="pcm")  # minutes of speech: seconds of work
+        time.sleep(1.5)
+        (piper,) = children(speech.pid)
+        os.kill(piper, signal.SIGKILL)
+        reply = long.result(timeout=60)
+    assert reply.status_code == 500
+    error = reply.json()["error"]
+    assert (error["type"], error["code"]) == ("api_error", "tts_failed")
+    assert "piper exited" in error["message"]
+    assert speak(speech.url, response_format="wav").status_code == 200
 
 
 @pytest.mark.timeout(120)

@@ -17,6 +17,8 @@ that hangs or dies is killed and started again: that request gets a 503 or 500 t
 piper's ``--length-scale``. length-scale is fixed per process, so honouring any speed that way would take a piper
 (and a copy of the voice in memory) per distinct value; the stretch costs milliseconds, keeps one process, and at
 the speeds people use (0.75 to 2) sounds as natural as re-synthesis.
+
+``--threads`` does not reach piper: its CLI has no such option and onnxruntime sizes its own pool (to the cores).
 """
 
 from __future__ import annotations

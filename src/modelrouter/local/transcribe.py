@@ -246,6 +246,7 @@ def load(args: argparse.Namespace, worker: Worker) -> Routes:
     path = find_model(args.model_package)
     from faster_whisper import WhisperModel  # type: ignore[import-untyped]
 
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # it logs each request; _run logs one line too
     started = time.monotonic()
     model = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=args.threads)
     # One second of silence: CTranslate2 sets up its kernels now rather than on the first request.
