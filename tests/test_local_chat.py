@@ -9,8 +9,9 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -20,7 +21,7 @@ from modelrouter.local.chat import DEFAULT_MAX_TOKENS, MODEL_ID
 from modelrouter.local.serving import EXIT_MISSING
 
 from .local_servers import SRC, LocalServer, port_is_free, start_local
-from .servers import free_port
+from .servers import GatewayServer, free_port
 
 # Under CI the pack is installed (the dev extra brings it) and a missing one fails these tests.
 pytestmark = pytest.mark.skipif(
@@ -185,3 +186,28 @@ def test_without_xllamacpp_it_names_the_extra(tmp_path: Path) -> None:
     assert done.returncode == EXIT_MISSING, done.stderr
     assert "xllamacpp" in done.stderr
     assert "pip install 'modelrouter[local]'" in done.stderr
+
+
+@pytest.mark.timeout(120)
+def test_through_the_gateway(chat_url: str, start_gateway: Callable[[dict[str, Any]], GatewayServer]) -> None:
+    """What the default config does: the API document's model name, aliased to this server."""
+    instance = {"name": "local-chat", "base_url": chat_url, "upstream_model": MODEL_ID}
+    gw = start_gateway({"aliases": {"gpt-3.5-turbo": "local-chat"}, "services": {"chat": {"instances": [instance]}}})
+    sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", timeout=60, max_retries=0)
+    messages: Any = [{"role": "user", "content": "Name a colour."}]
+    reply = sdk.chat.completions.create(model="gpt-3.5-turbo", messages=messages, max_tokens=16)
+    assert (reply.choices[0].message.content or "").strip()
+    assert reply.usage is not None
+    assert reply.usage.completion_tokens > 0
+    chunks = list(
+        sdk.chat.completions.create(
+            model="gpt-3.5-turbo",
+            messages=messages,
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
