@@ -1,8 +1,9 @@
-"""Local model servers (``python -m modelrouter.local.<module>``) as subprocesses on loopback, for tests.
+"""Local model servers (``python -m modelrouter.local.<name>``) as subprocesses on loopback, for tests.
 
-The servers are started the way the supervisor starts them: a free port, ``--host 127.0.0.1``, ``/health``
-polled until 200 (bounded), stopped by pid with SIGTERM and killed if they do not go. Their output goes to a
-file, shown when a server fails to come up.
+Each runs this checkout's code (its ``src`` goes first on the child's PYTHONPATH, whatever the venv's editable
+install points at), listens on a free port, and is waited for until ``/health`` answers 200 within a deadline;
+it is stopped by its pid: SIGTERM, then SIGKILL if it has not gone after a timeout. Its stderr goes to a file,
+shown when it fails to start, so a pipe never fills and blocks it.
 """
 
 from __future__ import annotations
@@ -15,95 +16,133 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO
 
-import httpx
+import modelrouter
 
-__all__ = ["LocalServer", "local_process", "run_local", "start_local"]
+from .servers import free_port
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+__all__ = ["SRC", "LocalServer", "local_process", "port_is_free", "run_local", "start_local"]
+
+SRC = Path(modelrouter.__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH", "")) if p)
+    env.update(extra or {})
+    return env
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a restarted server could listen on the port. With SO_REUSEADDR, as servers bind (uvicorn and
+    llama.cpp both do): connections the old process closed linger in TIME_WAIT for a minute and only a plain bind
+    is refused by those; a listener still there (or a process holding the socket) is refused either way."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
-def _env() -> dict[str, str]:
-    # This checkout's source, not whatever the venv's editable install points at.
-    path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=str(SRC) if not path else f"{SRC}{os.pathsep}{path}")
+def _module(name: str) -> str:
+    """``speech`` is short for ``modelrouter.local.speech``."""
+    return name if "." in name else f"modelrouter.local.{name}"
 
 
-def _command(module: str, port: int, args: tuple[str, ...]) -> list[str]:
-    return [sys.executable, "-m", f"modelrouter.local.{module}", "--host", "127.0.0.1", "--port", str(port), *args]
-
-
-@dataclass
 class LocalServer:
-    url: str
-    proc: subprocess.Popen[bytes]
-    log_file: IO[bytes]
+    """One local model server process. ``start()`` waits for ``/health`` 200; ``stop()`` returns its exit code."""
+
+    def __init__(self, module: str, *args: str, env: Mapping[str, str] | None = None, port: int | None = None) -> None:
+        self.module = _module(module)
+        self.args = args
+        self.port = free_port() if port is None else port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._env = child_env(env)
+        self._log = tempfile.NamedTemporaryFile(prefix=f"{module}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._final_log: str | None = None
 
     @property
     def pid(self) -> int:
+        assert self.proc is not None, "not started"
         return self.proc.pid
 
+    @property
     def log(self) -> str:
-        self.log_file.flush()
-        return Path(self.log_file.name).read_text("utf-8", "replace")
+        """What the server wrote to stderr (and stdout) so far."""
+        if self._final_log is not None:
+            return self._final_log
+        return Path(self._log.name).read_text(errors="replace")
 
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then SIGKILL after ``timeout``; the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+    def start(self, deadline: float = 60.0) -> LocalServer:
+        argv = [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", str(self.port), *self.args]
+        self.proc = subprocess.Popen(argv, env=self._env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.module} exited with {self.proc.returncode} before it was ready:\n{self.log}")
+            if self.health() == 200:
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.module} was not healthy within {deadline} s:\n{self.log}")
 
-
-@contextlib.contextmanager
-def local_process(module: str, *args: str, ready_timeout: float = 120.0) -> Iterator[LocalServer]:
-    """The running server (``/health`` answered 200); stopped when the block ends."""
-    port = _free_port()
-    with tempfile.NamedTemporaryFile(prefix=f"local-{module}-", suffix=".log") as log_file:
-        proc = subprocess.Popen(
-            _command(module, port, args), stdout=log_file, stderr=subprocess.STDOUT, env=_env(), cwd=SRC.parent
-        )
-        server = LocalServer(f"http://127.0.0.1:{port}", proc, log_file)
+    def health(self) -> int | None:
+        """The status of ``GET /health``, or None when nothing answers."""
         try:
-            deadline = time.monotonic() + ready_timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{module} exited with {proc.returncode} before it was ready:\n{server.log()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{module} not ready after {ready_timeout} s:\n{server.log()}")
-                try:
-                    if httpx.get(server.url + "/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass  # not listening yet
-                time.sleep(0.1)
-            yield server
-        finally:
-            server.stop()
+            with urllib.request.urlopen(self.url + "/health", timeout=2) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            return None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code (negative: killed by that signal)."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        if self._final_log is None:
+            self._final_log = self.log
+            self._log.close()
+            Path(self._log.name).unlink(missing_ok=True)
+        return proc.returncode
 
 
 @contextlib.contextmanager
-def start_local(module: str, *args: str, ready_timeout: float = 120.0) -> Iterator[str]:
-    """The base URL of a running local server; stopped when the block ends."""
-    with local_process(module, *args, ready_timeout=ready_timeout) as server:
+def start_local(module: str, *args: str, env: Mapping[str, str] | None = None, deadline: float = 60.0) -> Iterator[str]:
+    """``with start_local("modelrouter.local.rerank") as url:`` — the server's base URL while it runs."""
+    server = LocalServer(module, *args, env=env).start(deadline)
+    try:
         yield server.url
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def local_process(module: str, *args: str, deadline: float = 120.0) -> Iterator[LocalServer]:
+    """The running server itself (its pid, process and log), stopped when the block ends."""
+    server = LocalServer(module, *args).start(deadline)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def run_local(module: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run a server to its end (one that is expected to exit by itself, e.g. on a missing package)."""
-    command = _command(module, _free_port(), args)
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=SRC.parent)
+    """Run a server to its end: one expected to exit by itself (a missing package, a bad argument)."""
+    argv = [sys.executable, "-m", _module(module), "--host", "127.0.0.1", "--port", str(free_port()), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=child_env(), check=False)

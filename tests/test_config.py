@@ -479,9 +479,7 @@ def test_embedded_default_config_is_valid(tmp_path: Path) -> None:
     # The embedded text is what check-config accepts too.
     path = tmp_path / "default.yaml"
     path.write_text(default_config_text())
-    result = run_cli(
-        "check-config", str(path), env=clean_env("MODELROUTER_HOST", "MODELROUTER_PORT", "OLLAMA_URL")
-    )
+    result = run_cli("check-config", str(path), env=clean_env("MODELROUTER_HOST", "MODELROUTER_PORT", "OLLAMA_URL"))
     assert result.returncode == 0, result.stderr
 
 

@@ -197,7 +197,8 @@ def test_a_hung_piper_is_503_and_the_next_request_works() -> None:
         workdir = Path(command[command.index("--output-dir") + 1])
         assert workdir.is_dir()
     # SIGTERM ends the server cleanly: piper ends with it, and its working directory goes too.
-    assert server.proc.returncode == 128 + signal.SIGTERM
+    assert server.proc is not None
+    assert server.proc.returncode == 0
     assert not Path(f"/proc/{current}").exists()
     assert not workdir.exists()
 

