@@ -112,7 +112,6 @@ def test_the_api_documents_examples_answer_verbatim(gateway: str) -> None:
     chat = httpx.post(gateway + "/v1/chat/completions", headers=HEADERS, json=DOCUMENT_CHAT, timeout=120)
     assert chat.status_code == 200, chat.text
     assert chat.json()["choices"][0]["message"]["content"].strip()
-    assert chat.json()["model"] == "gpt-3.5-turbo"  # the name the client sent
     for body in (EXAMPLE_CHAT, EXAMPLE_EMBEDDINGS, DOCUMENT_EMBEDDINGS):
         path = "/v1/chat/completions" if "messages" in body else "/v1/embeddings"
         answer = httpx.post(gateway + path, headers=HEADERS, json=body, timeout=120)
