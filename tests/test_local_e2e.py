@@ -19,60 +19,25 @@ import openai
 import pytest
 
 from tests.servers import free_port
+from tests.test_api_document import (
+    CHAT,
+    CHAT_CURL,
+    EMBEDDINGS,
+    EMBEDDINGS_CURL,
+    IMAGE_EDIT,
+    IMAGES,
+    MASK,
+    PNG,
+    RERANK,
+    SPEECH,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
 PANGRAM = "the quick brown fox jumps over the lazy dog"
-# The API document's examples (../shared/api-document.md, as published), with its headers: the bearer key is
-# sent and ignored (the embedded default has auth off, as the document's localhost examples assume).
+# The API document's examples are those of tests/test_api_document.py, sent with the document's headers: the
+# bearer key is sent and ignored (the embedded default has auth off, as the document's localhost examples assume).
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer your-api-key"}
-DOCUMENT_CHAT = {
-    "model": "gpt-3.5-turbo",
-    "messages": [{"role": "system", "content": "你是一个有用的助手。"}, {"role": "user", "content": "你好!"}],
-    "stream": False,
-    "max_tokens": 1000,
-    "temperature": 0.7,
-    "top_p": 1.0,
-    "top_k": 50,
-    "frequency_penalty": 0.0,
-    "presence_penalty": 0.0,
-    "stop": None,
-    "user": "user-123",
-}
-DOCUMENT_EMBEDDINGS = {
-    "model": "text-embedding-ada-002",
-    "input": "要嵌入的文本内容",
-    "encoding_format": "float",
-    "dimensions": 1536,
-    "user": "user-123",
-}
-DOCUMENT_RERANK = {
-    "model": "rerank-multilingual-v2.0",
-    "query": "什么是人工智能?",
-    "documents": ["人工智能是计算机科学的一个分支", "机器学习是人工智能的子领域", "深度学习使用神经网络"],
-    "top_n": 3,
-    "return_documents": True,
-}
-DOCUMENT_SPEECH = {
-    "model": "tts-1",
-    "input": "你好,这是一段测试语音。",
-    "voice": "alloy",
-    "response_format": "mp3",
-    "speed": 1.0,
-}
-DOCUMENT_IMAGE = {
-    "model": "dall-e-3",
-    "prompt": "一只可爱的小猫在花园里玩耍",
-    "n": 1,
-    "size": "1024x1024",
-    "quality": "standard",
-    "response_format": "url",
-    "style": "vivid",
-    "user": "user-123",
-}
-# The cURL, Python and JavaScript examples' short requests.
-EXAMPLE_CHAT = {"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "你好!"}]}
-EXAMPLE_EMBEDDINGS = {"model": "text-embedding-ada-002", "input": "要嵌入的文本"}
 
 
 @pytest.fixture(scope="module")
@@ -109,30 +74,34 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_the_api_documents_examples_answer_verbatim(gateway: str) -> None:
-    chat = httpx.post(gateway + "/v1/chat/completions", headers=HEADERS, json=DOCUMENT_CHAT, timeout=120)
+    chat = httpx.post(gateway + "/v1/chat/completions", headers=HEADERS, json=CHAT, timeout=120)
     assert chat.status_code == 200, chat.text
     assert chat.json()["choices"][0]["message"]["content"].strip()
-    for body in (EXAMPLE_CHAT, EXAMPLE_EMBEDDINGS, DOCUMENT_EMBEDDINGS):
+    for body in (CHAT_CURL, EMBEDDINGS_CURL, EMBEDDINGS):
         path = "/v1/chat/completions" if "messages" in body else "/v1/embeddings"
         answer = httpx.post(gateway + path, headers=HEADERS, json=body, timeout=120)
         assert answer.status_code == 200, (body, answer.text)
-    embedding = httpx.post(gateway + "/v1/embeddings", headers=HEADERS, json=DOCUMENT_EMBEDDINGS, timeout=60).json()
+    embedding = httpx.post(gateway + "/v1/embeddings", headers=HEADERS, json=EMBEDDINGS, timeout=60).json()
     assert len(embedding["data"][0]["embedding"]) == 384  # e5-small's size: `dimensions` cannot enlarge it
-    rerank = httpx.post(gateway + "/v1/rerank", headers=HEADERS, json=DOCUMENT_RERANK, timeout=60)
+    rerank = httpx.post(gateway + "/v1/rerank", headers=HEADERS, json=RERANK, timeout=60)
     assert rerank.status_code == 200, rerank.text
     results = rerank.json()["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2]  # top_n 3 of 3
     assert all("score" in r and "document" in r for r in results)
-    speech = httpx.post(gateway + "/v1/audio/speech", headers=HEADERS, json=DOCUMENT_SPEECH, timeout=120)
+    speech = httpx.post(gateway + "/v1/audio/speech", headers=HEADERS, json=SPEECH, timeout=120)
     assert speech.status_code == 200, speech.text
     assert speech.headers["content-type"] == "audio/mpeg"
     files = {"file": ("speech.mp3", speech.content, "audio/mpeg")}
     heard = httpx.post(gateway + "/v1/audio/transcriptions", data={"model": "whisper-1"}, files=files, timeout=120)
     assert heard.status_code == 200, heard.text
     assert isinstance(heard.json()["text"], str)
-    image = httpx.post(gateway + "/v1/images/generations", headers=HEADERS, json=DOCUMENT_IMAGE, timeout=30)
+    image = httpx.post(gateway + "/v1/images/generations", headers=HEADERS, json=IMAGES, timeout=30)
     assert image.status_code == 503
     assert "image backend" in image.json()["error"]["message"]
+    images = {"image": ("cat.png", PNG, "image/png"), "mask": ("mask.png", MASK, "image/png")}
+    edit = httpx.post(gateway + "/v1/images/edits", data=IMAGE_EDIT, files=images, timeout=30)
+    assert edit.status_code == 503
+    assert "image backend" in edit.json()["error"]["message"]
 
 
 def _sdk(gateway: str) -> openai.OpenAI:
@@ -161,7 +130,7 @@ def test_chat_with_the_openai_sdk_json_and_streaming(gateway: str) -> None:
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.total_tokens > 0
     with httpx.stream(
-        "POST", gateway + "/v1/chat/completions", json={**EXAMPLE_CHAT, "stream": True, "max_tokens": 10}, timeout=60
+        "POST", gateway + "/v1/chat/completions", json={**CHAT_CURL, "stream": True, "max_tokens": 10}, timeout=60
     ) as raw:
         lines = [line for line in raw.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
