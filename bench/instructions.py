@@ -29,11 +29,13 @@ import aiohttp
 
 # bench.py registers itself as "bench" before importing this module, so these are its own objects.
 from bench import (
+    ALL_TARGET,
     AUTH_KEY,
     AUTH_TARGET,
     CHAT_PATH,
     GATEWAY_FILES,
     HOST,
+    KEYED_TARGETS,
     MODEL,
     OBS_TARGET,
     RESULTS_DIR,
@@ -51,7 +53,7 @@ from bench import (
 
 CONNECTIONS = 32
 WARMUP_REQUESTS = 300
-TARGETS = ("gateway", OBS_TARGET, AUTH_TARGET)
+TARGETS = ("gateway", OBS_TARGET, AUTH_TARGET, ALL_TARGET)
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
@@ -89,9 +91,10 @@ def count_target(
     log_name, config_name = GATEWAY_FILES[target]
     log = RESULTS_DIR / ("callgrind-" + log_name)
     store_dir = children.tempdir("modelrouter-bench-store-")
-    access_log = children.tempdir("modelrouter-bench-accesslog-") / "access.log" if target == OBS_TARGET else None
+    logs = target in (OBS_TARGET, ALL_TARGET)
+    access_log = children.tempdir("modelrouter-bench-accesslog-") / "access.log" if logs else None
     config = write_config(
-        RESULTS_DIR / ("callgrind-" + config_name), upstream_port, port, store_dir, target == AUTH_TARGET, access_log
+        RESULTS_DIR / ("callgrind-" + config_name), upstream_port, port, store_dir, target in KEYED_TARGETS, access_log
     )
     out = children.tempdir("modelrouter-bench-callgrind-") / "callgrind.out"
     argv = [
@@ -100,7 +103,7 @@ def count_target(
     ]  # fmt: skip
     proc = children.start(argv, log)
     wait_ready(proc, port, "/health", timeout, f"{target} under callgrind", log)
-    api_key = AUTH_KEY if target == AUTH_TARGET else None
+    api_key = AUTH_KEY if target in KEYED_TARGETS else None
     asyncio.run(_send(port, WARMUP_REQUESTS, stream, api_key))
     _control("-i", "on", str(proc.pid))
     asyncio.run(_send(port, requests, stream, api_key))
@@ -130,7 +133,11 @@ def run_instructions(children: Children, requests: int, stream: bool, timeout: f
         print(f"  {target:<13} {counts[target]:>12,.0f} instructions per request")
     base = counts["gateway"]
     costs = {}
-    for target, label in ((OBS_TARGET, "metrics+access log"), (AUTH_TARGET, "auth+limits")):
+    for target, label in (
+        (OBS_TARGET, "metrics+access log"),
+        (AUTH_TARGET, "auth+limits"),
+        (ALL_TARGET, "everything (keys, limits, quotas, metrics, access log)"),
+    ):
         extra = counts[target] - base
         costs[target] = round(100 * extra / base, 2)
         print(f"INFO  {label} cost, {kind}: {extra:+,.0f} instructions per request ({costs[target]:+.1f} %)")
