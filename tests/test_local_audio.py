@@ -319,3 +319,20 @@ def test_a_missing_model_package_exits_naming_the_extra(module: str, flag: str) 
     assert done.returncode == EXIT_MISSING, done.stderr
     assert "no_such_model_package" in done.stderr
     assert INSTALL_HINT in done.stderr
+
+
+def test_timestamps_past_the_end_of_the_audio_are_clamped_to_it() -> None:
+    """Whisper's last timestamp may pass the audio's end by up to a 20 ms step (CI saw 10.72 s for 10.68 s of
+    audio): subtitles and words never end after the media."""
+    from faster_whisper.transcribe import Segment, Word
+
+    from modelrouter.local.transcribe import _within
+
+    word = Word(start=10.5, end=10.72, word=" dog", probability=0.9)
+    segment = Segment(
+        id=1, seek=0, start=8.36, end=10.72, text=" dog", tokens=[1], avg_logprob=-0.1, compression_ratio=1.0,
+        no_speech_prob=0.0, words=[word], temperature=0.0,
+    )  # fmt: skip
+    clamped = _within(segment, 10.681)
+    assert (clamped.start, clamped.end) == (8.36, 10.681)
+    assert (clamped.words[0].start, clamped.words[0].end) == (10.5, 10.681)

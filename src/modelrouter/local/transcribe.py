@@ -184,7 +184,17 @@ def _transcribe(model: Any, samples: Any, options: Options) -> tuple[list[Any], 
         word_timestamps=options.words,
         vad_filter=False,
     )
-    return list(segments), float(info.duration)  # the segments are a generator: decoding happens here
+    duration = float(info.duration)
+    # The segments are a generator: decoding happens here. Whisper's timestamps come in 20 ms steps and the last
+    # one may pass the end of the audio; a subtitle past the media's end is clamped to it.
+    return [_within(s, duration) for s in segments], duration
+
+
+def _within(segment: Any, duration: float) -> Any:
+    segment.start, segment.end = min(segment.start, duration), min(segment.end, duration)
+    for word in segment.words or ():
+        word.start, word.end = min(word.start, duration), min(word.end, duration)
+    return segment
 
 
 def render(segments: list[Any], duration: float, options: Options) -> Reply:
