@@ -8,9 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config.model import StoreConfig
+from .aio import AsyncEngine, create_async_engine
 from .records import StoreError
 
 __all__ = [

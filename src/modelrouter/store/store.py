@@ -8,11 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ..config.model import StoreConfig
 from .activity import ActivityStore
 from .admins import AdminStore
+from .aio import AsyncEngine
 from .changes import ChangeFeed
 from .engine import check_sqlite_file, create_engine, database_url, has_schema, location, migrate
 from .keys import KeyStore
