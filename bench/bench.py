@@ -42,7 +42,7 @@ MODEL = "bench-model"
 # Targets the gateway is held to (see README). Keys are used in latest.json.
 TARGET_RPS_C32 = 7_000.0
 TARGET_P50_OVERHEAD_MS = 0.25
-TARGET_IDLE_RSS_MB = 70.0  # with the store open (it always is under `serve`: config versions)
+TARGET_IDLE_RSS_MB = 70.0  # the store is always open under `serve` (config versions): bench/idle_rss.py breaks it down
 TARGET_AUTH_COST_PCT = 8.0  # gateway+auth may lose at most this share of the plain gateway's req/s
 TARGET_OBS_COST_PCT = 5.0  # gateway+obs (metrics + access log + request id + headers) likewise
 # gateway+all (keys, limits, quotas, metrics, access log) against the bare uvicorn + raw ASGI + aiohttp proxy of

@@ -45,6 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"store": config.store.model_copy(update={"data_dir": args.data_dir})})
     from ..app import create_app
     from ..runtime.server import run  # imports uvicorn: only the serve command needs it
+    from ..store.migrate import run_apart
+
+    run_apart()  # a long-running process: migrations that are due run in a child, Alembic never loads here
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port

@@ -166,6 +166,10 @@ class Server(uvicorn.Server):
                 port=port,
                 loop="auto",
                 http=_http_protocol(gateway),
+                # The gateway serves no websockets (the front door ignores that scope): with "auto", uvicorn would
+                # import a websocket implementation (wsproto, ~1.5 MB) at startup for nothing. An upgrade request is
+                # now answered as plain HTTP.
+                ws="none",
                 # What our protocol class (runtime/connections.py) does not replace: h11, if httptools is missing.
                 timeout_keep_alive=gateway.config.server.keep_alive_timeout,  # type: ignore[arg-type]
                 h11_max_incomplete_event_size=gateway.config.server.max_header_bytes,

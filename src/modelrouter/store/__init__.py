@@ -1,7 +1,8 @@
 """Persistence: client keys, admin users and tokens, usage, audit, config versions (SQLite or PostgreSQL).
 
 Use ``await Store.open(config.store)`` once per process, ``await store.close()`` at shutdown. The schema is
-created and upgraded by the Alembic migrations shipped in ``migrations/`` when the store opens.
+created and upgraded by the Alembic migrations shipped in ``migrations/`` when the store opens - in a child process
+for ``modelrouter serve`` (``migrate.py``), and Alembic is not imported at all when the schema is up to date.
 
 What the store hands out (``records``) is importable without the store: ``Store`` itself, and with it
 SQLAlchemy, is imported the first time it is asked for, so the request path and a library user's gateway

@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .base import StoreBase
 from .changes import announce
@@ -23,6 +22,18 @@ from .records import (
 from .schema import CONFIG_MODE, audit_log, config_versions, meta, usage_records
 
 __all__ = ["ANY", "ActivityStore"]
+
+
+def _upsert_insert(dialect: str) -> Any:
+    """The dialect's own ``insert`` (the one with ``on_conflict_do_update``), imported when first needed: the
+    PostgreSQL dialect's modules are not loaded into a gateway whose store is SQLite."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 class _Unset(enum.Enum):
@@ -238,7 +249,7 @@ class ActivityStore(StoreBase):
         to save versions that a gateway in file mode would never serve."""
         code = _MODES.index(mode) + 1
         async with self._write() as conn:
-            insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            insert = _upsert_insert(conn.dialect.name)
             statement = insert(meta).values(name=CONFIG_MODE, value=code)
             # An upsert: two workers starting at once would otherwise both insert the row.
             await conn.execute(statement.on_conflict_do_update(index_elements=[meta.c.name], set_={"value": code}))

@@ -6,29 +6,43 @@ a login must not stall requests served by the same event loop."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..access.keys import hash_secret, new_secret
+from .aio import AsyncConnection
 from .base import StoreBase
 from .records import ROLES, AdminRecord, ConflictError, NotFoundError, Role
 from .schema import admin_tokens, admin_users
 
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
 __all__ = ["TOKEN_PREFIX", "AdminStore"]
 
 TOKEN_PREFIX = "mrt-"  # admin tokens look different from client keys, so neither is mistaken for the other
-_hasher = PasswordHasher()  # argon2id with the library's defaults (RFC 9106 low-memory profile)
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2id with the library's defaults (RFC 9106 low-memory profile). Made on the first password to hash or
+    check: argon2 and its cffi bindings stay out of a gateway's memory until someone logs in."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
+
+
 _dummy_hash: str | None = None
 
 
 def _check_password(stored_hash: str, password: str) -> bool:
+    from argon2.exceptions import InvalidHashError, VerificationError
+
     try:
-        return _hasher.verify(stored_hash, password)
+        return _hasher().verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -38,7 +52,7 @@ async def _dummy() -> str:
     password and does not tell which usernames exist."""
     global _dummy_hash
     if _dummy_hash is None:
-        _dummy_hash = await asyncio.to_thread(_hasher.hash, "not a password")
+        _dummy_hash = await asyncio.to_thread(_hasher().hash, "not a password")
     return _dummy_hash
 
 
@@ -55,7 +69,7 @@ class AdminStore(StoreBase):
             raise ValueError("a username must be non-empty, without surrounding spaces")
         if not password:
             raise ValueError("a password must not be empty")
-        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        password_hash = await asyncio.to_thread(_hasher().hash, password)
         now = self._now()
         try:
             async with self._write() as conn:
@@ -86,8 +100,8 @@ class AdminStore(StoreBase):
         ok = await asyncio.to_thread(_check_password, stored, password)
         if row is None or not ok or row.disabled:
             return None
-        if _hasher.check_needs_rehash(stored):
-            new_hash = await asyncio.to_thread(_hasher.hash, password)
+        if _hasher().check_needs_rehash(stored):
+            new_hash = await asyncio.to_thread(_hasher().hash, password)
             async with self._write() as conn:
                 await conn.execute(
                     admin_users.update()
@@ -100,7 +114,7 @@ class AdminStore(StoreBase):
         """Also revokes the admin's tokens: whoever knew the old password is logged out."""
         if not password:
             raise ValueError("a password must not be empty")
-        password_hash = await asyncio.to_thread(_hasher.hash, password)
+        password_hash = await asyncio.to_thread(_hasher().hash, password)
         now = self._now()
         async with self._write() as conn:
             admin = await _require(conn, username)

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
+from .aio import AsyncConnection, AsyncEngine
 from .engine import WRITE
 
 __all__ = ["StoreBase"]

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .aio import AsyncConnection
 from .base import StoreBase
 
 __all__ = ["CHANNEL", "ChangeFeed", "announce"]

@@ -8,9 +8,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..config.model import StoreConfig
+from .aio import AsyncEngine, create_async_engine
 from .records import StoreError
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "WRITE",
     "check_sqlite_file",
     "create_engine",
+    "current_revision",
     "database_url",
     "has_schema",
     "location",
@@ -154,8 +155,13 @@ async def migrate(engine: AsyncEngine) -> None:
 
 async def has_schema(engine: AsyncEngine) -> bool:
     """Whether the database has modelrouter's schema (at any revision); a read, it changes nothing."""
+    return await current_revision(engine) is not None
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema's revision (None: no modelrouter schema), read with the driver already in use: no Alembic."""
     async with engine.connect() as connection:
-        return await _current_revision(connection) is not None
+        return await _current_revision(connection)
 
 
 async def _current_revision(connection: Any) -> str | None:

@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..access.keys import hash_secret, new_secret, prefix_of
 from ..config.model import SERVICE_NAMES, KeyQuotas, LimitRule
+from .aio import AsyncConnection
 from .base import StoreBase
 from .changes import announce
 from .records import KEEP, ConflictError, Keep, KeyRecord, NotFoundError, StoreError

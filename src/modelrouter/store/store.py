@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from ..config.model import StoreConfig
 from .activity import ActivityStore
 from .admins import AdminStore
+from .aio import AsyncEngine
 from .changes import ChangeFeed
 from .engine import check_sqlite_file, create_engine, database_url, has_schema, location, migrate
 from .keys import KeyStore
+from .migrate import apart, migrate_apart
 from .records import NoStoreError, StoreError
 
 __all__ = ["Store"]
@@ -49,7 +49,7 @@ class Store(KeyStore, AdminStore, ActivityStore, ChangeFeed):
         try:
             if not create and not await has_schema(engine):
                 raise NoStoreError(where, "the database has no modelrouter tables")
-            await migrate(engine)
+            await (migrate_apart(engine, url) if apart(url) else migrate(engine))
         except NoStoreError:
             await engine.dispose()
             raise
