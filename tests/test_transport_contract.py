@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import socket
 import ssl
+import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,13 @@ import trustme
 from aiohttp import web
 
 from modelrouter.config.model import Timeouts, UpstreamConfig
-from modelrouter.errors import GatewayError, UpstreamConnectError, UpstreamResponseTooLarge, UpstreamTimeout
+from modelrouter.errors import (
+    GatewayError,
+    UpstreamConnectError,
+    UpstreamInvalid,
+    UpstreamResponseTooLarge,
+    UpstreamTimeout,
+)
 from modelrouter.http.multipart import Form, Part
 from modelrouter.upstream.base import Transport, UpstreamRequest, UpstreamResponse
 from modelrouter.upstream.clients import CLIENTS, build_transport
@@ -52,6 +59,7 @@ class Upstream:
             ("/small", self.small),
             ("/two", self.two),
             ("/hold", self.hold),
+            ("/hold-head", self.hold_head),
             ("/no-headers", self.no_headers),
             ("/stall", self.stall),
             ("/drip", self.drip),
@@ -98,13 +106,22 @@ class Upstream:
     async def hold(self, request: web.Request) -> web.StreamResponse:
         """A first chunk, then nothing: watch the connection until it goes."""
         resp = await self._open(request, b"data: first\n\n")
+        await self._until_lost(request)
+        return resp
+
+    async def hold_head(self, request: web.Request) -> web.Response:
+        """No answer at all: watch the connection until it goes."""
+        self._seen(request)
+        await self._until_lost(request)
+        return web.Response()
+
+    async def _until_lost(self, request: web.Request) -> None:
         transport = request.transport
         assert transport is not None
         # Polled every 5 ms: aiohttp.web has no connection-lost hook for a handler (the protocol's is internal).
         while not transport.is_closing():  # noqa: ASYNC110 - there is no event to wait on
             await asyncio.sleep(0.005)
         self.lost_at = time.monotonic()
-        return resp
 
     async def no_headers(self, request: web.Request) -> web.Response:
         await asyncio.sleep(30)
@@ -258,6 +275,36 @@ async def test_closing_mid_stream_closes_the_upstream_socket_at_once(make: Any, 
     await chunks.aclose()
 
 
+@pytest.mark.parametrize("how", ["cancelled", "first_byte"])
+async def test_a_send_given_up_before_the_headers_closes_the_upstream_socket_at_once(
+    make: Any, upstream: Upstream, how: str, request: pytest.FixtureRequest
+) -> None:
+    """A client that goes away (the task is cancelled) or a first-byte timeout frees the backend at once."""
+    if "pyreqwest" in request.node.callspec.id:
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True, reason="pyreqwest 0.15.1 detaches the Tokio task of a cancelled send, not aborting it"
+            )
+        )
+    timeouts = Timeouts(first_byte=0.2) if how == "first_byte" else LONG
+    sending = asyncio.ensure_future(make().send(req(upstream.url + "/hold-head", "POST", b"{}", timeouts)))
+    for _ in range(int(BOUND / 0.01)):
+        if upstream.peers:
+            break
+        await asyncio.sleep(0.01)
+    if how == "cancelled":
+        sending.cancel()
+    with pytest.raises((asyncio.CancelledError, UpstreamTimeout)):
+        await sending
+    given_up = time.monotonic()
+    for _ in range(int(BOUND / 0.01)):
+        if upstream.lost_at is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert upstream.lost_at is not None, "the upstream still holds the connection"
+    assert upstream.lost_at - given_up < BOUND
+
+
 async def test_connection_refused_is_a_connect_error(make: Any) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -266,6 +313,30 @@ async def test_connection_refused_is_a_connect_error(make: Any) -> None:
         await make().send(req(url))
     assert "connection refused" in caught.value.message
     assert_no_address(caught.value, url)
+
+
+@pytest.mark.parametrize("behaviour", ["close", "reset", "garbage"])
+async def test_a_backend_that_goes_away_after_connect_is_a_broken_answer(make: Any, behaviour: str) -> None:
+    """Not a connect error: the connection was made and the request may have reached the backend."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if behaviour == "reset":  # SO_LINGER 0: close sends RST
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif behaviour == "garbage":
+            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1/chat/completions"
+    try:
+        with pytest.raises(UpstreamInvalid) as caught:
+            await make().send(req(url, "POST", b"{}"))
+        assert not isinstance(caught.value, UpstreamConnectError)
+        assert_no_address(caught.value, url)
+    finally:
+        server.close()
 
 
 async def test_connect_timeout_is_an_upstream_timeout(make: Any) -> None:

@@ -9,6 +9,11 @@ when the connection is made, so each distinct connect timeout gets a client of i
 Every response is read as a stream with a read buffer of 0: pyreqwest otherwise reads up to 64 KiB of the body
 before it hands over the headers, which held a whole SSE answer back until its end.
 
+Known gap (tests/test_transport_contract.py, an expected failure): pyreqwest 0.15.1 does not abort a request whose
+send is cancelled before the response headers (a client gone, a first-byte timeout) - its Tokio task is detached,
+not cancelled - so the backend keeps the connection, and goes on generating, until it answers or the request's
+total timeout (set on reqwest too, just past ours) ends it. aiohttp closes the socket at once.
+
 This is the only module that knows pyreqwest's exceptions; they become ``modelrouter.errors`` types here, with
 messages that name no backend address (the URL is logged at debug level instead).
 """
@@ -35,6 +40,8 @@ from .exchange import DROP_HEADERS, Deadline, describe, logged, too_large
 __all__ = ["PyreqwestTransport"]
 
 log = logging.getLogger("modelrouter.upstream")
+
+_ORPHAN_SLACK = 1.0  # seconds past the total deadline (the coarse clock is late by 25 ms at most)
 
 
 class PyreqwestResponse:
@@ -237,6 +244,11 @@ class PyreqwestTransport:
             body = request.body
             if body is not None:
                 builder = builder.body_stream(body()) if callable(body) else builder.body_bytes(body)
+            if timeouts.total is not None:
+                # Never what ends a request (the Deadline fires first): a send cancelled before its headers is not
+                # aborted by pyreqwest 0.15.1 (its task is detached, not cancelled), and this bounds how long it
+                # can hold the backend after that.
+                builder = builder.timeout(timedelta(seconds=timeouts.total + _ORPHAN_SLACK))
             stream = builder.streamed_read_buffer_limit(0).build_streamed()
         except PyreqwestError as exc:  # an invalid URL or header value
             raise logged(url, UpstreamInvalid(f"the backend failed ({type(exc).__name__})"), exc) from None
@@ -250,7 +262,12 @@ class PyreqwestTransport:
         except ConnectTimeoutError:
             raise logged(url, UpstreamTimeout("connecting to the backend timed out")) from None
         except ConnectError as exc:
-            error = UpstreamConnectError(f"cannot connect to the backend ({_connect_reason(exc)})")
+            causes = " ".join(c["message"] for c in exc.details.get("causes") or ()).lower()
+            if "client error (connect)" not in causes:
+                # pyreqwest names a connection closed or reset after it was made a ConnectError too; aiohttp (and
+                # the gateway) call that a broken answer: the request may have reached the backend.
+                raise logged(url, UpstreamInvalid("the backend failed (connection lost)"), exc) from None
+            error = UpstreamConnectError(f"cannot connect to the backend ({_connect_reason(causes)})")
             raise logged(url, error, exc) from None
         except PyreqwestError as exc:
             raise logged(url, UpstreamInvalid(f"the backend failed ({type(exc).__name__})"), exc) from None
@@ -267,9 +284,8 @@ class PyreqwestTransport:
             await client.close()
 
 
-def _connect_reason(exc: ConnectError) -> str:
-    # A short reason without addresses, from the innermost causes reqwest gives (they may name the URL).
-    causes = " ".join(c["message"] for c in exc.details.get("causes") or ()).lower()
+def _connect_reason(causes: str) -> str:
+    # A short reason without addresses, from the causes reqwest gives (lower-cased; they may name the URL).
     if "connection refused" in causes:
         return "connection refused"
     if "dns error" in causes or "failed to lookup" in causes or "name or service not known" in causes:
