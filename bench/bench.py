@@ -70,6 +70,9 @@ OBS_HEADERS = ("x-request-id", "x-modelrouter-instance", "x-modelrouter-overhead
 # The target is what the issue names: metrics + access log. Request ids and the timing headers are separate
 # switches; BENCH_OBS_HEADERS=1 turns them on in the gateway+obs too, to see everything's cost together.
 OBS_WITH_HEADERS = os.environ.get("BENCH_OBS_HEADERS") == "1"
+# Every gateway's upstream client (upstream.client, spelled out like the observability switches); the bare proxy
+# stays aiohttp, so BENCH_CLIENT=pyreqwest bench/run is the A/B of the client against the same baseline.
+UPSTREAM_CLIENT = os.environ.get("BENCH_CLIENT", "aiohttp")
 OBS_LOG_MIN_SHARE = 0.9  # access log lines / requests wrk counted against the gateway+obs (warm-ups included)
 OBS_LOG_FLUSH_WAIT_S = 1.0  # the access log buffers lines for up to 0.2 s (Observe.FLUSH_AFTER)
 OBS_METRIC = "modelrouter_requests_total"  # must be in the gateway+obs's GET /metrics after the runs
@@ -898,6 +901,7 @@ def write_config(
         f"      - name: {MODEL}\n"
         f"        base_url: http://{HOST}:{upstream_port}\n"
         f"store: {{data_dir: {json.dumps(str(store_dir))}}}\n"
+        f"upstream: {{client: {UPSTREAM_CLIENT}}}\n"
     )
     on = "true" if access_log is not None else "false"
     text += f"observability:\n  metrics: {on}\n  access_log: {on}\n"
@@ -1155,6 +1159,7 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
     print_targets(verdicts)
     volume, notes = auth_volume_lines(runs, args.duration, args.quick)
     info = info_lines(rows, rss.get(AUTH_TARGET), gw_rss, rss.get(OBS_TARGET), obs_checks) + volume
+    info.append(f"the gateways' upstream client: {UPSTREAM_CLIENT} (BENCH_CLIENT; the bare proxy's is aiohttp)")
     for line in info:
         print(f"INFO  {line}")
     for line in notes:
@@ -1165,6 +1170,7 @@ def run_bench(args: argparse.Namespace, children: Children) -> int:
         "git": git_state(),
         "duration_s": args.duration,
         "pinning": pin.note,
+        "upstream_client": UPSTREAM_CLIENT,
         "cpus": len(os.sched_getaffinity(0)),
         "python": sys.version.split()[0],
         "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False).stdout.split("\n")[0],

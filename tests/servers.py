@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import tempfile
 import threading
@@ -22,6 +23,10 @@ T = TypeVar("T")
 
 
 _handed_out: set[int] = set()
+
+# The upstream client of every gateway the tests start (``upstream.client``), unless a test's config names one:
+# MODELROUTER_TEST_UPSTREAM_CLIENT=pyreqwest runs the gateway tests over the other transport.
+UPSTREAM_CLIENT = os.environ.get("MODELROUTER_TEST_UPSTREAM_CLIENT", "aiohttp")
 
 
 def free_port() -> int:
@@ -85,6 +90,8 @@ class GatewayServer:
         if isinstance(config, dict) and "health_check" not in config:
             # Probes would show up in the request records of fake upstreams; tests about health opt back in.
             config = {**config, "health_check": {"enabled": False}}
+        if isinstance(config, dict) and "upstream" not in config and UPSTREAM_CLIENT != "aiohttp":
+            config = {**config, "upstream": {"client": UPSTREAM_CLIENT}}
         if isinstance(config, dict) and "store" not in config:
             # Never the working directory's ./data: each gateway gets a store of its own.
             config = {**config, "store": {"data_dir": tempfile.mkdtemp(prefix="modelrouter-test-")}}

@@ -1,5 +1,5 @@
 """Active health checks: state transitions over a scripted transport (no sockets, no sleeping), then probe loops
-against real loopback backends through the real ``AiohttpTransport``.
+against real loopback backends through a real transport (``MODELROUTER_TEST_UPSTREAM_CLIENT``, aiohttp by default).
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from aiohttp import web
 
 from modelrouter import parse_config
 from modelrouter.adapters import ADAPTERS
-from modelrouter.config.model import DEFAULT_TIMEOUTS, BreakerConfig, HealthCheckConfig, InstanceConfig
+from modelrouter.config.model import DEFAULT_TIMEOUTS, BreakerConfig, HealthCheckConfig, InstanceConfig, UpstreamConfig
 from modelrouter.errors import UpstreamConnectError, UpstreamInvalid, UpstreamTimeout
 from modelrouter.resilience.breaker import CLOSED, HALF_OPEN, OPEN
 from modelrouter.resilience.health import HealthChecker
 from modelrouter.routing.instance import Instance
 from modelrouter.routing.router import RoutingTable
-from modelrouter.upstream.aiohttp_transport import AiohttpTransport
-from modelrouter.upstream.base import UpstreamRequest
+from modelrouter.upstream.base import Transport, UpstreamRequest
+from modelrouter.upstream.clients import build_transport
 
-from .servers import free_port
+from .servers import UPSTREAM_CLIENT, free_port
 
 # -- a scripted transport ----------------------------------------------------------------------------------
 
@@ -342,8 +342,8 @@ async def targets() -> AsyncIterator[Callable[[], Any]]:
 
 
 @pytest.fixture
-async def transport() -> AsyncIterator[AiohttpTransport]:
-    transport = AiohttpTransport()
+async def transport() -> AsyncIterator[Transport]:
+    transport = build_transport(UpstreamConfig(client=UPSTREAM_CLIENT))  # type: ignore[arg-type]
     yield transport
     await transport.aclose()
 
@@ -370,7 +370,7 @@ INTERVAL = 0.1
 
 
 async def test_real_backend_goes_unhealthy_and_recovers_within_an_interval(
-    targets: Callable[[], Any], transport: AiohttpTransport
+    targets: Callable[[], Any], transport: Transport
 ) -> None:
     target: ProbeTarget = await targets()
     cfg = chat_config(
@@ -414,7 +414,7 @@ async def test_real_backend_goes_unhealthy_and_recovers_within_an_interval(
 
 
 async def test_real_probe_reopens_an_open_breaker_within_an_interval(
-    targets: Callable[[], Any], transport: AiohttpTransport
+    targets: Callable[[], Any], transport: Transport
 ) -> None:
     target: ProbeTarget = await targets()
     cfg = chat_config([{"name": "m", "base_url": target.url}], interval=INTERVAL)
@@ -432,7 +432,7 @@ async def test_real_probe_reopens_an_open_breaker_within_an_interval(
 
 
 async def test_real_probe_honours_custom_path_method_and_status(
-    targets: Callable[[], Any], transport: AiohttpTransport
+    targets: Callable[[], Any], transport: Transport
 ) -> None:
     target: ProbeTarget = await targets()
     target.status = 204
@@ -461,9 +461,7 @@ async def test_real_probe_honours_custom_path_method_and_status(
         await checker.aclose()
 
 
-async def test_watch_follows_reloads_without_leaking_tasks(
-    targets: Callable[[], Any], transport: AiohttpTransport
-) -> None:
+async def test_watch_follows_reloads_without_leaking_tasks(targets: Callable[[], Any], transport: Transport) -> None:
     a, b, c = [await targets() for _ in range(3)]
 
     def config(*members: tuple[str, ProbeTarget], interval: float = INTERVAL) -> dict[str, Any]:

@@ -41,8 +41,8 @@ from .routing.router import RoutingTable
 from .runtime.promises import PerWorkerKeys, worker_refusals
 from .runtime.workers import MetricsExchange
 from .state import SharedState
-from .upstream.aiohttp_transport import AiohttpTransport
 from .upstream.base import Transport
+from .upstream.clients import build_transport
 
 if TYPE_CHECKING:
     from .store import KeyRecord, Store
@@ -58,7 +58,7 @@ class Gateway:
 
     def __init__(self, config: Config, *, transport: Transport | None = None) -> None:
         self.config = config
-        self.transport: Transport = transport if transport is not None else AiohttpTransport()
+        self.transport: Transport = transport if transport is not None else build_transport(config.upstream)
         self.health = HealthChecker(self.transport)
         self._started = False
         self.pipeline = Pipeline(self.transport)
@@ -70,6 +70,7 @@ class Gateway:
         self._keyring: KeyRing | None = None
         self._admission: AdmissionState | None = None
         self.state_config = config.state  # as started with: a reload that changes it is reported, not applied
+        self.upstream_config = config.upstream  # the same
         self.shared_state = SharedState(config.state) if config.state.backend == "redis" else None
         self.store: Store | None = None
         self.recorder: UsageRecorder | None = None
@@ -318,8 +319,8 @@ class Gateway:
         if self._started:
             install_log_redaction(config.redaction)
             self.health.watch(table.all_instances())
-        if config.state != self.state_config:
-            log.warning("the state section changed: that needs a restart (limits still count where they did)")
+        if config.state != self.state_config or config.upstream != self.upstream_config:
+            log.warning("the state or upstream section changed: that needs a restart (both stay as they started)")
         if config.observability.metrics_listen != self.metrics_listen:
             log.warning(
                 "observability.metrics_listen changed to %s (started with %s): that needs a restart",

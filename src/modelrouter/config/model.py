@@ -8,6 +8,7 @@ so that a reader finds every setting and its default in one place.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,6 +24,7 @@ __all__ = [
     "ServerConfig",
     "ServiceConfig",
     "Timeouts",
+    "UpstreamConfig",
 ]
 
 ServiceName = Literal["chat", "embedding", "rerank", "tts", "stt", "image_generation", "image_edit"]
@@ -470,6 +472,22 @@ class ServerConfig(_Strict):
     watch_interval: PositiveSeconds = 1
 
 
+class UpstreamConfig(_Strict):
+    """How the gateway talks to backends. ``client``: the HTTP client library behind the transport (both pass the
+    same contract; docs/architecture.md says which is the default and why). Read at start: a change needs a
+    restart."""
+
+    client: Literal["aiohttp", "pyreqwest"] = "aiohttp"
+
+    @field_validator("client")
+    @classmethod
+    def _installed(cls, value: str) -> str:
+        # Refused at load, like any other config error, rather than when the gateway starts.
+        if value == "pyreqwest" and importlib.util.find_spec("pyreqwest") is None:
+            raise ValueError("pyreqwest is not installed (pip install 'modelrouter[pyreqwest]')")
+        return value
+
+
 class SentinelConfig(_Strict):
     """Redis Sentinel: the gateway asks these nodes which server is ``master`` now, and follows a failover."""
 
@@ -515,6 +533,7 @@ class StateConfig(_Strict):
 
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
     # Global resilience defaults; services and instances override them field by field.
     breaker: BreakerConfig = BreakerConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()

@@ -1,4 +1,4 @@
-"""Talking to backends: the transport interface and its aiohttp implementation."""
+"""Talking to backends: the transport interface, its aiohttp and pyreqwest implementations (``clients``)."""
 
 from .aiohttp_transport import AiohttpTransport
 from .base import Transport, UpstreamRequest, UpstreamResponse

@@ -10,83 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import hdrs
 
 from ..config.model import Timeouts
-from ..dataplane.timers import Alarm, clock
-from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamResponseTooLarge, UpstreamTimeout
+from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamTimeout
 from .base import UpstreamRequest
+from .exchange import DROP_HEADERS, Deadline, describe, logged, too_large
 
 __all__ = ["AiohttpTransport"]
 
 log = logging.getLogger("modelrouter.upstream")
-
-# Headers never passed back to the client: hop-by-hop, framing (the gateway frames its own response), and
-# the upstream's identity.
-_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"date",
-        b"server",
-    }
-)
-
-
-class _Deadline(Alarm):
-    """The timer of one exchange, armed only around awaits on the upstream - never while a slow client is being
-    written to. It does what ``asyncio.timeout`` does, on the shared coarse clock (see ``timers``)."""
-
-    __slots__ = ("_task", "expired", "total_at")
-
-    def __init__(self, total: float | None) -> None:
-        super().__init__(clock())
-        task = asyncio.current_task()
-        assert task is not None
-        self._task = task
-        self.expired = False
-        self.total_at = None if total is None else self._clock.time() + total
-
-    def arm(self, phase: float | None) -> None:
-        """Expire after ``phase`` seconds or at the total deadline, whichever is first."""
-        at = self.total_at
-        if phase is not None:
-            phase_at = self._clock.time() + phase
-            at = phase_at if at is None or phase_at < at else at
-        if at is not None:
-            self.set(at)
-
-    def ring(self) -> None:
-        self.expired = True
-        self._task.cancel()
-
-    def disarm(self) -> None:
-        self.clear()
-
-    def caused(self) -> bool:
-        """After a CancelledError: True if this deadline cancelled the task (the cancellation is then undone)."""
-        if self.expired and self._task.uncancel() == 0:
-            self.expired = False
-            return True
-        return False
 
 
 class AiohttpResponse:
     __slots__ = ("_deadline", "_first", "_first_at", "_idle", "_resp", "_url", "content_type", "status")
 
     def __init__(
-        self, resp: aiohttp.ClientResponse, timeouts: Timeouts, deadline: _Deadline, url: str, first: float | None
+        self, resp: aiohttp.ClientResponse, timeouts: Timeouts, deadline: Deadline, url: str, first: float | None
     ) -> None:
         self._resp = resp
         self._idle = timeouts.idle
@@ -101,7 +45,7 @@ class AiohttpResponse:
         self.content_type: str | None = resp.headers.get("Content-Type")
 
     def header_items(self) -> list[tuple[bytes, bytes]]:
-        return [(k.lower(), v) for k, v in self._resp.raw_headers if k.lower() not in _DROP]
+        return [(k.lower(), v) for k, v in self._resp.raw_headers if k.lower() not in DROP_HEADERS]
 
     async def read(self, limit: int) -> bytes:
         resp = self._resp
@@ -111,7 +55,7 @@ class AiohttpResponse:
         if length is not None and (len(length) > 6 or limit < 1_000_000) and int(length) > limit:
             # Refused on its word, before a byte of the body is read; the connection is dropped (_failed), as a
             # pooled one would first have to be drained of the whole body.
-            raise self._failed(_too_large(limit, int(length)))
+            raise self._failed(too_large(limit, int(length)))
         deadline = self._deadline
         deadline.arm(self._idle)
         try:
@@ -139,7 +83,7 @@ class AiohttpResponse:
             size += len(chunk)
             if size > limit:
                 chunks.clear()
-                raise self._failed(_too_large(limit, None))
+                raise self._failed(too_large(limit, None))
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -151,11 +95,11 @@ class AiohttpResponse:
         deadline = self._deadline
         idle = self._idle
         if self._first is not None:
-            self._first_at = deadline._clock.time() + self._first
+            self._first_at = deadline.now() + self._first
         while True:
             first_at = self._first_at if self._first is not None else None
             # Before the first event: what is left of the first-byte budget; after it: the idle timeout.
-            phase = idle if first_at is None else max(first_at - deadline._clock.time(), 0.0)
+            phase = idle if first_at is None else max(first_at - deadline.now(), 0.0)
             deadline.arm(phase)
             try:
                 chunk = await content.readany()
@@ -175,7 +119,7 @@ class AiohttpResponse:
 
     def _failed(self, error: GatewayError, cause: BaseException | None = None) -> GatewayError:
         self._resp.close()
-        log.debug("%s: %s%s", self._url, error.message, f" ({_describe(cause)})" if cause else "")
+        log.debug("%s: %s%s", self._url, error.message, f" ({describe(cause)})" if cause else "")
         return error
 
     def close(self) -> None:
@@ -187,23 +131,18 @@ class AiohttpResponse:
             self._resp.close()
 
 
-def _too_large(limit: int, length: int | None) -> UpstreamResponseTooLarge:
-    if length is None:
-        return UpstreamResponseTooLarge(f"the backend's answer went on past the limit of {limit} bytes")
-    return UpstreamResponseTooLarge(
-        f"the backend's answer is {length} bytes long (Content-Length), over the limit of {limit} bytes"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:300]
-
-
 class AiohttpTransport:
-    def __init__(self, *, limit_per_host: int = 0, keepalive_timeout: float = 60.0) -> None:
+    """``ca_pem``: CA certificates (PEM) trusted for HTTPS backends besides the system's (a private CA)."""
+
+    def __init__(
+        self, *, limit_per_host: int = 0, keepalive_timeout: float = 60.0, ca_pem: bytes | None = None
+    ) -> None:
         self._limit_per_host = limit_per_host
         self._keepalive = keepalive_timeout
+        # None: aiohttp's own default context (the system's CAs, verification on).
+        self._ssl: ssl.SSLContext | bool = True
+        if ca_pem is not None:
+            self._ssl = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
         self._session: aiohttp.ClientSession | None = None
         self._client_timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
@@ -215,6 +154,7 @@ class AiohttpTransport:
                 limit_per_host=self._limit_per_host,
                 keepalive_timeout=self._keepalive,
                 ttl_dns_cache=60,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -235,8 +175,8 @@ class AiohttpTransport:
     async def send(self, request: UpstreamRequest) -> AiohttpResponse:
         session = self._get_session()
         timeouts = request.timeouts
-        deadline = _Deadline(timeouts.total)
-        started = deadline._clock.time()
+        deadline = Deadline(timeouts.total)
+        started = deadline.now()
         body = request.body
         data = body() if callable(body) else body
         deadline.arm(timeouts.first_byte)
@@ -251,21 +191,21 @@ class AiohttpTransport:
             )
         except asyncio.CancelledError:
             if deadline.caused():
-                raise _logged(request.url, UpstreamTimeout("the backend sent no answer in time")) from None
+                raise logged(request.url, UpstreamTimeout("the backend sent no answer in time")) from None
             raise
         except aiohttp.ClientConnectorError as exc:
             error = UpstreamConnectError(f"cannot connect to the backend ({_connect_reason(exc.os_error)})")
-            raise _logged(request.url, error, exc) from None
+            raise logged(request.url, error, exc) from None
         except (aiohttp.ConnectionTimeoutError, aiohttp.ServerTimeoutError):
-            raise _logged(request.url, UpstreamTimeout("connecting to the backend timed out")) from None
+            raise logged(request.url, UpstreamTimeout("connecting to the backend timed out")) from None
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             invalid = UpstreamInvalid(f"the backend failed ({type(exc).__name__})")
-            raise _logged(request.url, invalid, exc) from None
+            raise logged(request.url, invalid, exc) from None
         finally:
             deadline.disarm()
         first = None
         if timeouts.first_byte is not None:
-            first = max(timeouts.first_byte - (deadline._clock.time() - started), 0.0)
+            first = max(timeouts.first_byte - (deadline.now() - started), 0.0)
         return AiohttpResponse(resp, timeouts, deadline, request.url, first)
 
     async def aclose(self) -> None:
@@ -283,9 +223,3 @@ def _connect_reason(err: OSError | None) -> str:
     if isinstance(err, TimeoutError):
         return "connect timed out"
     return type(err).__name__ if err is not None else "connection failed"
-
-
-def _logged(url: str, error: GatewayError, cause: BaseException | None = None) -> GatewayError:
-    # Debug only: the request path logs failures with the instance's name, health checks log state changes.
-    log.debug("%s: %s%s", url, error.message, f" ({_describe(cause)})" if cause else "")
-    return error

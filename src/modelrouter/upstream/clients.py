@@ -1,0 +1,23 @@
+"""The upstream clients by their config name (``upstream.client``), and the one function that builds the chosen one.
+
+pyreqwest is imported only when it is chosen: it is an optional dependency (``modelrouter[pyreqwest]``).
+"""
+
+from __future__ import annotations
+
+from ..config.model import UpstreamConfig
+from .aiohttp_transport import AiohttpTransport
+from .base import Transport
+
+__all__ = ["CLIENTS", "build_transport"]
+
+CLIENTS = ("aiohttp", "pyreqwest")
+
+
+def build_transport(config: UpstreamConfig, *, ca_pem: bytes | None = None) -> Transport:
+    """The transport of ``config.client``; ``ca_pem``: CA certificates trusted besides the system's."""
+    if config.client == "pyreqwest":
+        from .pyreqwest_transport import PyreqwestTransport
+
+        return PyreqwestTransport(ca_pem=ca_pem)
+    return AiohttpTransport(ca_pem=ca_pem)
