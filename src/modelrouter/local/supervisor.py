@@ -57,17 +57,6 @@ class Child:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def view(self) -> dict[str, object]:
-        return {
-            "kind": self.model.kind,
-            "model": self.model.served_id,
-            "state": self.state,
-            "why": self.why,
-            "pid": self.pid,
-            "restarts": self.restarts,
-            "ready_after": self.ready_after,
-        }
-
 
 def _free_port(host: str, preferred: int) -> int:
     """``preferred`` when nothing listens there, else one the kernel picks."""
@@ -149,9 +138,6 @@ class Supervisor:
                     child.process.kill()
                     child.process.wait(timeout=5)
                 self._set(child, "stopped", "")
-
-    def views(self) -> list[dict[str, object]]:
-        return [c.view() for c in self.children]
 
     # --- internals ---------------------------------------------------------------------------------------
 

@@ -19,7 +19,17 @@ from aiohttp import hdrs
 from ..config.model import Timeouts
 from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamTimeout
 from .base import UpstreamRequest
-from .exchange import DROP_HEADERS, Deadline, describe, logged, too_large
+from .exchange import (
+    DROP_HEADERS,
+    Deadline,
+    broke_off,
+    describe,
+    logged,
+    no_answer,
+    read_timeout,
+    stream_timeout,
+    too_large,
+)
 
 __all__ = ["AiohttpTransport"]
 
@@ -66,10 +76,10 @@ class AiohttpResponse:
             return await self._read_capped(limit)
         except asyncio.CancelledError:
             if deadline.caused():
-                raise self._failed(UpstreamTimeout("the backend timed out sending its answer")) from None
+                raise self._failed(read_timeout()) from None
             raise
         except (aiohttp.ClientError, OSError) as exc:
-            raise self._failed(UpstreamInvalid("the backend broke off its answer"), exc) from None
+            raise self._failed(broke_off(), exc) from None
         finally:
             deadline.disarm()
 
@@ -98,19 +108,17 @@ class AiohttpResponse:
             self._first_at = deadline.now() + self._first
         while True:
             first_at = self._first_at if self._first is not None else None
-            # Before the first event: what is left of the first-byte budget; after it: the idle timeout.
-            phase = idle if first_at is None else max(first_at - deadline.now(), 0.0)
-            deadline.arm(phase)
+            # Before the first event: what is left of the first-byte budget; after it: the idle timeout. Inline,
+            # not a call: this runs for every chunk of every stream.
+            deadline.arm(idle if first_at is None else max(first_at - deadline.now(), 0.0))
             try:
                 chunk = await content.readany()
             except asyncio.CancelledError:
                 if deadline.caused():
-                    if first_at is not None:
-                        raise self._failed(UpstreamTimeout("the backend sent no first token in time")) from None
-                    raise self._failed(UpstreamTimeout("the backend stalled mid-answer")) from None
+                    raise self._failed(stream_timeout(first_at is not None)) from None
                 raise
             except (aiohttp.ClientError, OSError) as exc:
-                raise self._failed(UpstreamInvalid("the backend broke off its answer"), exc) from None
+                raise self._failed(broke_off(), exc) from None
             finally:
                 deadline.disarm()
             if not chunk:
@@ -191,7 +199,7 @@ class AiohttpTransport:
             )
         except asyncio.CancelledError:
             if deadline.caused():
-                raise logged(request.url, UpstreamTimeout("the backend sent no answer in time")) from None
+                raise logged(request.url, no_answer()) from None
             raise
         except aiohttp.ClientConnectorError as exc:
             error = UpstreamConnectError(f"cannot connect to the backend ({_connect_reason(exc.os_error)})")

@@ -11,9 +11,19 @@ import asyncio
 import logging
 
 from ..dataplane.timers import Alarm, clock
-from ..errors import GatewayError, UpstreamResponseTooLarge
+from ..errors import GatewayError, UpstreamInvalid, UpstreamResponseTooLarge, UpstreamTimeout
 
-__all__ = ["DROP_HEADERS", "Deadline", "describe", "logged", "too_large"]
+__all__ = [
+    "DROP_HEADERS",
+    "Deadline",
+    "broke_off",
+    "describe",
+    "logged",
+    "no_answer",
+    "read_timeout",
+    "stream_timeout",
+    "too_large",
+]
 
 log = logging.getLogger("modelrouter.upstream")
 
@@ -76,6 +86,24 @@ class Deadline(Alarm):
             self.expired = False
             return True
         return False
+
+
+def no_answer() -> UpstreamTimeout:
+    return UpstreamTimeout("the backend sent no answer in time")
+
+
+def read_timeout() -> UpstreamTimeout:
+    return UpstreamTimeout("the backend timed out sending its answer")
+
+
+def stream_timeout(before_first: bool) -> UpstreamTimeout:
+    if before_first:
+        return UpstreamTimeout("the backend sent no first token in time")
+    return UpstreamTimeout("the backend stalled mid-answer")
+
+
+def broke_off() -> UpstreamInvalid:
+    return UpstreamInvalid("the backend broke off its answer")
 
 
 def too_large(limit: int, length: int | None) -> UpstreamResponseTooLarge:

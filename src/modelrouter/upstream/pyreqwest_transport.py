@@ -35,7 +35,17 @@ from pyreqwest.response import Response, ResponseBodyReader
 from ..config.model import Timeouts
 from ..errors import GatewayError, UpstreamConnectError, UpstreamInvalid, UpstreamTimeout
 from .base import UpstreamRequest
-from .exchange import DROP_HEADERS, Deadline, describe, logged, too_large
+from .exchange import (
+    DROP_HEADERS,
+    Deadline,
+    broke_off,
+    describe,
+    logged,
+    no_answer,
+    read_timeout,
+    stream_timeout,
+    too_large,
+)
 
 __all__ = ["PyreqwestTransport"]
 
@@ -108,10 +118,10 @@ class PyreqwestResponse:
                 data = await self._read_capped(reader, limit)
         except asyncio.CancelledError:
             if deadline.caused():
-                raise self._failed(UpstreamTimeout("the backend timed out sending its answer")) from None
+                raise self._failed(read_timeout()) from None
             raise
         except PyreqwestError as exc:
-            raise self._failed(UpstreamInvalid("the backend broke off its answer"), exc) from None
+            raise self._failed(broke_off(), exc) from None
         finally:
             deadline.disarm()
         self._eof = True
@@ -144,18 +154,17 @@ class PyreqwestResponse:
             if reader is None:
                 return
             first_at = self._first_at if self._first is not None else None
-            phase = idle if first_at is None else max(first_at - deadline.now(), 0.0)
-            deadline.arm(phase)
+            # Before the first event: what is left of the first-byte budget; after it: the idle timeout. Inline,
+            # not a call: this runs for every chunk of every stream.
+            deadline.arm(idle if first_at is None else max(first_at - deadline.now(), 0.0))
             try:
                 chunk = await reader.read_chunk()
             except asyncio.CancelledError:
                 if deadline.caused():
-                    if first_at is not None:
-                        raise self._failed(UpstreamTimeout("the backend sent no first token in time")) from None
-                    raise self._failed(UpstreamTimeout("the backend stalled mid-answer")) from None
+                    raise self._failed(stream_timeout(first_at is not None)) from None
                 raise
             except PyreqwestError as exc:
-                raise self._failed(UpstreamInvalid("the backend broke off its answer"), exc) from None
+                raise self._failed(broke_off(), exc) from None
             finally:
                 deadline.disarm()
             del reader
@@ -257,7 +266,7 @@ class PyreqwestTransport:
             resp = await stream.__aenter__()
         except asyncio.CancelledError:
             if deadline.caused():
-                raise logged(url, UpstreamTimeout("the backend sent no answer in time")) from None
+                raise logged(url, no_answer()) from None
             raise
         except ConnectTimeoutError:
             raise logged(url, UpstreamTimeout("connecting to the backend timed out")) from None
