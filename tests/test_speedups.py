@@ -9,12 +9,17 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
 from modelrouter import speedups
+from modelrouter.access.limits import memory
+from modelrouter.access.limits.base import Decision
+from modelrouter.access.limits.memory import MemoryBackend
 from modelrouter.access.usage import usage_from_body
+from modelrouter.config.model import LimitRule
 from modelrouter.observability import observe
 from modelrouter.observability.meter import Ended, Meter
 
@@ -353,3 +358,109 @@ def test_the_pure_python_paths_serve_when_switched_off() -> None:
     env = {**os.environ, "MODELROUTER_NO_SPEEDUPS": "1"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# --- token buckets ---------------------------------------------------------------------------------------------
+
+
+def _token_rules() -> list[LimitRule]:
+    return [
+        LimitRule(scope="global", rate=5, period=1),
+        LimitRule(scope="ip", rate=3, period=2, burst=6),
+        LimitRule(scope="key", rate=1000, period=60, unit="tokens"),
+        LimitRule(scope="global", rate=2, period=1, algorithm="sliding_window"),  # not a token bucket: Python's
+        LimitRule(scope="user", rate=3, period=1, burst=0.9, unit="tokens"),  # fractions: the float slack matters
+    ]
+
+
+def _replay(compiled_steps: bool, seed: int) -> list[object]:
+    """A random run of take_all / adjust_all on one MemoryBackend, as the limiter drives it: what it answered and
+    every state after each step (floats as their exact hex, so "equal" is bit for bit)."""
+    rng = random.Random(seed)
+    rules = _token_rules()
+    backend = MemoryBackend()
+    saved = memory._token_take_all, memory._token_adjust_all
+    if not compiled_steps:
+        memory._token_take_all = memory._token_adjust_all = None
+    log: list[object] = []
+    try:
+        now = 1000.0
+        for _ in range(400):
+            now += rng.choice([0.0, 0.0, 0.001, 0.1, 0.1, 0.2, 0.37, 1.5, -0.2])  # a clock may step back
+            keys = rng.sample(range(10), rng.randint(1, 4))
+            items: list[tuple[str, Any, LimitRule]] = []
+            for k in keys:
+                rule = rules[k % len(rules)] if rng.random() < 0.9 else rules[0]
+                cost: Any = 1.0 if rule.unit == "requests" else float(rng.randint(1, 400))
+                if rule.burst == 0.9:
+                    cost = rng.choice([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+                items.append((f"b{k}", cost, rule))
+            if rng.random() < 0.05:
+                items.append(items[0])  # one bucket named twice: stepped twice in turn
+            if rng.random() < 0.7:
+                refusal, decisions = backend.take_all(items, now)
+                log.append(("take", refusal, decisions))
+            else:
+                deltas = [(key, rng.choice([0, 3, -5, 40, -400, 2.5, -0.0]), rule) for key, _, rule in items]
+                backend.adjust_all(deltas, now)
+                log.append(("adjust",))
+            log.append(
+                sorted((key, {f: float(v).hex() for f, v in (state or {}).items()}) for key, state in backend.items())
+            )
+    finally:
+        memory._token_take_all, memory._token_adjust_all = saved
+    return log
+
+
+@compiled
+@pytest.mark.parametrize("seed", range(12))
+def test_token_bucket_steps_match_the_python_steps_bit_for_bit(seed: int) -> None:
+    """The compiled take_all / adjust_all leave the same states and answer the same decisions as the Python
+    steps, refusals (and the give-back of what the earlier buckets took) included."""
+    assert speedups.token_take_all is not None
+    assert _replay(True, seed) == _replay(False, seed)
+
+
+@compiled
+def test_token_bucket_steps_decline_what_python_must_do() -> None:
+    """None, and no state touched, for a first step, another algorithm, another rule object or a clock that is not
+    a float: the Python path then does the whole step."""
+    assert speedups.token_take_all is not None
+    assert speedups.token_adjust_all is not None
+    rule = LimitRule(scope="global", rate=5, period=1)
+    backend = MemoryBackend()
+    entries = backend._entries
+    items = [("a", 1.0, rule)]
+    assert speedups.token_take_all(entries, items, 1.0, Decision) is None  # never stepped
+    backend.take_all(items, 1.0)
+    before = dict(backend.state("a") or {})
+    same = LimitRule(scope="global", rate=5, period=1)  # equal, but another object: a reload
+    assert speedups.token_take_all(entries, [("a", 1.0, same)], 2.0, Decision) is None
+    assert speedups.token_take_all(entries, items, 2, Decision) is None
+    assert speedups.token_take_all(entries, [("a", 1, rule)] * 1, 2.0, Decision) is not None
+    assert speedups.token_adjust_all(entries, [("a", 2**60, rule)], 2.0) is None  # not exact
+    assert speedups.token_take_all(entries, [("a", 1.0, rule), ("zz", 1.0, rule)], 2.0, Decision) is None
+    assert backend.state("a") != before  # the one accepted call above stepped it
+    refusal, decisions = speedups.token_take_all(entries, [("a", 99.0, rule)], 3.0, Decision)
+    assert type(refusal) is Decision
+    assert not refusal.allowed
+    assert decisions == [refusal]
+
+
+@compiled
+@pytest.mark.parametrize("compiled_steps", [True, False])
+def test_token_bucket_admits_a_refill_that_falls_short_only_in_binary(compiled_steps: bool) -> None:
+    """0.1 s of refill at 3 units/s admits a cost of 0.3, though (0.47 - 0.37) * 3 < 0.3 in binary: both paths
+    keep the same slack."""
+    rule = LimitRule(scope="global", rate=3, period=1, unit="tokens")
+    backend = MemoryBackend()
+    saved = memory._token_take_all
+    if not compiled_steps:
+        memory._token_take_all = None
+    try:
+        assert backend.take_all([("a", 3.0, rule)], 0.37)[0] is None  # the bucket emptied (Python's first step)
+        assert backend.take_all([("a", 3.0, rule)], 0.37)[0] is not None  # nothing left (the second: compiled)
+        assert (0.47 - 0.37) * 3 < 0.3
+        assert backend.take_all([("a", 0.3, rule)], 0.47)[0] is None
+    finally:
+        memory._token_take_all = saved

@@ -1,7 +1,8 @@
 /* Optional compiled helpers for the per-request observability work (see speedups.py).
  *
- * Two small functions that the pure-Python code would otherwise spend most of the metrics + access-log cost on:
- * reading an answer's token usage, and writing access-log records as JSON lines. Each returns None for any
+ * Small functions that the pure-Python code would otherwise spend most of the metrics + access-log cost on
+ * (reading an answer's token usage, writing access-log records as JSON lines), checking answers are JSON, and
+ * the in-process limiter's token-bucket steps. Each returns None for any
  * input it does not handle exactly, and the caller then takes the pure-Python path, which is the reference:
  * tests compare both on the same inputs, byte for byte.
  */
@@ -669,10 +670,315 @@ json_kind(PyObject *module, PyObject *arg)
     return PyLong_FromLong(classify((const unsigned char *)PyBytes_AS_STRING(arg), PyBytes_GET_SIZE(arg)));
 }
 
+
+/* --- token buckets -------------------------------------------------------------------------------------------- */
+
+/* The in-process limiter's token-bucket steps (limits/memory.py, limits/algorithms.py TokenBucket), for all of one
+ * request's buckets at once: the step every request of a gateway with limits runs, several times. Only the shape
+ * the Python code leaves behind after a bucket's first step is handled - an existing entry of the same rule object
+ * (entry.bucket names it), a state dict holding exact floats "tokens" and "at", exact amounts and bucket sizes - and every
+ * item is checked before any state is touched, so None (take the Python path) never follows a partial step. The
+ * arithmetic is the Python code's, operation for operation, so the floats come out bit for bit the same. */
+
+#define MAX_BUCKETS 16
+
+static PyObject *s_state, *s_bucket, *s_tokens, *s_at;
+
+typedef struct {
+    PyObject *state;        /* borrowed: the entry's state dict */
+    PyObject *capacity_obj; /* borrowed: the size in entry.bucket */
+    double cost, tokens, at, capacity, fill;
+} Bucket;
+
+/* The exact float in d[key], or -1 with no exception set if it is missing or not an exact float. */
+static int
+float_item(PyObject *d, PyObject *key, double *out)
+{
+    PyObject *v = PyDict_GetItemWithError(d, key);
+    if (v == NULL || !PyFloat_CheckExact(v)) {
+        return -1;
+    }
+    *out = PyFloat_AS_DOUBLE(v);
+    return 0;
+}
+
+/* An item's amount as a double, exactly as Python's float arithmetic would take it: an exact float, or an exact
+ * int small enough to convert without rounding (settle's corrections are ints). 0 if it is neither. */
+static int
+amount(PyObject *v, double *out)
+{
+    if (PyFloat_CheckExact(v)) {
+        *out = PyFloat_AS_DOUBLE(v);
+        return 1;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (!overflow && x > -(1LL << 53) && x < (1LL << 53)) {
+            *out = (double)x;
+            return 1;
+        }
+        PyErr_Clear();
+    }
+    return 0;
+}
+
+/* Reads an item (key, amount, rule) into b: 1 if the fast path can take it, 0 if not, -1 on an error. */
+static int
+load_bucket(PyObject *entries, PyObject *item, Bucket *b)
+{
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 3 || !amount(PyTuple_GET_ITEM(item, 1), &b->cost)) {
+        return 0;
+    }
+    PyObject *rule = PyTuple_GET_ITEM(item, 2);
+    PyObject *entry = PyDict_GetItemWithError(entries, PyTuple_GET_ITEM(item, 0));
+    if (entry == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    /* entry.bucket: (rule, capacity, fill) for a token bucket of float sizes, else None (memory.py) */
+    int ok = 0;
+    PyObject *bucket = PyObject_GetAttr(entry, s_bucket);
+    PyObject *state = bucket == NULL ? NULL : PyObject_GetAttr(entry, s_state);
+    if (state == NULL) {
+        ok = -1;
+    } else if (PyTuple_CheckExact(bucket) && PyTuple_GET_SIZE(bucket) == 3 && PyTuple_GET_ITEM(bucket, 0) == rule &&
+               PyFloat_CheckExact(PyTuple_GET_ITEM(bucket, 1)) && PyFloat_CheckExact(PyTuple_GET_ITEM(bucket, 2)) &&
+               PyDict_CheckExact(state) && float_item(state, s_tokens, &b->tokens) == 0 &&
+               float_item(state, s_at, &b->at) == 0) {
+        b->state = state; /* the entry holds a reference for as long as the call runs: no await in it */
+        b->capacity_obj = PyTuple_GET_ITEM(bucket, 1);
+        b->capacity = PyFloat_AS_DOUBLE(b->capacity_obj); /* rule.burst or rule.rate */
+        b->fill = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(bucket, 2));     /* rule.rate / rule.period */
+        ok = 1;
+    }
+    if (PyErr_Occurred() && ok != -1) {
+        ok = -1;
+    }
+    Py_XDECREF(bucket);
+    Py_XDECREF(state);
+    return ok;
+}
+
+static int
+set_float(PyObject *d, PyObject *key, double value)
+{
+    PyObject *v = PyFloat_FromDouble(value);
+    if (v == NULL) {
+        return -1;
+    }
+    int r = PyDict_SetItem(d, key, v);
+    Py_DECREF(v);
+    return r;
+}
+
+/* A Decision (a NamedTuple) as tuple.__new__(Decision, (...)) builds it. Like the Python step's, its limit is the
+ * bucket's own size object and its zeros one shared 0.0: three of its five floats cost no allocation. */
+static PyObject *zero;
+
+static PyObject *
+decision(PyTypeObject *type, int allowed, double remaining, PyObject *limit, double retry, double reset)
+{
+    PyObject *d = type->tp_alloc(type, 6);
+    if (d == NULL) {
+        return NULL;
+    }
+    PyTuple_SET_ITEM(d, 0, Py_NewRef(allowed ? Py_True : Py_False));
+    PyTuple_SET_ITEM(d, 2, Py_NewRef(limit));
+    PyTuple_SET_ITEM(d, 5, Py_NewRef(zero)); /* wait: a token bucket never holds a request */
+    double values[3] = {remaining, retry, reset};
+    int at[3] = {1, 3, 4};
+    for (int i = 0; i < 3; i++) {
+        PyObject *v = values[i] == 0.0 && !signbit(values[i]) ? Py_NewRef(zero) : PyFloat_FromDouble(values[i]);
+        if (v == NULL) {
+            for (int j = i; j < 3; j++) {
+                PyTuple_SET_ITEM(d, at[j], Py_NewRef(zero)); /* a complete tuple, to be freed */
+            }
+            Py_DECREF(d);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(d, at[i], v);
+    }
+    return d;
+}
+
+/* Loads every item; 1 if all can take the fast path. A bucket named twice is left to Python, which steps it twice
+ * in turn (the loaded copies would both start from the state before the first step). */
+static int
+load_all(PyObject *entries, PyObject *items, Bucket *buckets, Py_ssize_t *n, int skip_zero)
+{
+    *n = 0;
+    if (!PyDict_CheckExact(entries) || !PyList_CheckExact(items) || PyList_GET_SIZE(items) > MAX_BUCKETS) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        int r = load_bucket(entries, item, &buckets[*n]);
+        if (r != 1) {
+            return r;
+        }
+        if (skip_zero && buckets[*n].cost == 0.0) {
+            continue; /* adjust_all skips a zero correction (`if delta:`) */
+        }
+        for (Py_ssize_t j = 0; j < *n; j++) {
+            if (buckets[j].state == buckets[*n].state) {
+                return 0;
+            }
+        }
+        (*n)++;
+    }
+    return 1;
+}
+
+/* TokenBucket.adjust on a loaded bucket: refill to now, then tokens = min(tokens - delta, capacity). */
+static int
+adjust_bucket(Bucket *b, double delta, double now, PyObject *now_obj)
+{
+    double elapsed = now - b->at;
+    if (elapsed > 0) {
+        if (PyDict_SetItem(b->state, s_at, now_obj) < 0) {
+            return -1;
+        }
+    } else {
+        elapsed = 0.0;
+    }
+    double tokens = b->tokens + elapsed * b->fill;
+    if (tokens > b->capacity) {
+        tokens = b->capacity;
+    }
+    tokens = tokens - delta;
+    if (b->capacity < tokens) { /* min(tokens - delta, capacity) */
+        tokens = b->capacity;
+    }
+    b->tokens = tokens;
+    return set_float(b->state, s_tokens, tokens);
+}
+
+/* token_take_all(entries, items, now, Decision) -> (refusal, decisions) | None: MemoryBackend.take_all
+ * for token buckets. */
+static PyObject *
+token_take_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 4 || !PyFloat_CheckExact(args[2]) || !PyType_Check(args[3])) {
+        Py_RETURN_NONE;
+    }
+    Bucket buckets[MAX_BUCKETS];
+    Py_ssize_t n;
+    int r = load_all(args[0], args[1], buckets, &n, 0);
+    if (r != 1) {
+        if (r < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    PyObject *now_obj = args[2];
+    double now = PyFloat_AS_DOUBLE(now_obj);
+    PyTypeObject *type = (PyTypeObject *)args[3];
+    PyObject *decisions = PyList_New(0);
+    if (decisions == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Bucket *b = &buckets[i];
+        double tokens;
+        double elapsed = now - b->at;
+        if (elapsed > 0) {
+            if (PyDict_SetItem(b->state, s_at, now_obj) < 0) {
+                goto error;
+            }
+            b->at = now;
+            tokens = b->tokens + elapsed * b->fill;
+            if (tokens > b->capacity) {
+                tokens = b->capacity;
+            }
+        } else {
+            tokens = b->tokens;
+            if (tokens > b->capacity) {
+                tokens = b->capacity;
+            }
+        }
+        PyObject *d;
+        if (tokens + 1e-9 >= b->cost) {
+            tokens -= b->cost;
+            b->tokens = tokens;
+            if (set_float(b->state, s_tokens, tokens) < 0) {
+                goto error;
+            }
+            d = decision(type, 1, tokens > 0.0 ? tokens : 0.0, b->capacity_obj, 0.0, (b->capacity - tokens) / b->fill);
+            if (d == NULL || PyList_Append(decisions, d) < 0) {
+                Py_XDECREF(d);
+                goto error;
+            }
+            Py_DECREF(d);
+            continue;
+        }
+        b->tokens = tokens;
+        if (set_float(b->state, s_tokens, tokens) < 0) {
+            goto error;
+        }
+        double retry = b->cost <= b->capacity ? (b->cost - tokens) / b->fill : Py_HUGE_VAL;
+        d = decision(type, 0, 0.0 > tokens ? 0.0 : tokens, b->capacity_obj, retry, (b->capacity - tokens) / b->fill);
+        if (d == NULL) {
+            goto error;
+        }
+        /* Refused: give back what the earlier buckets gave (MemoryBackend.adjust_now with -cost). */
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (adjust_bucket(&buckets[j], -buckets[j].cost, now, now_obj) < 0) {
+                Py_DECREF(d);
+                goto error;
+            }
+        }
+        if (PyList_Append(decisions, d) < 0) {
+            Py_DECREF(d);
+            goto error;
+        }
+        PyObject *result = PyTuple_Pack(2, d, decisions);
+        Py_DECREF(d);
+        Py_DECREF(decisions);
+        return result;
+    }
+    PyObject *result = PyTuple_Pack(2, Py_None, decisions);
+    Py_DECREF(decisions);
+    return result;
+error:
+    Py_DECREF(decisions);
+    return NULL;
+}
+
+/* token_adjust_all(entries, items, now) -> True | None: MemoryBackend.adjust_all for token buckets. */
+static PyObject *
+token_adjust_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 3 || !PyFloat_CheckExact(args[2])) {
+        Py_RETURN_NONE;
+    }
+    Bucket buckets[MAX_BUCKETS];
+    Py_ssize_t n;
+    int r = load_all(args[0], args[1], buckets, &n, 1);
+    if (r != 1) {
+        if (r < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* load_bucket kept the delta in cost */
+        if (adjust_bucket(&buckets[i], buckets[i].cost, PyFloat_AS_DOUBLE(args[2]), args[2]) < 0) {
+            return NULL;
+        }
+    }
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"usage", usage, METH_O, "usage(body) -> (prompt, completion) | None: a compact last usage object."},
     {"json_lines", json_lines, METH_VARARGS, "json_lines(keys, rows) -> bytes | None: rows as JSON lines."},
     {"json_kind", json_kind, METH_O, "json_kind(body) -> int: -1 unknown, 0 invalid, 1 other, 2/3 object with/without usage."},
+    {"token_take_all", (PyCFunction)(void (*)(void))token_take_all, METH_FASTCALL,
+     "token_take_all(entries, items, now, Decision) -> (refusal, decisions) | None."},
+    {"token_adjust_all", (PyCFunction)(void (*)(void))token_adjust_all, METH_FASTCALL,
+     "token_adjust_all(entries, items, now) -> True | None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -687,5 +993,17 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    zero = PyFloat_FromDouble(0.0);
+    if (zero == NULL) {
+        return NULL;
+    }
+    static const char *names[] = {"state", "bucket", "tokens", "at"};
+    PyObject **slots[] = {&s_state, &s_bucket, &s_tokens, &s_at};
+    for (int i = 0; i < 4; i++) {
+        *slots[i] = PyUnicode_InternFromString(names[i]);
+        if (*slots[i] == NULL) {
+            return NULL;
+        }
+    }
     return PyModule_Create(&module);
 }

@@ -4,7 +4,8 @@ Metrics and the access log cost every request something; in pure Python most of 
 reading an answer's token usage (a reverse search, a regular expression, two ``int()`` calls) and writing the
 access-log lines (a 15-key dict per request and its encoding). ``_speedups.c`` does both in C, several times
 cheaper (docs/observability.md has the figures). It also checks that an answer passed through is JSON without
-parsing it into objects (``json_kind``; docs/resilience.md). It is built when the project is installed if a C
+parsing it into objects (``json_kind``; docs/resilience.md), and runs the in-process limiter's token-bucket steps
+(``token_take_all``, ``token_adjust_all``; docs/access.md). It is built when the project is installed if a C
 compiler is there (setup.py). Without it, or with ``MODELROUTER_NO_SPEEDUPS=1`` in the environment, callers take their
 pure-Python paths, which are the reference: the compiled functions return None for anything they do not handle
 exactly as those do, and the tests compare the two byte for byte.
@@ -24,6 +25,8 @@ __all__ = [
     "JSON_WITH_USAGE",
     "json_kind",
     "json_lines",
+    "token_adjust_all",
+    "token_take_all",
     "usage",
 ]
 
@@ -47,6 +50,13 @@ def _json_kind_unknown(body: bytes) -> int:
 
 json_kind: Callable[[bytes], int] = _json_kind_unknown
 
+# token_take_all(entries, items, now, Decision) -> (refusal, decisions) | None and
+# token_adjust_all(entries, items, now) -> True | None: limits/memory.py's take_all and adjust_all for
+# buckets that are all token buckets stepped before (an entry whose ``bucket`` names the same rule object, a
+# state of floats); None, with no state touched, for anything else. Every request with limits runs them.
+token_take_all: Callable[..., Any] | None = None
+token_adjust_all: Callable[..., Any] | None = None
+
 if os.environ.get("MODELROUTER_NO_SPEEDUPS") != "1":
     try:
         from . import _speedups
@@ -54,3 +64,6 @@ if os.environ.get("MODELROUTER_NO_SPEEDUPS") != "1":
         pass
     else:
         usage, json_lines, json_kind = _speedups.usage, _speedups.json_lines, _speedups.json_kind
+        # getattr: a module built from an older _speedups.c (an in-place build not redone) lacks them.
+        token_take_all = getattr(_speedups, "token_take_all", None)
+        token_adjust_all = getattr(_speedups, "token_adjust_all", None)

@@ -11,11 +11,10 @@ usage record buffered for the store.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from ..config.model import Config, LimitRule
 from ..endpoints import Endpoint
@@ -28,34 +27,11 @@ from ..state import SharedState
 from .auth import Principal
 from .limits import Concurrency, Decision, Limiter, MemoryBackend, Quota
 from .limits.shared import RedisBackend, SharedConcurrency, SharedQuota
+from .plans import BY_IP, BY_USER, FIXED, Item, Plan, bucket_tag, describe, limit_headers
 from .records import UsageRecord, UsageRecorder
 from .usage import estimate_completion_tokens, estimate_prompt_tokens
 
 __all__ = ["Accounting", "AdmissionState", "Ticket"]
-
-_Item = tuple[str, float, LimitRule]
-
-# How a plan step names its bucket: as is, or with the client IP / the request's ``user`` appended.
-_FIXED, _BY_IP, _BY_USER = "fixed", "ip", "user"
-
-
-class _Plan:
-    """The limits for one (key, service, model): steps of (bucket name or its prefix, how to complete it, rule,
-    the most tokens the bucket can hold - 0.0 for a request-counting rule)."""
-
-    __slots__ = ("may_wait", "principal", "steps", "tokens")
-
-    def __init__(self, principal: Principal | None) -> None:
-        self.principal = principal  # kept so that a cached plan is only used for this very key object
-        self.steps: list[tuple[str, str, LimitRule, float]] = []
-        self.tokens = False  # some step counts tokens (its estimate is reconciled with real usage)
-        self.may_wait = False  # some step is a leaky bucket that may hold the request
-
-    def add(self, bucket: str, how: str, rule: LimitRule) -> None:
-        token_cap = (rule.burst or rule.rate) if rule.unit == "tokens" else 0.0
-        self.steps.append((bucket, how, rule, token_cap))
-        self.tokens = self.tokens or rule.unit == "tokens"
-        self.may_wait = self.may_wait or rule.algorithm == "leaky_bucket"
 
 
 class Ticket:
@@ -80,7 +56,7 @@ class Ticket:
         self.model = model
         self.principal = principal
         self.meter = meter
-        self.items: list[_Item] = []  # token-unit buckets taken with the estimate, for reconciliation
+        self.items: list[Item] = []  # token-unit buckets taken with the estimate, for reconciliation
         self.estimate = 0
         self.prompt_estimate = 0
         self.concurrency_key: str | None = None
@@ -129,7 +105,7 @@ class Accounting:
         self.recorder = recorder
         self.metrics = metrics  # counts refusals by scope when metrics are on
         self.rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope != "instance")
-        self._plans: dict[tuple[int, str, str], _Plan] = {}
+        self._plans: dict[tuple[int, str, str], Plan] = {}
         self.instance_rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope == "instance")
 
     def _refused(self, scope: str) -> None:
@@ -139,13 +115,13 @@ class Accounting:
     async def instance_limit(self, endpoint: Endpoint, model: str, instance_id: str) -> RateLimited | None:
         """Take one request from each ``scope: instance`` limit of the chosen instance; a refusal sends the
         request to another instance (all or nothing, like the other limits)."""
-        items: list[_Item] = []
+        items: list[Item] = []
         for rule in self.instance_rules:
             if rule.services and endpoint.service not in rule.services:
                 continue
             if rule.models and model not in rule.models:
                 continue
-            items.append((f"{_tag(rule)}|instance:{instance_id}", 1.0, rule))
+            items.append((f"{bucket_tag(rule)}|instance:{instance_id}", 1.0, rule))
         if not items:
             return None
         refusal, decisions = await self.limiter.check(items)
@@ -154,11 +130,11 @@ class Accounting:
         rule = items[len(decisions) - 1][2]
         self._refused("instance")
         return RateLimited(
-            f"Every instance of model '{echo(model)}' is at its rate limit ({_describe(rule)})",
-            headers=_limit_headers(refusal, rule),
+            f"Every instance of model '{echo(model)}' is at its rate limit ({describe(rule)})",
+            headers=limit_headers(refusal, rule),
         )
 
-    def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> _Plan:
+    def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> Plan:
         """The limits that apply to requests of this key for this endpoint and model: worked out once, then
         looked up (the rules only change with the config or the keys, and either brings new objects)."""
         cache_key = (id(principal), endpoint.service, model)
@@ -166,31 +142,57 @@ class Accounting:
         if plan is not None and plan.principal is principal:
             return plan
         rules = self.rules + principal.rules if principal is not None else self.rules
-        plan = _Plan(principal)
+        plan = Plan(principal)
         for rule in rules:
             if rule.services and endpoint.service not in rule.services:
                 continue
             if rule.models and model not in rule.models:
                 continue
             scope = rule.scope
-            tag = _tag(rule)
+            tag = bucket_tag(rule)
             if scope == "global":
-                plan.add(f"{tag}|global", _FIXED, rule)
+                plan.add(f"{tag}|global", FIXED, rule)
             elif scope == "service":
-                plan.add(f"{tag}|service:{endpoint.service}", _FIXED, rule)
+                plan.add(f"{tag}|service:{endpoint.service}", FIXED, rule)
             elif scope == "model":
-                plan.add(f"{tag}|model:{model}", _FIXED, rule)
+                plan.add(f"{tag}|model:{model}", FIXED, rule)
             elif scope == "key":
                 if principal is not None:
-                    plan.add(f"{tag}|key:{principal.id}", _FIXED, rule)
+                    plan.add(f"{tag}|key:{principal.id}", FIXED, rule)
             elif scope == "ip":
-                plan.add(f"{tag}|ip:", _BY_IP, rule)
+                plan.add(f"{tag}|ip:", BY_IP, rule)
             elif scope == "user":
-                plan.add(f"{tag}|user:", _BY_USER, rule)
+                plan.add(f"{tag}|user:", BY_USER, rule)
         if len(self._plans) > 10_000:
             self._plans.clear()
         self._plans[cache_key] = plan
         return plan
+
+    def admit_now(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any] | Form,
+        ip: str | None,
+        principal: Principal | None,
+        table: RoutingTable,
+        meter: Meter,
+    ) -> Ticket | None:
+        """``admit`` without a coroutine, where nothing in it can wait: in-process limits of buckets that never
+        hold a request, and a key without a concurrency cap or daily/monthly quotas - what most requests are. None
+        when something may wait; the caller then awaits ``admit``."""
+        if self.limiter.shared or (
+            principal is not None and (principal.has_quota or principal.quotas.max_concurrent is not None)
+        ):
+            return None
+        ticket, plan = self._ticket(endpoint, payload, principal, table, meter)
+        if plan.may_wait:
+            return None
+        if plan.steps:
+            items = self._items(plan, ticket, payload, ip)
+            refusal, decisions = self.limiter.check_now(items)
+            if refusal is not None:
+                self._refuse(refusal, items[len(decisions) - 1][2])
+        return ticket
 
     async def admit(
         self,
@@ -201,47 +203,17 @@ class Accounting:
         table: RoutingTable,
         meter: Meter,
     ) -> Ticket:
-        requested = payload.get("model")
-        model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
-        meter.needs_usage = True
-        meter.model = model  # the routing sets the pool's name; this one shows on a refusal
-        ticket = Ticket(endpoint, model, principal, meter)
-        if isinstance(payload, dict):
-            # From the text itself, not the body's size: JSON's overhead would over-reserve and refuse requests
-            # that real usage would have let through.
-            ticket.prompt_estimate = estimate_prompt_tokens(payload)
-            ticket.estimate = ticket.prompt_estimate + estimate_completion_tokens(payload)
-        plan = self._plan(endpoint, model, principal)
-        items: list[_Item] = []
+        ticket, plan = self._ticket(endpoint, payload, principal, table, meter)
+        items: list[Item] = []
         wait = 0.0
         if plan.steps:
-            estimate = float(ticket.estimate)
-            for bucket, how, rule, token_cap in plan.steps:
-                if how is _BY_IP:
-                    if ip is None:
-                        continue
-                    bucket += ip
-                elif how is _BY_USER:
-                    user = payload.get("user")
-                    if not isinstance(user, str) or not user:
-                        continue
-                    bucket += user
-                # A token estimate larger than the bucket could never pass; it then waits for a full bucket
-                # instead (real usage is reconciled afterwards either way).
-                items.append((bucket, 1.0 if token_cap == 0.0 else min(estimate, token_cap), rule))
+            items = self._items(plan, ticket, payload, ip)
             if self.limiter.shared:
                 refusal, decisions = await self.limiter.check(items)
             else:  # without a coroutine per request
                 refusal, decisions = self.limiter.check_now(items)
             if refusal is not None:
-                rule = items[len(decisions) - 1][2]  # decisions end with the refusing bucket's
-                self._refused(rule.scope)
-                raise RateLimited(
-                    f"Rate limit reached ({_describe(rule)}). Try again in {refusal.retry_after:.1f}s.",
-                    headers=_limit_headers(refusal, rule),
-                )
-            if plan.tokens:
-                ticket.items = [i for i in items if i[2].unit == "tokens"]
+                self._refuse(refusal, items[len(decisions) - 1][2])  # decisions end with the refusing bucket's
             if plan.may_wait:
                 wait = max(d.wait for d in decisions)
         if principal is not None:
@@ -270,13 +242,83 @@ class Accounting:
             await asyncio.sleep(wait)  # leaky bucket: smooth the request into its slot
         return ticket
 
-    def _reconcile(self, items: list[_Item]) -> None:
+    def _ticket(
+        self,
+        endpoint: Endpoint,
+        payload: dict[str, Any] | Form,
+        principal: Principal | None,
+        table: RoutingTable,
+        meter: Meter,
+    ) -> tuple[Ticket, Plan]:
+        """The request's ticket, with its token estimate, and the plan of the limits that apply to it."""
+        requested = payload.get("model")
+        model = table.aliases.get(requested, requested) if isinstance(requested, str) else ""
+        meter.needs_usage = True
+        meter.model = model  # the routing sets the pool's name; this one shows on a refusal
+        ticket = Ticket(endpoint, model, principal, meter)
+        if isinstance(payload, dict):
+            # From the text itself, not the body's size: JSON's overhead would over-reserve and refuse requests
+            # that real usage would have let through.
+            ticket.prompt_estimate = estimate_prompt_tokens(payload)
+            ticket.estimate = ticket.prompt_estimate + estimate_completion_tokens(payload)
+        return ticket, self._plan(endpoint, model, principal)
+
+    @staticmethod
+    def _items(plan: Plan, ticket: Ticket, payload: dict[str, Any] | Form, ip: str | None) -> list[Item]:
+        """The buckets this request takes from, with what it takes from each; its token buckets also go on the
+        ticket, to be reconciled with the real usage."""
+        estimate = float(ticket.estimate)
+        if plan.simple:
+            laid, places = plan.layout(ip)
+            items: list[Any] = laid.copy()
+            if places:
+                tokens = []
+                for place, bucket, token_cap, rule in places:
+                    # A token estimate larger than the bucket could never pass; it then waits for a full bucket
+                    # instead (real usage is reconciled afterwards either way).
+                    items[place] = item = (bucket, token_cap if token_cap < estimate else estimate, rule)
+                    tokens.append(item)
+                ticket.items = tokens
+            return items
+        items = []
+        tokens = []
+        for bucket, how, rule, token_cap, fixed in plan.steps:
+            if fixed is not None:
+                items.append(fixed)
+                continue
+            if how is BY_IP:
+                if ip is None:
+                    continue
+                bucket += ip
+            elif how is BY_USER:
+                user = payload.get("user")
+                if not isinstance(user, str) or not user:
+                    continue
+                bucket += user
+            if token_cap == 0.0:
+                items.append((bucket, 1.0, rule))
+                continue
+            item = (bucket, token_cap if token_cap < estimate else estimate, rule)
+            items.append(item)
+            tokens.append(item)
+        if tokens:
+            ticket.items = tokens
+        return items
+
+    def _refuse(self, refusal: Decision, rule: LimitRule) -> NoReturn:
+        self._refused(rule.scope)
+        raise RateLimited(
+            f"Rate limit reached ({describe(rule)}). Try again in {refusal.retry_after:.1f}s.",
+            headers=limit_headers(refusal, rule),
+        )
+
+    def _reconcile(self, items: list[Item]) -> None:
         if self.limiter.shared:
             _run_now(self.limiter.reconcile(items), shared=True)
         else:
             self.limiter.reconcile_now(items)
 
-    async def _give_back(self, ticket: Ticket, items: list[_Item]) -> None:
+    async def _give_back(self, ticket: Ticket, items: list[Item]) -> None:
         self._reconcile([(key, -cost, rule) for key, cost, rule in items])
         if ticket.concurrency_key is not None:
             self.concurrency.release(ticket.concurrency_key)
@@ -317,22 +359,6 @@ class Accounting:
             )
 
 
-_tags: dict[int, tuple[LimitRule, str]] = {}
-
-
-def _tag(rule: LimitRule) -> str:
-    """A bucket-name part for a rule, equal for equal rules (so buckets survive a reload that keeps the rule) and
-    the same in every process (a shared backend's buckets are named by it: Python's ``hash`` of a string differs
-    from process to process). Done once per rule object, not per request."""
-    entry = _tags.get(id(rule))
-    if entry is None or entry[0] is not rule:
-        if len(_tags) > 4096:
-            _tags.clear()
-        digest = hashlib.blake2b(rule.model_dump_json().encode(), digest_size=8).hexdigest()
-        entry = _tags[id(rule)] = (rule, digest)
-    return entry[1]
-
-
 def _run_now(coro: Coroutine[Any, Any, None], shared: bool) -> None:
     """Run a correction: an in-process backend's to completion at once, without an event-loop turn (it never
     suspends); the shared state's (a call to Redis) as a task, held here until it ends."""
@@ -350,20 +376,3 @@ def _run_now(coro: Coroutine[Any, Any, None], shared: bool) -> None:
 
 
 _corrections: set[asyncio.Task[None]] = set()
-
-
-def _describe(rule: LimitRule) -> str:
-    per = f"{rule.period:g}s" if rule.period != 60 else "minute"
-    return f"{rule.rate:g} {rule.unit} per {per}, {rule.scope} scope"
-
-
-def _limit_headers(refusal: Decision, rule: LimitRule) -> list[tuple[bytes, bytes]]:
-    kind = b"tokens" if rule.unit == "tokens" else b"requests"
-    retry = refusal.retry_after if math.isfinite(refusal.retry_after) else 3600.0
-    return [
-        (b"retry-after", str(max(math.ceil(retry), 1)).encode()),
-        (b"retry-after-ms", str(math.ceil(retry * 1000)).encode()),
-        (b"x-ratelimit-limit-" + kind, b"%d" % int(refusal.limit)),
-        (b"x-ratelimit-remaining-" + kind, b"%d" % int(refusal.remaining)),
-        (b"x-ratelimit-reset-" + kind, f"{refusal.reset_after:.3g}s".encode()),
-    ]

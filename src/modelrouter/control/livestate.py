@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..access.admission import Accounting, _tag
+from ..access.admission import Accounting
 from ..access.limits import MemoryBackend
 from ..access.limits.shared import RedisBackend
+from ..access.plans import bucket_tag
 from ..observability.telemetry import replica_id
 from ..routing.router import RoutingTable
 
@@ -54,7 +55,7 @@ def live_state(table: RoutingTable, accounting: Accounting | None, config_versio
         leases = backend.leases if isinstance(backend, RedisBackend) else None
         held = leases.held() if leases is not None else {}
         for rule in (*accounting.rules, *accounting.instance_rules):
-            prefix = _tag(rule) + "|"
+            prefix = bucket_tag(rule) + "|"
             entry: dict[str, Any] = {"rule": rule.model_dump(mode="json", exclude_defaults=True)}
             if shared:
                 # The buckets are in Redis, for every replica; what this one holds is its leases' unspent units.

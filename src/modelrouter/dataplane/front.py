@@ -235,7 +235,9 @@ class FrontDoor:
                 size = int(content_length) if content_length and content_length.isdigit() else 0
                 table = bundle.table
                 if trace is None:
-                    ticket = await accounting.admit(endpoint, payload, ip, principal, table, meter)
+                    ticket = accounting.admit_now(endpoint, payload, ip, principal, table, meter)
+                    if ticket is None:  # something in it may wait
+                        ticket = await accounting.admit(endpoint, payload, ip, principal, table, meter)
                 else:
                     with trace.child("limits"):
                         ticket = await accounting.admit(endpoint, payload, ip, principal, table, meter)

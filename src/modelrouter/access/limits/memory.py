@@ -10,20 +10,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ... import speedups
 from ...config.model import LimitRule
-from .algorithms import ALGORITHMS, Algorithm, State
+from .algorithms import ALGORITHMS, Algorithm, State, TokenBucket
 from .base import Decision
 
 __all__ = ["MemoryBackend"]
 
+# The token-bucket steps compiled (speedups.py): the same arithmetic, for the buckets a request already stepped.
+_token_take_all = speedups.token_take_all
+_token_adjust_all = speedups.token_adjust_all
+
 
 class _Entry:
-    __slots__ = ("algorithm", "rule", "state")
+    __slots__ = ("algorithm", "bucket", "rule", "state")
 
     def __init__(self, state: State | None, rule: LimitRule) -> None:
         self.state = state  # None until the first step
-        self.rule = rule  # what the state was last stepped with; tells the sweep how to read it
         self.algorithm: type[Algorithm] = ALGORITHMS[rule.algorithm]
+        self.rule = rule
+        self.bucket: tuple[LimitRule, float, float] | None = None
+        self.set_rule(rule)
+
+    def set_rule(self, rule: LimitRule) -> None:
+        """What the state was last stepped with (it tells the sweep how to read it), and for a token bucket what
+        the compiled steps read: (rule, size, refill per second), worked out once. Read from C, a pydantic model's
+        attributes are slow (its ``__getattr__`` sends every lookup through a Python-level call), and each
+        attribute of this entry is a lookup too."""
+        self.rule = rule
+        rate, period, burst = rule.rate, rule.period, rule.burst
+        exact = type(rate) is float and type(period) is float and (burst is None or type(burst) is float)
+        # None (another algorithm, or not floats): the compiled steps decline, and the Python step runs.
+        self.bucket = (rule, burst or rate, rate / period) if exact and self.algorithm is TokenBucket else None
 
 
 class MemoryBackend:
@@ -44,6 +62,10 @@ class MemoryBackend:
         self, items: Sequence[tuple[str, float, LimitRule]], now: float
     ) -> tuple[Decision | None, list[Decision]]:
         """Take from every bucket in order; at a refusal, give back what the earlier ones gave (all or none)."""
+        if _token_take_all is not None:
+            done: tuple[Decision | None, list[Decision]] | None = _token_take_all(self._entries, items, now, Decision)
+            if done is not None:
+                return done
         decisions: list[Decision] = []
         for key, cost, rule in items:
             decision = self.take_now(key, cost, now, rule)
@@ -55,6 +77,8 @@ class MemoryBackend:
         return None, decisions
 
     def adjust_all(self, items: Sequence[tuple[str, float, LimitRule]], now: float) -> None:
+        if _token_adjust_all is not None and _token_adjust_all(self._entries, items, now) is not None:
+            return
         for key, delta, rule in items:
             if delta:
                 self.adjust_now(key, delta, now, rule)
@@ -82,7 +106,7 @@ class MemoryBackend:
         key starts fresh."""
         if entry is not None:
             if entry.rule.algorithm == rule.algorithm:
-                entry.rule = rule
+                entry.set_rule(rule)
                 return entry
             del self._entries[key]
         elif len(self._entries) >= self._sweep_at:
