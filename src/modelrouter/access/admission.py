@@ -106,6 +106,7 @@ class Accounting:
         self.metrics = metrics  # counts refusals by scope when metrics are on
         self.rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope != "instance")
         self._plans: dict[tuple[int, str, str], Plan] = {}
+        self._last: tuple[Principal | None, str, str, Plan] | None = None
         self.instance_rules: tuple[LimitRule, ...] = tuple(r for r in config.limits if r.scope == "instance")
 
     def _refused(self, scope: str) -> None:
@@ -137,9 +138,13 @@ class Accounting:
     def _plan(self, endpoint: Endpoint, model: str, principal: Principal | None) -> Plan:
         """The limits that apply to requests of this key for this endpoint and model: worked out once, then
         looked up (the rules only change with the config or the keys, and either brings new objects)."""
+        last = self._last
+        if last is not None and last[0] is principal and last[1] == endpoint.service and last[2] == model:
+            return last[3]  # the same key and model as the request before: the usual case, without a dict lookup
         cache_key = (id(principal), endpoint.service, model)
         plan = self._plans.get(cache_key)
         if plan is not None and plan.principal is principal:
+            self._last = (principal, endpoint.service, model, plan)
             return plan
         rules = self.rules + principal.rules if principal is not None else self.rules
         plan = Plan(principal)
@@ -166,6 +171,7 @@ class Accounting:
         if len(self._plans) > 10_000:
             self._plans.clear()
         self._plans[cache_key] = plan
+        self._last = (principal, endpoint.service, model, plan)
         return plan
 
     def admit_now(
@@ -333,10 +339,15 @@ class Accounting:
             self.concurrency.release(ticket.concurrency_key)
             ticket.concurrency_key = None
         meter.settle(ticket.prompt_estimate)
-        used = meter.total if status < 400 else 0
+        used = meter.prompt_tokens + meter.completion_tokens if status < 400 else 0
         delta = used - ticket.estimate
         if delta and ticket.items:
-            self._reconcile([(key, delta, rule) for key, _, rule in ticket.items])
+            corrections = [(key, delta, rule) for key, _, rule in ticket.items]
+            limiter = self.limiter
+            if limiter.shared:
+                _run_now(limiter.reconcile(corrections), shared=True)
+            else:  # _reconcile, inlined: this runs at the end of every request with token limits
+                limiter.backend.adjust_all(corrections, limiter.clock())  # type: ignore[attr-defined]
         if ticket.quota_key is not None and delta:
             _run_now(self.quota.reconcile(ticket.quota_key, tokens=float(delta)), shared=self.limiter.shared)
         if self.recorder is not None:

@@ -232,7 +232,6 @@ class FrontDoor:
             info = ClientInfo(ip, headers, principal, meter, trace, native)
             if accounting is not None:
                 assert meter is not None
-                size = int(content_length) if content_length and content_length.isdigit() else 0
                 table = bundle.table
                 if trace is None:
                     ticket = accounting.admit_now(endpoint, payload, ip, principal, table, meter)
@@ -241,7 +240,8 @@ class FrontDoor:
                 else:
                     with trace.child("limits"):
                         ticket = await accounting.admit(endpoint, payload, ip, principal, table, meter)
-                ticket.bytes_in = size
+                if accounting.recorder is not None and content_length and content_length.isdigit():
+                    ticket.bytes_in = int(content_length)  # only usage records keep it
             try:
                 result = await self.pipeline.forward(bundle, routed, payload, info)
                 if routed is not endpoint:
