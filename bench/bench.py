@@ -35,6 +35,11 @@ from typing import Any, TextIO
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+# The bare proxy's uvicorn, run from BENCH_DIR (bench/bare_proxy.py); --host and --port are added per run.
+BARE_UVICORN_ARGS = [
+    "-m", "uvicorn", "bare_proxy:app", "--loop", "uvloop", "--http", "httptools", "--lifespan", "on",
+    "--no-access-log", "--no-proxy-headers", "--no-server-header", "--log-level", "warning",
+]  # fmt: skip
 HOST = "127.0.0.1"  # loopback only, always
 CHAT_PATH = "/v1/chat/completions"
 MODEL = "bench-model"
@@ -1003,11 +1008,7 @@ def start_bare(
     log = RESULTS_DIR / "bare.log"
     pythonpath = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": pythonpath, "BARE_PROXY_UPSTREAM": f"http://{HOST}:{upstream_port}"}
-    uvicorn = [
-        "-m", "uvicorn", "bare_proxy:app", "--host", HOST, "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--lifespan", "on", "--no-access-log",
-        "--no-proxy-headers", "--no-server-header", "--log-level", "warning",
-    ]  # fmt: skip
+    uvicorn = [*BARE_UVICORN_ARGS, "--host", HOST, "--port", str(port)]
     proc = children.start([*pin.gateway, sys.executable, *uvicorn], log, env=env, cwd=BENCH_DIR)
     wait_ready(proc, port, "/v1/models", timeout, "bare proxy", log)
     return proc, port

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ from bench import (
     ALL_TARGET,
     AUTH_KEY,
     AUTH_TARGET,
+    BARE_UVICORN_ARGS,
+    BENCH_DIR,
     CHAT_PATH,
     GATEWAY_FILES,
     HOST,
@@ -53,7 +56,7 @@ from bench import (
 
 CONNECTIONS = 32
 WARMUP_REQUESTS = 300
-TARGETS = ("gateway", OBS_TARGET, AUTH_TARGET, ALL_TARGET)
+TARGETS = ("bare", "gateway", OBS_TARGET, AUTH_TARGET, ALL_TARGET)
 _TOTAL = re.compile(rb"^(?:summary|totals): (\d+)", re.MULTILINE)
 
 
@@ -86,23 +89,27 @@ def _control(*args: str) -> None:
 def count_target(
     children: Children, upstream_port: int, target: str, requests: int, stream: bool, timeout: float
 ) -> float:
-    """Instructions per request of one gateway target."""
+    """Instructions per request of one target: a gateway, or the bare proxy (``"bare"``)."""
     port = free_port()
-    log_name, config_name = GATEWAY_FILES[target]
-    log = RESULTS_DIR / ("callgrind-" + log_name)
-    store_dir = children.tempdir("modelrouter-bench-store-")
-    logs = target in (OBS_TARGET, ALL_TARGET)
-    access_log = children.tempdir("modelrouter-bench-accesslog-") / "access.log" if logs else None
-    config = write_config(
-        RESULTS_DIR / ("callgrind-" + config_name), upstream_port, port, store_dir, target in KEYED_TARGETS, access_log
-    )
     out = children.tempdir("modelrouter-bench-callgrind-") / "callgrind.out"
-    argv = [
-        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-        sys.executable, "-m", "modelrouter", "serve", "--config", str(config), "--host", HOST, "--port", str(port),
-    ]  # fmt: skip
-    proc = children.start(argv, log)
-    wait_ready(proc, port, "/health", timeout, f"{target} under callgrind", log)
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable]
+    if target == "bare":
+        log = RESULTS_DIR / "callgrind-bare.log"
+        env = {**os.environ, "PYTHONPATH": str(BENCH_DIR), "BARE_PROXY_UPSTREAM": f"http://{HOST}:{upstream_port}"}
+        argv = [*valgrind, *BARE_UVICORN_ARGS, "--host", HOST, "--port", str(port)]
+        proc = children.start(argv, log, env=env, cwd=BENCH_DIR)
+        wait_ready(proc, port, "/v1/models", timeout, "bare proxy under callgrind", log)
+    else:
+        log_name, config_name = GATEWAY_FILES[target]
+        log = RESULTS_DIR / ("callgrind-" + log_name)
+        store_dir = children.tempdir("modelrouter-bench-store-")
+        logs = target in (OBS_TARGET, ALL_TARGET)
+        access_log = children.tempdir("modelrouter-bench-accesslog-") / "access.log" if logs else None
+        config_path = RESULTS_DIR / ("callgrind-" + config_name)
+        config = write_config(config_path, upstream_port, port, store_dir, target in KEYED_TARGETS, access_log)
+        serve = ["-m", "modelrouter", "serve", "--config", str(config), "--host", HOST, "--port", str(port)]
+        proc = children.start([*valgrind, *serve], log)
+        wait_ready(proc, port, "/health", timeout, f"{target} under callgrind", log)
     api_key = AUTH_KEY if target in KEYED_TARGETS else None
     asyncio.run(_send(port, WARMUP_REQUESTS, stream, api_key))
     _control("-i", "on", str(proc.pid))
@@ -132,6 +139,8 @@ def run_instructions(children: Children, requests: int, stream: bool, timeout: f
         counts[target] = count_target(children, upstream_port, target, requests, stream, timeout)
         print(f"  {target:<13} {counts[target]:>12,.0f} instructions per request")
     base = counts["gateway"]
+    for target in ("gateway", ALL_TARGET):
+        print(f"INFO  {target} / bare, {kind}: {counts[target] / counts['bare']:.2f}x the bare proxy's instructions")
     costs = {}
     for target, label in (
         (OBS_TARGET, "metrics+access log"),

@@ -228,6 +228,30 @@ def test_json_event_check_gives_back_the_stream_byte_for_byte_however_it_is_cut(
 
 
 @pytest.mark.parametrize(
+    ("stream", "verdict"),
+    [
+        # Blank lines of every mix of LF and CRLF end an event: what comes before the first data is no SSE field...
+        (b": c\r\n\nhello\n\ndata: {}\n\n", "not server-sent events"),
+        (b": c\n\r\nhello\r\n\r\ndata: {}\n\n", "not server-sent events"),
+        # ... or the first data is not JSON, or it is, after comments ended by each mix.
+        (b": c\r\n\r\nevent: x\n\r\ndata: {\r\n\n", "not JSON"),
+        (b": c\r\n\nevent: x\n\r\ndata: {}\r\n\r\ndata: not looked at\n\n", "passed"),
+        # A lone CR is not a line end here, so this is one long comment and then a data event.
+        (b": c\r\rhello\n\ndata: {}\n\n", "passed"),
+    ],
+)
+def test_json_event_check_ends_events_at_blank_lines_of_lf_and_crlf_mixed(stream: bytes, verdict: str) -> None:
+    translator = SSEPassThrough(json_events=True)
+    if verdict == "passed":
+        assert translator.feed(stream) == stream
+        assert translator.end() == b""
+        return
+    with pytest.raises(GatewayError) as info:
+        _feed_and_end(translator, stream)
+    assert verdict in info.value.message
+
+
+@pytest.mark.parametrize(
     "stream",
     [
         b"<html><body>502 Bad Gateway</body></html>\n\n",

@@ -113,7 +113,12 @@ class SSEPassThrough(StreamTranslator):
 
     def _check(self, out: bytes) -> bytes:
         held = self._held + out if self._held else out
-        for event in held.replace(b"\r\n", b"\n").split(b"\n\n"):
+        start = 0
+        # One event at a time, from the front: the first one usually has data, and normalising and splitting all
+        # of ``held`` (a whole stream, when the backend sent it at once) measured ~35k instructions per stream.
+        while (end := _first_boundary(held, start)) >= 0:
+            event = held[start:end].replace(b"\r\n", b"\n")
+            start = end
             data: list[bytes] = []
             for line in event.split(b"\n"):
                 if not line or line[:1] == b":":
@@ -238,6 +243,17 @@ def _last3(parts: list[bytes]) -> bytes:
         if len(tail) >= 3:
             break
     return tail
+
+
+def _first_boundary(buf: bytes, start: int) -> int:
+    """Where the first event in ``buf`` from ``start`` ends (after its blank line), or -1: the end of the first
+    ``\\n\\n`` once every CRLF is read as LF. Such a blank line holds ``\\n\\n`` (LF LF, CRLF LF) or ``\\n\\r\\n``
+    (LF CRLF, CRLF CRLF), so the earlier of the two finds it; the second is searched only up to the first."""
+    lf = buf.find(b"\n\n", start)
+    crlf = buf.find(b"\n\r\n", start, lf + 2 if lf >= 0 else len(buf))
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        return crlf + 3
+    return lf + 2 if lf >= 0 else -1
 
 
 def _boundary(buf: bytes) -> int:
