@@ -32,7 +32,7 @@ WARM_UP = 60.0  # seconds before the baseline sample
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/soak.py", description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--client", choices=("aiohttp", "pyreqwest"), default=harness.UPSTREAM_CLIENT)
+    parser.add_argument("--client", choices=("aiohttp", "pyqwest", "pyreqwest"), default=harness.UPSTREAM_CLIENT)
     parser.add_argument("--minutes", type=float, default=10.0, help="how long (at most 60)")
     parser.add_argument("--rate", type=float, default=500.0, help="requests started per second (at most 5,000)")
     parser.add_argument("--stream-share", type=float, default=0.25, help="share of streamed requests (0-1)")

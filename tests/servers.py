@@ -25,7 +25,7 @@ T = TypeVar("T")
 _handed_out: set[int] = set()
 
 # The upstream client of every gateway the tests start (``upstream.client``), unless a test's config names one:
-# MODELROUTER_TEST_UPSTREAM_CLIENT=pyreqwest runs the gateway tests over the other transport.
+# MODELROUTER_TEST_UPSTREAM_CLIENT=pyqwest (or pyreqwest) runs the gateway tests over another transport.
 UPSTREAM_CLIENT = os.environ.get("MODELROUTER_TEST_UPSTREAM_CLIENT", "aiohttp")
 
 

@@ -520,3 +520,22 @@ async def test_tls_to_a_backend_with_a_private_ca(make: Any, ca: trustme.CA) -> 
         assert len(set(up.peers)) == 1
     finally:
         await up.stop()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_proxy_variables_in_the_environment_are_not_followed(
+    make: Any, upstream: Upstream, host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backends are where the config says: an HTTP(S)_PROXY meant for the machine's other programs (here one
+    that refuses every connection) must not take the gateway's traffic, by IP address or by name."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{dead.getsockname()[1]}"  # bound, not listening: refuses
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        transport = make()
+        resp = await transport.send(req(upstream.url.replace("127.0.0.1", host) + "/small", "POST", b"direct"))
+        assert (resp.status, await resp.read(100)) == (200, b"ok:direct")
+        resp.close()

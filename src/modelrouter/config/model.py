@@ -477,14 +477,14 @@ class UpstreamConfig(_Strict):
     same contract; docs/architecture.md says which is the default and why). Read at start: a change needs a
     restart."""
 
-    client: Literal["aiohttp", "pyreqwest"] = "aiohttp"
+    client: Literal["aiohttp", "pyqwest", "pyreqwest"] = "aiohttp"
 
     @field_validator("client")
     @classmethod
     def _installed(cls, value: str) -> str:
         # Refused at load, like any other config error, rather than when the gateway starts.
-        if value == "pyreqwest" and importlib.util.find_spec("pyreqwest") is None:
-            raise ValueError("pyreqwest is not installed (pip install 'modelrouter[pyreqwest]')")
+        if value != "aiohttp" and importlib.util.find_spec(value) is None:
+            raise ValueError(f"{value} is not installed (pip install 'modelrouter[{value}]')")
         return value
 
 

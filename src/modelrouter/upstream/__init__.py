@@ -1,4 +1,4 @@
-"""Talking to backends: the transport interface, its aiohttp and pyreqwest implementations (``clients``)."""
+"""Talking to backends: the transport interface, its aiohttp, pyqwest and pyreqwest implementations (``clients``)."""
 
 from .aiohttp_transport import AiohttpTransport
 from .base import Transport, UpstreamRequest, UpstreamResponse

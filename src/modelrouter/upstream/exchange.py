@@ -8,7 +8,9 @@ with the same message, and a client learns the same (nothing) of the backend's a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable
 
 from ..dataplane.timers import Alarm, clock
 from ..errors import GatewayError, UpstreamInvalid, UpstreamResponseTooLarge, UpstreamTimeout
@@ -18,6 +20,7 @@ __all__ = [
     "Deadline",
     "broke_off",
     "describe",
+    "finish_later",
     "logged",
     "no_answer",
     "read_timeout",
@@ -123,3 +126,19 @@ def logged(url: str, error: GatewayError, cause: BaseException | None = None) ->
     # Debug only: the request path logs failures with the instance's name, health checks log state changes.
     log.debug("%s: %s%s", url, error.message, f" ({describe(cause)})" if cause else "")
     return error
+
+
+_closing: set[asyncio.Task[None]] = set()  # closes finishing on the loop (a task nobody holds may be collected)
+
+
+def finish_later(step: Awaitable[None], errors: tuple[type[BaseException], ...]) -> None:
+    """Finish a close the client could not finish in its call, on the loop; ``errors`` are the client's own
+    failures, which leave nothing to do."""
+
+    async def finish() -> None:
+        with contextlib.suppress(*errors):
+            await step
+
+    task = asyncio.get_running_loop().create_task(finish())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

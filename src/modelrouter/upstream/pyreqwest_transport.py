@@ -21,11 +21,9 @@ messages that name no backend address (the URL is logged at debug level instead)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import ConnectError, ConnectTimeoutError, PyreqwestError
@@ -40,6 +38,7 @@ from .exchange import (
     Deadline,
     broke_off,
     describe,
+    finish_later,
     logged,
     no_answer,
     read_timeout,
@@ -199,17 +198,7 @@ class PyreqwestResponse:
             log.debug("%s: closing the answer failed (%s)", self._url, describe(exc))
             return
         # Not seen with pyreqwest 0.15: finish it on the loop rather than leave it half-run.
-        task = asyncio.get_running_loop().create_task(_finish(step))
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Task[None]] = set()  # closes finishing on the loop (a task nobody holds may be collected)
-
-
-async def _finish(step: Coroutine[Any, Any, None]) -> None:
-    with contextlib.suppress(PyreqwestError):
-        await step
+        finish_later(step, (PyreqwestError,))
 
 
 class PyreqwestTransport:
