@@ -634,3 +634,35 @@ def test_non_json_answers_of_endpoints_that_answer_non_json_pass_unchanged(
         model="m", file=("a.wav", b"RIFF....", "audio/wav"), response_format="srt"
     )
     assert text == srt.body.decode()
+
+
+def test_a_stream_passes_on_the_rate_limit_headers_and_nothing_of_the_backend(
+    serve_app: Callable[[web.Application], str], start_gateway: StartGateway
+) -> None:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "x-ratelimit-remaining-tokens": "41",
+                "Retry-After": "3",
+                "Server": "backend-1.internal",
+                "X-Backend-Host": "10.0.0.5:8000",
+            }
+        )
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n')
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post(CHAT, handle)
+    url = serve_app(app)
+    gw = start_gateway({"services": {"chat": {"instances": [{"name": "m", "base_url": url}]}}})
+    status, headers, body = post(gw.url, CHAT, chat("m", stream=True))
+    assert status == 200
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert headers["content-type"].startswith("text/event-stream")
+    assert (headers["x-ratelimit-remaining-tokens"], headers["retry-after"]) == ("41", "3")
+    assert "x-backend-host" not in headers
+    assert "backend-1.internal" not in " ".join(headers.values())

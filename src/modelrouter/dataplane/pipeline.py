@@ -259,7 +259,7 @@ class Pipeline:
         """A streamed answer, read up to its first output: until then it can still fail over."""
         endpoint, payload, meter = call.endpoint, call.payload, call.client.meter
         translator = None
-        out_headers = resp.header_items()
+        out_headers = resp.header_items()  # read once: a transport builds the list on each call
         adapter = attempt.instance.adapter
         passed = call.native_for(adapter) is not None
         if isinstance(payload, dict) and not binary:
@@ -276,7 +276,7 @@ class Pipeline:
                 translator = tap
                 if meter is not None:
                     meter.tap = tap
-            out_headers = [*_SSE_HEADERS, *_passed_headers(resp)]
+            out_headers = [*_SSE_HEADERS, *[(k, v) for k, v in out_headers if k.startswith(_PASSED_HEADER_PREFIXES)]]
         if translator is not None and passed:
             # The client gets the backend's own events; the translation still runs, for the usage tap.
             translator = NativeEvents(translator, call.bundle.max_event_bytes)
