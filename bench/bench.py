@@ -411,6 +411,7 @@ def run_wrk(
     watch: dict[str, int],
     api_key: str | None = None,
     path: str = CHAT_PATH,
+    timeout_s: float = 5.0,
 ) -> WrkRun:
     """One bounded wrk run; ``watch`` names the pids whose CPU use to record. With ``api_key`` the lua
     script sends it as a Bearer key (via the environment); without, no Authorization header at all."""
@@ -420,7 +421,7 @@ def run_wrk(
         env[AUTH_KEY_ENV] = api_key
     argv = [
         *pin, wrk, f"-t{sc.threads}", f"-c{sc.connections}", f"-d{duration:g}s", "--latency",
-        "--timeout", "5s",  # a stalled response counts as a timeout error instead of hiding in the tail
+        "--timeout", f"{timeout_s:g}s",  # a stalled response counts as a timeout error, not hidden in the tail
         "-s", str(sc.script), f"http://{HOST}:{port}{path}",
     ]  # fmt: skip
     cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
@@ -976,6 +977,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="tokens/s of the local pack's chat model directly and through the gateway (bench/local_chat.py)",
     )
     parser.add_argument("--tokens", type=int, default=128, help="with --local: completion tokens per request")
+    parser.add_argument(
+        "--peer",
+        choices=("litellm",),
+        help="side by side with another gateway on the same upstream and core (bench/peer_litellm.py; installs it "
+        "into a venv of its own on first use)",
+    )
     args = parser.parse_args(argv)
     if not 100 <= args.requests <= 100_000:
         parser.error("--requests must be from 100 to 100,000")
@@ -1235,6 +1242,11 @@ def main(argv: list[str] | None = None) -> int:
             from messages_api import run_messages
 
             return run_messages(children, args.duration, args.rounds, args.startup_timeout)
+        if args.peer == "litellm":
+            sys.modules.setdefault("bench", sys.modules[__name__])
+            from peer_litellm import run_peer_litellm
+
+            return run_peer_litellm(children, args.duration, args.rounds, args.startup_timeout)
         return run_bench(args, children)
     except BenchError as exc:
         print(f"\nbench: error: {exc}", file=sys.stderr)
