@@ -1004,6 +1004,12 @@ def start_upstream(children: Children, pin: Pinning) -> tuple[subprocess.Popen[b
     return proc, port
 
 
+def bare_env(upstream_port: int) -> dict[str, str]:
+    """The bare proxy's environment (run from BENCH_DIR with BARE_UVICORN_ARGS)."""
+    pythonpath = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": pythonpath, "BARE_PROXY_UPSTREAM": f"http://{HOST}:{upstream_port}"}
+
+
 def start_bare(
     children: Children, pin: Pinning, upstream_port: int, timeout: float
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -1013,10 +1019,8 @@ def start_bare(
         raise BenchError(f"the bare proxy needs {', '.join(missing)}, not importable by {sys.executable}")
     port = free_port()
     log = RESULTS_DIR / "bare.log"
-    pythonpath = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": pythonpath, "BARE_PROXY_UPSTREAM": f"http://{HOST}:{upstream_port}"}
     uvicorn = [*BARE_UVICORN_ARGS, "--host", HOST, "--port", str(port)]
-    proc = children.start([*pin.gateway, sys.executable, *uvicorn], log, env=env, cwd=BENCH_DIR)
+    proc = children.start([*pin.gateway, sys.executable, *uvicorn], log, env=bare_env(upstream_port), cwd=BENCH_DIR)
     wait_ready(proc, port, "/v1/models", timeout, "bare proxy", log)
     return proc, port
 

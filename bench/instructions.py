@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -47,6 +46,7 @@ from bench import (
     Children,
     EnvironmentProblem,
     Pinning,
+    bare_env,
     free_port,
     git_state,
     start_upstream,
@@ -95,9 +95,8 @@ def count_target(
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable]
     if target == "bare":
         log = RESULTS_DIR / "callgrind-bare.log"
-        env = {**os.environ, "PYTHONPATH": str(BENCH_DIR), "BARE_PROXY_UPSTREAM": f"http://{HOST}:{upstream_port}"}
         argv = [*valgrind, *BARE_UVICORN_ARGS, "--host", HOST, "--port", str(port)]
-        proc = children.start(argv, log, env=env, cwd=BENCH_DIR)
+        proc = children.start(argv, log, env=bare_env(upstream_port), cwd=BENCH_DIR)
         wait_ready(proc, port, "/v1/models", timeout, "bare proxy under callgrind", log)
     else:
         log_name, config_name = GATEWAY_FILES[target]

@@ -252,7 +252,7 @@ class Pipeline:
             # The status is what matters (retries and breakers go by it); the body would only become the message
             # of the client's error.
             raw, ctype = b"upstream answered an error body over 1 MiB (not passed on)", "text/plain"
-        raise UpstreamStatusError(status, raw, ctype, _passed_headers(resp))
+        raise UpstreamStatusError(status, raw, ctype, _passed_headers(resp.header_items()))
 
     @staticmethod
     async def _stream(call: Call, attempt: Attempt, resp: UpstreamResponse, binary: bool) -> StreamResponse:
@@ -276,7 +276,7 @@ class Pipeline:
                 translator = tap
                 if meter is not None:
                     meter.tap = tap
-            out_headers = [*_SSE_HEADERS, *[(k, v) for k, v in out_headers if k.startswith(_PASSED_HEADER_PREFIXES)]]
+            out_headers = [*_SSE_HEADERS, *_passed_headers(out_headers)]
         if translator is not None and passed:
             # The client gets the backend's own events; the translation still runs, for the usage tap.
             translator = NativeEvents(translator, call.bundle.max_event_bytes)
@@ -370,8 +370,9 @@ _SSE_HEADERS = [
 _PASSED_HEADER_PREFIXES = (b"retry-after", b"x-ratelimit-", b"x-request-id")
 
 
-def _passed_headers(resp: UpstreamResponse) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in resp.header_items() if k.startswith(_PASSED_HEADER_PREFIXES)]
+def _passed_headers(items: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Of a backend's headers (``header_items()``, which a transport builds on each call), those passed on."""
+    return [(k, v) for k, v in items if k.startswith(_PASSED_HEADER_PREFIXES)]
 
 
 def _hash_key(hash_on: str, payload: dict[str, Any] | Form, client: ClientInfo) -> str | None:

@@ -87,7 +87,7 @@ class PyqwestResponse:
         return [
             (name, value.encode("latin-1", "replace"))
             for key, value in self._resp.headers.items()
-            if (name := key.lower().encode("latin-1")) not in DROP_HEADERS
+            if (name := key.encode("latin-1")) not in DROP_HEADERS
         ]
 
     async def read(self, limit: int) -> bytes:
@@ -267,9 +267,7 @@ class PyqwestTransport:
 
 
 def _connect_reason(exc: ConnectionError) -> str:
-    # A short reason without addresses (pyqwest's messages may name the URL).
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+    # A short reason without addresses (pyqwest's messages may name the URL; its errors are plain ConnectionErrors).
     text = str(exc).lower()
     if "refused" in text:
         return "connection refused"
